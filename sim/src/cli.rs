@@ -1,0 +1,5 @@
+#[derive(clap::Args)]
+pub struct SimArgs {}
+pub fn run(_a: SimArgs) -> Result<(), Box<dyn std::error::Error>> {
+    Err("not yet".into())
+}
