@@ -8,6 +8,7 @@ pub mod names;
 pub mod run;
 pub mod source;
 pub mod stream;
+pub mod table;
 pub mod writer;
 
 pub use decode::{ArrayView, ShapesData, Value};

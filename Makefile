@@ -1,0 +1,31 @@
+# beamtime: the two newcomer commands are `make demo` (the main job) and `make test`.
+# The cargo target dir lives outside the clone so that CI runs and rebuilds reuse it.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/beamtime/target
+export CARGO_TARGET_DIR
+BIN_DEBUG := $(CARGO_TARGET_DIR)/debug/beamtime
+BIN := $(CARGO_TARGET_DIR)/release/beamtime
+DEMO_DIR ?= $(CURDIR)/target-demo
+
+.PHONY: test build demo bench fuzz
+
+## Every test of the project: Rust unit/integration tests, then the reference-dump checks.
+test:
+	cargo build --workspace
+	cargo test --workspace
+	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/xtc-dump-check.sh
+
+build:
+	cargo build --release -p beamtime
+
+## The main job on the built-in simulated DAQ: write a run, then read and decode all of it.
+demo: build
+	$(BIN) sim --dir $(DEMO_DIR) --exp tst00001 --run 1 --events 200000 --steps 10 --streams 2
+	$(BIN) dump --stats exp=tst00001:run=1:dir=$(DEMO_DIR)
+	$(BIN) dump --limit 12 exp=tst00001:run=1:dir=$(DEMO_DIR)
+
+## Throughput benchmarks (not part of `make test`); results go into BENCHMARKS.md by hand.
+bench:
+	cargo bench -p beamtime-xtc --bench decode
+
+fuzz:
+	cd xtc/fuzz && cargo +nightly fuzz run parse -- -max_total_time=600
