@@ -423,8 +423,11 @@ pub struct EventsBuilder {
     step: Option<u32>,
     pulse_id: Option<u64>,
     last_schema: Option<SchemaRef>,
-    pending_configure: bool,
+    /// Datagram bytes behind the current rows.
+    batch_bytes: usize,
 }
+
+const MAX_BATCH_BYTES: usize = 256 << 20;
 
 impl EventsBuilder {
     pub fn new(opts: TableOptions) -> Self {
@@ -443,7 +446,7 @@ impl EventsBuilder {
             step: None,
             pulse_id: None,
             last_schema: None,
-            pending_configure: false,
+            batch_bytes: 0,
         }
     }
 
@@ -451,8 +454,10 @@ impl EventsBuilder {
         self.timestamps.len()
     }
 
+    /// Full at `batch_size` rows, or earlier when the rows' datagrams passed 256 MiB (keeps
+    /// list offsets and memory bounded with large arrays).
     pub fn is_full(&self) -> bool {
-        self.rows() >= self.opts.batch_size
+        self.rows() >= self.opts.batch_size || self.batch_bytes >= MAX_BATCH_BYTES
     }
 
     /// Takes a Configure's schema for all member streams, replacing the columns. The caller
@@ -500,7 +505,6 @@ impl EventsBuilder {
                 self.routes[i].insert(names.names_id, route);
             }
         }
-        self.pending_configure = true;
     }
 
     fn column_for(&mut self, name: String, f: &Name, sticky: bool, names: &Names) -> Option<usize> {
@@ -580,6 +584,7 @@ impl EventsBuilder {
         let max_array = self.opts.max_array_len;
         for (i, state, dg) in members {
             damage |= dg.xtc().damage;
+            self.batch_bytes += dg.bytes().len();
             let Some(routes) = self.routes.get(i) else { continue };
             let columns = &mut self.columns;
             let pulse_id = &mut self.pulse_id;
@@ -620,6 +625,7 @@ impl EventsBuilder {
         if self.timestamps.is_empty() {
             return None;
         }
+        self.batch_bytes = 0;
         let ts = std::mem::take(&mut self.timestamps);
         let time: Vec<i64> = ts.iter().map(|&t| unix_nanos(t)).collect();
         let mut fields = vec![
@@ -645,7 +651,6 @@ impl EventsBuilder {
         let schema = Arc::new(Schema::new(fields));
         let new_schema = self.last_schema.as_ref().is_none_or(|s| s.fields() != schema.fields());
         self.last_schema = Some(schema.clone());
-        self.pending_configure = false;
         let batch = RecordBatch::try_new(schema, arrays).expect("columns have one value per row");
         Some(EventBatch { batch, new_schema })
     }
