@@ -1,5 +1,175 @@
-#[derive(clap::Args)]
-pub struct SimArgs {}
-pub fn run(_a: SimArgs) -> Result<(), Box<dyn std::error::Error>> {
-    Err("not yet".into())
+//! `beamtime sim`: the command line of the simulated DAQ.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::config::{next_free_run, SimConfig, DEFAULT_EXP};
+use crate::run::write_run_with_progress;
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct SimArgs {
+    /// The xtc directory to write into (smd files go to its smalldata/)
+    /// [default: beamtime-sim in the system temp directory]
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Experiment name
+    #[arg(long, default_value = DEFAULT_EXP)]
+    pub exp: String,
+    /// Run number [default: the next free one in the directory]
+    #[arg(long)]
+    pub run: Option<u32>,
+    /// L1Accept events in the run
+    #[arg(long, default_value_t = 10_000)]
+    pub events: u64,
+    /// Scan steps (the pump-probe delay goes from -2 to +3 ps over them)
+    #[arg(long, default_value_t = 10)]
+    pub steps: u32,
+    /// Streams (DRP nodes): s000 beam data, s001 digitizer (+ camera), s002… a FIM at 1/10 rate
+    #[arg(long, default_value_t = 2)]
+    pub streams: u32,
+    /// Events per second of wall time, flushing as it goes so live readers see the files grow;
+    /// 0 = as fast as possible (timestamps then show a 1 kHz run)
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Seed of every random value and of the model parameters (time zero, width)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Start a new bigdata chunk at the next step once a chunk exceeds this many MiB
+    /// (the DAQ's threshold is 500 GiB)
+    #[arg(long, default_value_t = 512_000.0)]
+    pub chunk_mb: f64,
+    /// Also record camera frames of WIDTHxHEIGHT u16 pixels, e.g. 64x48
+    #[arg(long, value_name = "WxH", value_parser = parse_image)]
+    pub image: Option<(u32, u32)>,
+    /// SlowUpdates (EPICS values) per second of data time; 0 = none
+    #[arg(long, default_value_t = 1.0)]
+    pub slow_hz: f64,
+    /// Replace an existing run with the same number even if the simulator did not write it
+    /// (an earlier simulated run is always replaced)
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_image(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("'{s}': expected WIDTHxHEIGHT, e.g. 64x48");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    Ok((w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?))
+}
+
+impl SimArgs {
+    /// The run these arguments describe (resolving the default directory and run number).
+    pub fn config(&self) -> Result<SimConfig, Box<dyn Error>> {
+        let dir = self.dir.clone().unwrap_or_else(|| std::env::temp_dir().join("beamtime-sim"));
+        if !(self.chunk_mb.is_finite() && self.chunk_mb >= 0.0) {
+            return Err(format!("--chunk-mb {}: a size ≥ 0 is expected", self.chunk_mb).into());
+        }
+        let mut cfg = SimConfig::new(&dir);
+        cfg.exp = self.exp.clone();
+        cfg.run = self.run.unwrap_or_else(|| next_free_run(&dir, &self.exp));
+        cfg.events = self.events;
+        cfg.steps = self.steps;
+        cfg.streams = self.streams;
+        cfg.rate_hz = self.rate;
+        cfg.seed = self.seed;
+        cfg.chunk_bytes = (self.chunk_mb * MIB) as u64;
+        cfg.image = self.image;
+        cfg.slow_update_hz = self.slow_hz;
+        cfg.overwrite = self.force;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+pub fn run(args: SimArgs) -> Result<(), Box<dyn Error>> {
+    let cfg = args.config()?;
+    let pacing = if cfg.rate_hz > 0.0 { format!("at {} Hz in real time", cfg.rate_hz) } else { "as fast as possible".into() };
+    println!(
+        "beamtime sim: run {} of {} into {}: {} events, {} steps, {} streams, {pacing}",
+        cfg.run,
+        cfg.exp,
+        cfg.dir.display(),
+        cfg.events,
+        cfg.steps,
+        cfg.streams
+    );
+    if cfg.rate_hz > 0.0 {
+        println!("follow it live with: {}:live", cfg.source());
+    }
+    let started = Instant::now();
+    let truth = write_run_with_progress(&cfg, |p| {
+        if p.events < p.total {
+            eprintln!("  {} / {} events, step {} of {}, {:.1} s", p.events, p.total, p.step + 1, p.steps, p.elapsed.as_secs_f64());
+        }
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    let bytes: u64 = truth.streams.iter().map(|s| s.smd.bytes + s.chunks.iter().map(|c| c.bytes).sum::<u64>()).sum();
+    println!(
+        "wrote {} events in {:.2} s ({:.0} events/s, {:.1} MB/s); timestamps {} to {}",
+        truth.events,
+        secs,
+        truth.events as f64 / secs.max(1e-9),
+        bytes as f64 / 1e6 / secs.max(1e-9),
+        truth.first_time_utc,
+        truth.last_time_utc
+    );
+    for s in &truth.streams {
+        let big: u64 = s.chunks.iter().map(|c| c.bytes).sum();
+        let names: Vec<&str> = s.chunks.iter().map(|c| c.file.as_str()).collect();
+        let chunks = match names.as_slice() {
+            [one] => one.to_string(),
+            [first, .., last] => format!("{first} … {last}"),
+            [] => String::new(),
+        };
+        println!(
+            "  s{:03}: {} L1Accepts, {} chunk(s) {chunks} ({:.1} MB); {} ({:.1} MB)",
+            s.stream,
+            s.l1,
+            s.chunks.len(),
+            big as f64 / 1e6,
+            s.smd.file,
+            s.smd.bytes as f64 / 1e6
+        );
+    }
+    println!("  truth: {}", cfg.truth_path().display());
+    println!("read it with: {}", truth.source);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn arguments_make_a_config() {
+        let dir = std::env::temp_dir().join("beamtime-sim-cli-test-none");
+        let cli = Cli::try_parse_from([
+            "sim", "--dir", dir.to_str().unwrap(), "--run", "7", "--events", "50", "--image", "16x8", "--chunk-mb", "0.5", "--rate", "100",
+        ])
+        .unwrap();
+        let cfg = cli.sim.config().unwrap();
+        assert_eq!((cfg.run, cfg.events, cfg.image, cfg.chunk_bytes, cfg.rate_hz), (7, 50, Some((16, 8)), 1 << 19, 100.0));
+        assert_eq!((cfg.exp.as_str(), cfg.steps, cfg.streams), (DEFAULT_EXP, 10, 2));
+        assert_eq!(cfg.source(), format!("exp={DEFAULT_EXP}:run=7:dir={}", dir.display()));
+        // No run in an empty directory: run 1.
+        let cli = Cli::try_parse_from(["sim", "--dir", dir.to_str().unwrap()]).unwrap();
+        assert_eq!(cli.sim.config().unwrap().run, 1);
+    }
+
+    #[test]
+    fn bad_arguments_say_why() {
+        assert!(parse_image("64").unwrap_err().contains("WIDTHxHEIGHT"));
+        assert_eq!(parse_image("64X48"), Ok((64, 48)));
+        let cli = Cli::try_parse_from(["sim", "--steps", "0", "--dir", "/nonexistent"]).unwrap();
+        assert!(cli.sim.config().unwrap_err().to_string().contains("steps"));
+    }
 }
