@@ -39,6 +39,7 @@ pub fn run(source: &Source, opts: &Options) -> Result<(), Error> {
         if opts.limit.is_some_and(|l| reader.count() > l) {
             break;
         }
+        stats.built[built.service as usize] += 1;
         for (i, dg) in reader.members() {
             seq += 1;
             let state = reader.stream_state(i);
@@ -340,6 +341,9 @@ pub fn utc(unix_nanos: i64) -> String {
 
 #[derive(Default)]
 struct Stats {
+    /// Built events/transitions (one per timestamp across streams).
+    built: [u64; 16],
+    /// Datagrams (one per stream member).
     per_transition: [u64; 16],
     bytes: u64,
     fields: u64,
@@ -365,14 +369,14 @@ impl Stats {
     }
 
     fn print(&self, out: &mut impl Write, secs: f64) -> io::Result<()> {
-        writeln!(out, "{:<12} {:>12}", "transition", "count")?;
+        writeln!(out, "{:<12} {:>12} {:>12}", "transition", "built", "datagrams")?;
         for t in TransitionId::ALL {
             let n = self.per_transition[t as usize];
             if n > 0 {
-                writeln!(out, "{:<12} {n:>12}", t.name())?;
+                writeln!(out, "{:<12} {:>12} {n:>12}", t.name(), self.built[t as usize])?;
             }
         }
-        let events = self.per_transition[TransitionId::L1Accept as usize];
+        let events = self.built[TransitionId::L1Accept as usize];
         let dgrams: u64 = self.per_transition.iter().sum();
         writeln!(out, "datagrams {dgrams}, fields decoded {}, array elements {}", self.fields, self.array_elems)?;
         writeln!(

@@ -146,15 +146,22 @@ impl<'a> ShapesData<'a> {
 
     /// Calls `f(index, name, value)` for every field of `names`, in Name order.
     #[inline]
-    pub fn for_each_field(
+    pub fn for_each_field(&self, names: &Names, f: impl FnMut(usize, &Name, Value<'a>)) -> Result<(), FormatError> {
+        self.for_each_field_upto(names, names.fields.len(), f)
+    }
+
+    /// Like `for_each_field` for the first `n` fields only (the rest are not looked at).
+    #[inline]
+    pub fn for_each_field_upto(
         &self,
         names: &Names,
+        n: usize,
         mut f: impl FnMut(usize, &Name, Value<'a>),
     ) -> Result<(), FormatError> {
         let data = self.data;
         let mut off = 0usize;
         let mut k = 0usize;
-        for (i, name) in names.fields.iter().enumerate() {
+        for (i, name) in names.fields.iter().enumerate().take(n) {
             let size = name.dtype.size();
             if name.rank == 0 {
                 if data.len() - off < size {

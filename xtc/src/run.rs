@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::decode::Value;
-use crate::dgram::{Dgram, TransitionId};
+use crate::decode::{ShapesData, Value};
+use crate::dgram::{type_id, u64_at, walk, Dgram, TransitionId};
+use crate::names::DataType;
 use crate::error::{Error, FormatError, Result};
 use crate::file::{final_name, ChunkReader, DgramReader, Follow};
 use crate::source::{RunSource, Source};
@@ -144,6 +145,9 @@ struct StreamIn {
     head_ts: u64,
     head_env: u32,
     head_offset: u64,
+    /// Where an smd L1's `intOffset`/`intDgramSize` sit: (NamesId, byte offsets in Data),
+    /// found once per Configure so the per-event path reads two u64s.
+    smdinfo: Option<(u32, usize, usize)>,
     /// Switch bigdata chunks on Enable/chunkinfo (runs); explicit files are read as stored.
     follow_chunks: bool,
     /// A failed chunk switch, reported with the stream's next datagram.
@@ -388,6 +392,7 @@ impl StreamIn {
             head_env: 0,
             head_offset: 0,
             follow_chunks: true,
+            smdinfo: None,
             pending_error: None,
         })
     }
@@ -420,6 +425,7 @@ impl StreamIn {
         match service {
             TransitionId::Configure => {
                 self.state.observe(&dg).map_err(fail)?;
+                self.smdinfo = smdinfo_layout(&self.state);
             }
             TransitionId::Enable => {
                 let mut filename = None;
@@ -451,18 +457,20 @@ impl StreamIn {
             s if s.is_event() && self.smd => {
                 let mut off = None;
                 let mut size = None;
-                self.state
-                    .for_each_shapes_data(&dg, |names, sd| {
-                        if names.det_name == "smdinfo" {
-                            sd.for_each_field(names, |_, name, v| match (name.name.as_str(), v) {
-                                ("intOffset", Value::U64(x)) => off = Some(x),
-                                ("intDgramSize", Value::U64(x)) => size = Some(x),
-                                _ => {}
-                            })?;
+                if let Some((id, off_at, size_at)) = self.smdinfo {
+                    walk(dg.bytes(), &mut |node| {
+                        if node.header.type_id() == type_id::SHAPES_DATA && node.header.src == id {
+                            let sd = ShapesData::parse(&node)?;
+                            if sd.data.len() < off_at.max(size_at) + 8 {
+                                return Err(FormatError::new(sd.data_at, "smdinfo Data is shorter than its two u64 fields"));
+                            }
+                            off = Some(u64_at(sd.data, off_at));
+                            size = Some(u64_at(sd.data, size_at));
                         }
                         Ok(())
                     })
                     .map_err(fail)?;
+                }
                 let (Some(off), Some(size)) = (off, size) else {
                     return Err(Error::format_msg(&path, offset, "smd L1Accept without smdinfo intOffset/intDgramSize"));
                 };
@@ -483,6 +491,25 @@ impl StreamIn {
     fn reader_follow(&self) -> Option<Follow> {
         self.reader.follow_policy()
     }
+}
+
+/// Byte offsets of `intOffset` and `intDgramSize` in the smdinfo Data (fields before them are
+/// scalars in every real file; arrays before them would make offsets vary, so then None).
+fn smdinfo_layout(state: &StreamState) -> Option<(u32, usize, usize)> {
+    let names = state.lookup().by_det_name("smdinfo")?;
+    let (mut at, mut off, mut size) = (0usize, None, None);
+    for f in &names.fields {
+        if f.rank != 0 {
+            return None;
+        }
+        match (f.name.as_str(), f.dtype) {
+            ("intOffset", DataType::U64) => off = Some(at),
+            ("intDgramSize", DataType::U64) => size = Some(at),
+            _ => {}
+        }
+        at += f.dtype.size();
+    }
+    Some((names.names_id, off?, size?))
 }
 
 /// The path itself, or its `.inprogress` form, whichever exists (waiting in live mode).

@@ -21,7 +21,7 @@ use arrow_schema::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
 use crate::decode::{ArrayView, Value};
 use crate::dgram::{unix_nanos, Dgram, TransitionId};
 use crate::error::{FormatError, Result};
-use crate::names::{DataType, Name, Names};
+use crate::names::{DataType, IdMap, Name, Names};
 use crate::run::RunReader;
 use crate::source::Source;
 use crate::stream::StreamState;
@@ -37,11 +37,14 @@ pub struct TableOptions {
     pub max_array_len: usize,
     /// The run number to use when a BeginRun carries no `runinfo`.
     pub run_hint: Option<u32>,
+    /// Only these detector/scan/epics columns (the fixed columns always come); detectors
+    /// with no projected field are not decoded at all. `None` = every column.
+    pub columns: Option<Vec<String>>,
 }
 
 impl Default for TableOptions {
     fn default() -> Self {
-        TableOptions { batch_size: 65_536, max_array_len: 1 << 20, run_hint: None }
+        TableOptions { batch_size: 65_536, max_array_len: 1 << 20, run_hint: None, columns: None }
     }
 }
 
@@ -144,11 +147,14 @@ impl Store {
         true
     }
 
+    /// Moves the values out, leaving an empty store with the same capacity reserved so the
+    /// next batch does not grow (and page-fault) its way up again.
     fn take(&mut self) -> Store {
         macro_rules! t {
-            ($variant:ident, $v:expr) => {
-                Store::$variant(std::mem::take($v))
-            };
+            ($variant:ident, $v:expr) => {{
+                let cap = $v.len();
+                Store::$variant(std::mem::replace($v, Vec::with_capacity(cap)))
+            }};
         }
         match self {
             Store::U8(v) => t!(U8, v),
@@ -260,7 +266,10 @@ impl Column {
         let ok = match (&mut self.kind, v) {
             (Kind::Scalar, v) => self.store.push(v),
             (Kind::Str(b), Value::Str(s)) => {
-                b.append_value(String::from_utf8_lossy(s));
+                match std::str::from_utf8(s) {
+                    Ok(s) => b.append_value(s),
+                    Err(_) => b.append_value(String::from_utf8_lossy(s)),
+                }
                 true
             }
             (Kind::Array { offsets, len, shape, varying }, Value::Array(a)) => {
@@ -290,14 +299,17 @@ impl Column {
     /// Ends a row this column got no value in: a null, or the sticky value.
     fn fill_missing(&mut self, row: usize) {
         while self.rows() <= row {
-            if let Some(Some(v)) = self.sticky.clone() {
-                let done = match v {
-                    Sticky::Num(v) => self.set(&v),
-                    Sticky::Str(s) => self.set(&Value::Str(s.as_bytes())),
-                };
-                if done {
-                    continue;
+            let done = match (&self.sticky, &mut self.kind) {
+                (Some(Some(Sticky::Num(v))), Kind::Scalar) => self.store.push(v),
+                (Some(Some(Sticky::Str(s))), Kind::Str(b)) => {
+                    b.append_value(s);
+                    true
                 }
+                _ => false,
+            };
+            if done {
+                self.valid.push(true);
+                continue;
             }
             match &mut self.kind {
                 Kind::Scalar => self.store.push_default(1),
@@ -328,7 +340,8 @@ impl Column {
 
     /// Moves this batch's values out as an Arrow array.
     fn finish(&mut self) -> ArrayRef {
-        let valid = std::mem::take(&mut self.valid);
+        let rows = self.valid.len();
+        let valid = std::mem::replace(&mut self.valid, Vec::with_capacity(rows));
         let nulls = if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::new(BooleanBuffer::from(valid))) };
         match &mut self.kind {
             Kind::Scalar => self.store.take().into_array(nulls),
@@ -395,6 +408,8 @@ struct Route {
     columns: Vec<Option<usize>>,
     /// Field index of `timing.pulseId`, copied into `pulse_id`.
     pulse_id: Option<usize>,
+    /// Fields after this many are not needed (projection).
+    needed: usize,
 }
 
 /// One record batch of the events table.
@@ -416,9 +431,9 @@ pub struct EventsBuilder {
     columns: Vec<Column>,
     by_name: HashMap<String, usize>,
     /// Per stream, NamesId → route, for L1 data.
-    routes: Vec<HashMap<u32, Route>>,
+    routes: Vec<IdMap<Route>>,
     /// Per stream, NamesId → column indices of scan/epics fields.
-    sticky_routes: Vec<HashMap<u32, Vec<Option<usize>>>>,
+    sticky_routes: Vec<IdMap<Vec<Option<usize>>>>,
     run: Option<u32>,
     step: Option<u32>,
     pulse_id: Option<u64>,
@@ -467,8 +482,8 @@ impl EventsBuilder {
         self.columns.clear();
         self.by_name.clear();
         let n_streams = streams.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
-        self.routes = (0..n_streams.max(self.routes.len())).map(|_| HashMap::new()).collect();
-        self.sticky_routes = (0..self.routes.len()).map(|_| HashMap::new()).collect();
+        self.routes = (0..n_streams.max(self.routes.len())).map(|_| IdMap::default()).collect();
+        self.sticky_routes = (0..self.routes.len()).map(|_| IdMap::default()).collect();
         for &(i, state) in streams {
             for names in state.lookup().sorted() {
                 let det = names.det_name.as_str();
@@ -502,12 +517,20 @@ impl EventsBuilder {
                         route.pulse_id = Some(k);
                     }
                 }
-                self.routes[i].insert(names.names_id, route);
+                // Unprojected detectors are skipped before their fields are decoded.
+                route.needed = route.columns.iter().rposition(Option::is_some).map_or(0, |k| k + 1);
+                route.needed = route.needed.max(route.pulse_id.map_or(0, |k| k + 1));
+                if route.needed > 0 {
+                    self.routes[i].insert(names.names_id, route);
+                }
             }
         }
     }
 
     fn column_for(&mut self, name: String, f: &Name, sticky: bool, names: &Names) -> Option<usize> {
+        if self.opts.columns.as_ref().is_some_and(|cols| !cols.contains(&name)) {
+            return None;
+        }
         if let Some(&c) = self.by_name.get(&name) {
             let col = &self.columns[c];
             return (col.dtype == f.dtype && matches!(col.kind, Kind::Array { .. }) == (f.rank > 0 && f.dtype != DataType::CharStr))
@@ -591,7 +614,7 @@ impl EventsBuilder {
             state
                 .for_each_shapes_data(&dg, |names, sd| {
                     let Some(route) = routes.get(&names.names_id) else { return Ok(()) };
-                    sd.for_each_field(names, |k, _, v| {
+                    sd.for_each_field_upto(names, route.needed, |k, _, v| {
                         if Some(k) == route.pulse_id {
                             if let Value::U64(p) = v {
                                 *pulse_id = Some(p);
