@@ -12,22 +12,17 @@ use libfuzzer_sys::fuzz_target;
 use xtc::table::{EventsReader, TableOptions};
 use xtc::{RunReader, Source, Value};
 
-/// One scratch file per fuzzing process (in /dev/shm when there is one).
-fn scratch() -> &'static PathBuf {
+#[path = "scratch.rs"]
+mod scratch;
+
+/// One scratch file per fuzzing process.
+fn scratch_file() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = PathBuf::from("/dev/shm");
-        let dir = if dir.is_dir() {
-            dir
-        } else {
-            std::env::temp_dir()
-        };
-        dir.join(format!("beamtime-xtc-fuzz-{}.xtc2", std::process::id()))
-    })
+    PATH.get_or_init(|| scratch::path("file", ".xtc2"))
 }
 
 fuzz_target!(|data: &[u8]| {
-    let path = scratch();
+    let path = scratch_file();
     std::fs::write(path, data).expect("write the scratch file");
 
     if let Ok(mut reader) = RunReader::open_files(std::slice::from_ref(path)) {

@@ -24,17 +24,14 @@ const FILES: [&str; 5] = [
     "data-r0001-s000-c001.xtc2",
 ];
 
-/// One scratch run directory per fuzzing process (in /dev/shm when there is one).
-fn scratch() -> &'static PathBuf {
+#[path = "scratch.rs"]
+mod scratch;
+
+/// One scratch run directory per fuzzing process.
+fn scratch_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = PathBuf::from("/dev/shm");
-        let base = if base.is_dir() {
-            base
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("beamtime-xtc-fuzz-run-{}", std::process::id()));
+        let dir = scratch::path("run", "");
         std::fs::create_dir_all(dir.join("smalldata")).expect("create the scratch run directory");
         dir
     })
@@ -65,7 +62,7 @@ fn write_run(dir: &Path, parts: &[&[u8]]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let dir = scratch();
+    let dir = scratch_dir();
     write_run(dir, &split(data));
     let source =
         Source::parse(&format!("exp=xpptut15:run=14:dir={}", dir.display())).expect("run source");
