@@ -28,4 +28,4 @@ bench:
 	cargo bench -p beamtime-xtc --bench decode
 
 fuzz:
-	cd xtc/fuzz && cargo +nightly fuzz run parse -- -max_total_time=600
+	cd xtc/fuzz && ./seed.sh && RUSTC_BOOTSTRAP=1 cargo fuzz run dgram -- -max_len=300000 -max_total_time=600

@@ -224,6 +224,12 @@ impl DgramReader {
             self.start = 0;
         }
         if self.buf.len() < need {
+            // Offline, a datagram that would run past the end of the file is a truncated tail:
+            // do not allocate for a size the file cannot hold.
+            let file_len = self.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+            if self.follow.is_none() && self.buf_offset + (self.start + need) as u64 > file_len {
+                return Ok(0);
+            }
             self.buf.resize(need.next_power_of_two(), 0);
         }
         loop {
@@ -278,8 +284,10 @@ impl ChunkReader {
         if size > MAX_DGRAM_SIZE || size < DGRAM_HEADER_SIZE {
             return Err(Error::format_msg(&self.path, offset, format!("smd record gives an impossible datagram size {size}")));
         }
-        let inside = offset >= self.window_offset
-            && offset + size as u64 <= self.window_offset + self.window_len as u64;
+        let Some(end) = offset.checked_add(size as u64) else {
+            return Err(Error::format_msg(&self.path, offset, format!("smd record gives an impossible offset {offset}")));
+        };
+        let inside = offset >= self.window_offset && end <= self.window_offset + self.window_len as u64;
         if !inside {
             self.fill(offset, size)?;
         }

@@ -326,7 +326,8 @@ impl Column {
             Kind::Array { len, varying, .. } => {
                 let item = Arc::new(Field::new("item", arrow_type(self.dtype), false));
                 match (len, varying) {
-                    (Some(l), false) => ArrowType::FixedSizeList(item, *l as i32),
+                    // A zero-length fixed-size list has no defined row count: keep those variable.
+                    (Some(l), false) if *l > 0 => ArrowType::FixedSizeList(item, *l as i32),
                     _ => ArrowType::List(item),
                 }
             }
@@ -351,7 +352,7 @@ impl Column {
                 let offs = std::mem::replace(offsets, vec![0]);
                 let item = Arc::new(Field::new("item", arrow_type(self.dtype), false));
                 match (*len, *varying) {
-                    (Some(l), false) => {
+                    (Some(l), false) if l > 0 => {
                         // Null rows hold no elements in the variable layout: pad them.
                         let values = if nulls.is_some() { pad_fixed(&values, &offs, l) } else { values };
                         Arc::new(FixedSizeListArray::new(item, l as i32, values, nulls))

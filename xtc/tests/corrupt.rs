@@ -156,3 +156,36 @@ fn byte_flips_and_cuts_never_panic() {
     }
     assert!(tried > 1000);
 }
+
+/// Inputs the fuzzers' hand-built regressions found (xtc/fuzz/regressions).
+#[test]
+fn zero_length_arrays_in_every_row_make_a_valid_batch() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/parse-zero-length-array.xtc2");
+    let batches = xtc::table::read_events(&Source::Files(vec![path]), TableOptions::default()).unwrap();
+    assert_eq!(batches.len(), 1);
+    let col = batches[0].column_by_name("x..a").expect("column x..a (the alg name is empty)");
+    assert_eq!(col.len(), 1);
+    assert!(matches!(col.data_type(), arrow_schema::DataType::List(_)));
+}
+
+#[test]
+fn an_smd_offset_near_u64_max_is_an_error_not_an_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let smd_dir = dir.path().join("smalldata");
+    std::fs::create_dir_all(&smd_dir).unwrap();
+    for file in ["run-smd-offset-overflow.bin", "run-smd-offset-overflow-2.bin"] {
+        let bin = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(file)).unwrap();
+        // The `run` target's layout: u32 length + bytes per file; part 0 is the smd stream,
+        // part 1 (absent or short here) its bigdata chunk.
+        let n = u32::from_le_bytes(bin[..4].try_into().unwrap()) as usize;
+        let smd = &bin[4..(4 + n).min(bin.len())];
+        let rest = &bin[(4 + n).min(bin.len())..];
+        let big = if rest.len() >= 4 { &rest[4..(4 + u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize).min(rest.len())] } else { &[][..] };
+        std::fs::write(smd_dir.join("x-r0001-s000-c000.smd.xtc2"), smd).unwrap();
+        std::fs::write(dir.path().join("x-r0001-s000-c000.xtc2"), big).unwrap();
+        let src = Source::parse(&format!("exp=x:run=1:dir={}", dir.path().display())).unwrap();
+        let r = std::panic::catch_unwind(|| xtc::table::read_events(&src, TableOptions::default()));
+        let e = r.expect("no panic").unwrap_err().to_string();
+        assert!(e.contains("x-r0001-s000-c000"), "{file}: {e}");
+    }
+}
