@@ -1,0 +1,329 @@
+//! SQL over the catalog: polars' `SQLContext` with every table registered, dotted column names
+//! quoted first ([`crate::rewrite`]), and polars' errors turned into ones that say what to fix.
+
+use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use polars::prelude::*;
+use polars::sql::SQLContext;
+
+use crate::catalog::Catalog;
+use crate::error::{QueryError, Result};
+use crate::files::polars_msg;
+use crate::rewrite::{quote_dotted_names, table_function_paths};
+
+/// How many close column names an unknown-column error lists.
+const MAX_SUGGESTIONS: usize = 5;
+
+/// A query ready to run: the lazy plan, and what is needed to explain a failure.
+struct Planned {
+    lf: LazyFrame,
+    hints: Hints,
+}
+
+/// The columns a failing query could have meant.
+struct Hints {
+    /// Columns of the tables (and files) the query reads, in table order, deduplicated.
+    columns: Vec<String>,
+    /// Dotted chains in the query that matched no column.
+    unmatched: Vec<String>,
+    tables: Vec<String>,
+}
+
+impl Catalog {
+    /// Runs one SQL statement over the catalog's tables.
+    ///
+    /// Tables are referred to by name; files through polars' table functions
+    /// (`read_parquet('f.parquet')`, `read_csv('f.csv')`, `read_ipc('f.arrow')`). Column names
+    /// with dots may be written unquoted (`avg(ipm2.raw.sum)`, `e.ipm2.raw.sum`); names with
+    /// `:` (EPICS PVs) must be double-quoted: `"epics.HX2:DVD:GCC:01:PMON"`.
+    ///
+    /// Polars SQL 0.55 as users meet it: `sum` of an `f32` column adds in `f32` (write
+    /// `sum(x::double)`); two aggregates of one column need `AS` names; after
+    /// `JOIN … ON a.k = b.k` only `a.k` exists; fixed-size arrays are lists here, so `x[1]`
+    /// (1-based) and `array_sum(x)` work; `count`, `sum`, `avg`, `min`, `max`, `median`,
+    /// `stddev`, `variance`, `quantile_cont`, `first`, `last`, `corr`, `covar_samp`,
+    /// `array_agg` aggregate, `stddev_pop`, `var_pop`, `mode` do not exist.
+    pub fn sql(&self, query: &str) -> Result<DataFrame> {
+        let Planned { lf, hints } = self.plan(query)?;
+        // Polars reports most problems as errors, but a bug deep in an engine can still panic;
+        // a notebook must survive it.
+        match catch_unwind(AssertUnwindSafe(|| lf.collect())) {
+            Ok(r) => r.map_err(|e| explain(e, &hints)),
+            Err(p) => Err(panicked(p)),
+        }
+    }
+
+    /// [`Catalog::sql`] that gives up when `cancel` becomes true (checked every few ms).
+    ///
+    /// Polars 0.55 has no cancellation hook that is safe to use from a library: the only one,
+    /// `LazyFrame::collect_concurrently`, runs the query as a rayon job, where a panic aborts
+    /// the process. So the query runs on its own thread and is *abandoned* on cancel: this
+    /// returns [`QueryError::Cancelled`] at once, while the computation finishes in the
+    /// background and its result is dropped.
+    pub fn sql_with_cancel(&self, query: &str, cancel: &AtomicBool) -> Result<DataFrame> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(QueryError::Cancelled);
+        }
+        let Planned { lf, hints } = self.plan(query)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("beamtime-sql".into())
+            .spawn(move || {
+                let r = catch_unwind(AssertUnwindSafe(|| lf.collect()));
+                let _ = tx.send(r);
+            })
+            .map_err(|e| QueryError::Sql(format!("cannot start a query thread: {e}")))?;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(Ok(r)) => return r.map_err(|e| explain(e, &hints)),
+                Ok(Err(p)) => return Err(panicked(p)),
+                Err(mpsc::RecvTimeoutError::Timeout) if cancel.load(Ordering::Relaxed) => return Err(QueryError::Cancelled),
+                Err(mpsc::RecvTimeoutError::Timeout) => {},
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(QueryError::Sql("the query thread stopped without a result".into()));
+                },
+            }
+        }
+    }
+
+    /// The SQL text after dotted names are quoted: what polars actually parses.
+    pub fn rewrite_sql(&self, query: &str) -> String {
+        let known = self.known_columns(&file_schemas(&self.context(), query));
+        quote_dotted_names(query, &|s| known.contains(s)).sql
+    }
+
+    /// A context with every table registered (lazily: registering clones `Arc`s, not data).
+    ///
+    /// Fixed-size array columns are seen as lists: polars SQL's subscripts (`x[1]`) and
+    /// `array_*` functions only take lists. The cast runs only for the columns a query uses.
+    fn context(&self) -> SQLContext {
+        let ctx = SQLContext::new();
+        for (name, df) in self.iter() {
+            let lists: Vec<Expr> = df
+                .schema()
+                .iter()
+                .filter_map(|(n, d)| match d {
+                    DataType::Array(inner, _) => Some(col(n.clone()).cast(DataType::List(inner.clone()))),
+                    _ => None,
+                })
+                .collect();
+            let lf = df.clone().lazy();
+            ctx.register(name, if lists.is_empty() { lf } else { lf.with_columns(lists) });
+        }
+        ctx
+    }
+
+    /// Column names of every table, and of the files the query reads with table functions.
+    fn known_columns(&self, files: &[(String, Vec<String>)]) -> HashSet<String> {
+        let mut known: HashSet<String> = self.all_columns().collect();
+        known.extend(files.iter().flat_map(|(_, c)| c.iter().cloned()));
+        known
+    }
+
+    fn all_columns(&self) -> impl Iterator<Item = String> + '_ {
+        self.iter().flat_map(|(_, df)| df.get_column_names_owned()).map(|n| n.to_string())
+    }
+
+    fn plan(&self, query: &str) -> Result<Planned> {
+        if query.trim().is_empty() {
+            return Err(QueryError::Syntax("the query is empty".into()));
+        }
+        let mut ctx = self.context();
+        let files = file_schemas(&ctx, query);
+        let known = self.known_columns(&files);
+        let rewritten = quote_dotted_names(query, &|s| known.contains(s));
+
+        // The tables the query names, for suggestions; a query that does not parse has none.
+        let mut tables: Vec<String> = polars::sql::extract_table_identifiers(&rewritten.sql, false, true).unwrap_or_default();
+        tables.retain(|t| self.get(t).is_some());
+        let mut columns: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        let from_tables = tables.iter().filter_map(|t| self.get(t)).flat_map(|df| df.get_column_names_owned()).map(|n| n.to_string());
+        for c in from_tables.chain(files.into_iter().flat_map(|(_, c)| c)) {
+            if seen.insert(c.clone()) {
+                columns.push(c);
+            }
+        }
+        if columns.is_empty() {
+            // No table recognised (e.g. a syntax error): suggest from every table.
+            columns = self.all_columns().filter(|c| seen.insert(c.clone())).collect();
+        }
+        let hints = Hints { columns, unmatched: rewritten.unmatched, tables: self.names() };
+
+        // Parsing and planning run user text through a large parser: same panic guard.
+        let planned = catch_unwind(AssertUnwindSafe(|| ctx.execute(&rewritten.sql).and_then(|mut lf| lf.collect_schema().map(|_| lf))));
+        match planned {
+            Ok(Ok(lf)) => Ok(Planned { lf, hints }),
+            Ok(Err(e)) => Err(explain(e, &hints)),
+            Err(p) => Err(panicked(p)),
+        }
+    }
+}
+
+/// `(path, columns)` of the files read with `read_parquet('…')` and friends; files that
+/// cannot be opened are left for polars to report when the query runs.
+fn file_schemas(ctx: &SQLContext, query: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for (func, path) in table_function_paths(query) {
+        let probe = format!("SELECT * FROM {func}('{}')", path.replace('\'', "''"));
+        let mut ctx = ctx.clone();
+        let schema = catch_unwind(AssertUnwindSafe(|| ctx.execute(&probe).and_then(|mut lf| lf.collect_schema())));
+        if let Ok(Ok(s)) = schema {
+            out.push((path, s.iter_names().map(|n| n.to_string()).collect()));
+        }
+    }
+    out
+}
+
+fn panicked(p: Box<dyn std::any::Any + Send>) -> QueryError {
+    let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+    QueryError::Sql(format!("polars failed internally on this query ({msg}); try rephrasing it"))
+}
+
+/// Turns a polars error into the error a user can act on.
+fn explain(e: PolarsError, hints: &Hints) -> QueryError {
+    let full = polars_msg(&e);
+    // Polars appends the plan it failed in; users want the first paragraph.
+    let msg = full.split("\n\nResolved plan").next().unwrap_or(&full).trim_end().to_string();
+    let unknown_column = |column: String| {
+        let suggestions = suggest(&column, &hints.columns);
+        QueryError::UnknownColumn { column, suggestions }
+    };
+    let missing_table = quoted_after(&msg, "relation '").filter(|_| msg.contains("not found"));
+    if let Some(name) = missing_table.or_else(|| quoted_after(&msg, "table '").filter(|_| msg.contains("does not exist"))) {
+        return QueryError::UnknownTable { name, available: hints.tables.clone() };
+    }
+    // `ipm2.raw.sm` or `e.ipm2.raw.sm` unquoted: polars looked for a table, struct or column
+    // `ipm2`; the user meant the whole chain.
+    if let Some(first) = quoted_after(&msg, "no table or struct column named '").or_else(|| quoted_after(&msg, "no column named '")) {
+        let chain = hints.unmatched.iter().find_map(|c| {
+            let at = if c.starts_with(&format!("{first}.")) { 0 } else { c.find(&format!(".{first}."))? + 1 };
+            Some(c[at..].to_string())
+        });
+        return unknown_column(chain.unwrap_or(first));
+    }
+    if let Some(name) = quoted_after(&msg, "duplicate output name '") {
+        return QueryError::Sql(format!(
+            "two result columns would both be named {name:?}; name them with AS, e.g. min({name}) AS {name}_min, max({name}) AS {name}_max"
+        ));
+    }
+    let root = root_error(&e);
+    if let PolarsError::ColumnNotFound(_) | PolarsError::SchemaFieldNotFound(_) | PolarsError::StructFieldNotFound(_) = root
+        && let Some(column) = missing_column(&msg)
+    {
+        // `step:s`: polars' name for the right-hand key `s.step` of a join, which it merges
+        // into the left-hand key.
+        if let Some((base, alias)) = column.rsplit_once(':')
+            && hints.columns.iter().any(|c| c == base)
+            && !alias.is_empty()
+            && alias.chars().all(|c| c.is_alphanumeric() || c == '_')
+        {
+            return QueryError::Sql(format!(
+                "{alias}.{base} is a join key that polars merges into the other table's key after the JOIN; refer to that one instead (or join with USING ({base}) and write {base})"
+            ));
+        }
+        return unknown_column(column);
+    }
+    match root {
+        PolarsError::SQLSyntax(_) => QueryError::Syntax(clean_sql_msg(&msg)),
+        PolarsError::SQLInterface(m) if m.starts_with("sql parser error") => QueryError::Syntax(clean_sql_msg(&msg)),
+        _ => QueryError::Sql(msg),
+    }
+}
+
+fn root_error(e: &PolarsError) -> &PolarsError {
+    match e {
+        PolarsError::Context { error, .. } | PolarsError::ExprContext { error, .. } => root_error(error),
+        e => e,
+    }
+}
+
+/// The text between `prefix` and the next quote matching the prefix's last character.
+fn quoted_after(msg: &str, prefix: &str) -> Option<String> {
+    let q = prefix.chars().last()?;
+    let start = msg.find(prefix)? + prefix.len();
+    let len = msg[start..].find(q)?;
+    Some(msg[start..start + len].to_string())
+}
+
+/// The column name a not-found error is about: `unable to find column "x"; valid columns: […]`,
+/// `not found: x`, `field not found: x`.
+fn missing_column(msg: &str) -> Option<String> {
+    let name = quoted_after(msg, "column \"").or_else(|| quoted_after(msg, "column '")).or_else(|| {
+        let i = msg.find("not found: ")? + "not found: ".len();
+        let rest = &msg[i..];
+        let end = rest.find(['\n', ';']).unwrap_or(rest.len());
+        Some(rest[..end].trim().trim_matches(['"', '\'']).to_string())
+    })?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// Drops the parser's `sql parser error: ` prefix.
+fn clean_sql_msg(msg: &str) -> String {
+    msg.replace("sql parser error: ", "")
+}
+
+/// Up to [`MAX_SUGGESTIONS`] columns close to `name`: same name ignoring case, then those
+/// containing it (or contained in it), then by edit distance, within a third of the length.
+pub fn suggest(name: &str, columns: &[String]) -> Vec<String> {
+    let lname = name.to_lowercase();
+    let mut scored: Vec<(usize, usize, &String)> = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.as_str() != name)
+        .filter_map(|(i, c)| {
+            let lc = c.to_lowercase();
+            let d = levenshtein(&lname, &lc);
+            let rank = if lc == lname {
+                0
+            } else if lc.contains(&lname) || (lname.len() >= 3 && lname.contains(&lc) && lc.len() >= 3) {
+                1 + d
+            } else if d <= (lname.chars().count().max(3)) / 3 {
+                100 + d
+            } else {
+                // Last path segment equal (`raw.sum` vs `ipm2.raw.sum`, `sum` vs `ipm2.raw.sum`).
+                let tail = |s: &str| s.rsplit(['.', ':']).next().unwrap_or("").to_string();
+                if tail(&lc) == tail(&lname) && !tail(&lc).is_empty() { 200 + d } else { return None }
+            };
+            Some((rank, i, c))
+        })
+        .collect();
+    scored.sort();
+    scored.into_iter().take(MAX_SUGGESTIONS).map(|(_, _, c)| c.clone()).collect()
+}
+
+/// Edit distance (insertions, deletions, substitutions) over chars.
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        let cols: Vec<String> =
+            ["ipm2.raw.sum", "ipm2.raw.xpos", "diode.raw.signal", "step", "Step2", "gmd.raw.millijoulesperpulse"].map(String::from).to_vec();
+        assert_eq!(suggest("ipm2.raw.sm", &cols), ["ipm2.raw.sum"]);
+        assert_eq!(suggest("ipm2", &cols), ["ipm2.raw.sum", "ipm2.raw.xpos"]);
+        assert_eq!(suggest("STEP", &cols), ["step", "Step2"]);
+        assert_eq!(suggest("sum", &cols), ["ipm2.raw.sum"]);
+        assert!(suggest("zzzzzz", &cols).is_empty());
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+    }
+}
