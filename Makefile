@@ -6,13 +6,21 @@ BIN_DEBUG := $(CARGO_TARGET_DIR)/debug/beamtime
 BIN := $(CARGO_TARGET_DIR)/release/beamtime
 DEMO_DIR ?= $(CURDIR)/target-demo
 
-.PHONY: test build demo bench fuzz
+.PHONY: test build demo bench fuzz venv
 
-## Every test of the project: Rust unit/integration tests, then the reference-dump checks.
+PYTHON ?= $(HOME)/.cache/beamtime/venv/bin/python
+
+## Every test of the project: Rust unit/integration tests, the reference-dump checks, and the
+## kernel through real Jupyter clients (jupyter_client; the venv comes from `.ci/run`/`make venv`).
 test:
 	cargo build --workspace
 	cargo test --workspace
 	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/xtc-dump-check.sh
+	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py
+
+## The Python environment for the kernel tests.
+venv:
+	bash tests/venv.sh
 
 build:
 	cargo build --release -p beamtime

@@ -22,6 +22,43 @@ enum Command {
     Dump(DumpArgs),
     /// Run the simulated DAQ: write a run in the LCLS layout (xtc2 + smd), optionally in real time.
     Sim(sim::cli::SimArgs),
+    /// The Jupyter kernel (started by Jupyter through the kernelspec).
+    Kernel {
+        /// The connection file written by the Jupyter server.
+        #[arg(short = 'f', long = "connection-file")]
+        connection_file: PathBuf,
+    },
+    /// Install the kernelspec "Beamtime (Rust)" so Jupyter can start this kernel.
+    Install(InstallArgs),
+    /// Remove the kernelspec.
+    Uninstall(InstallArgs),
+}
+
+#[derive(clap::Args)]
+struct InstallArgs {
+    /// Into the user's Jupyter data dir ($JUPYTER_DATA_DIR or ~/.local/share/jupyter) [default].
+    #[arg(long, conflicts_with_all = ["sys_prefix", "prefix"])]
+    user: bool,
+    /// Into the active Python environment (virtualenv/conda/sys.prefix of python3).
+    #[arg(long, conflicts_with = "prefix")]
+    sys_prefix: bool,
+    /// Into PREFIX/share/jupyter.
+    #[arg(long)]
+    prefix: Option<PathBuf>,
+    /// Kernelspec name.
+    #[arg(long, default_value = kernel::install::DEFAULT_NAME)]
+    name: String,
+}
+
+impl InstallArgs {
+    fn location(&self) -> kernel::install::Location {
+        use kernel::install::Location;
+        match (&self.prefix, self.sys_prefix) {
+            (Some(p), _) => Location::Prefix(p.clone()),
+            (None, true) => Location::SysPrefix,
+            _ => Location::User,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -82,6 +119,8 @@ fn dump_source(a: &DumpArgs) -> Result<Source, xtc::Error> {
 }
 
 fn main() -> ExitCode {
+    // evcxr re-runs this executable as its runtime child: that must be caught before anything.
+    kernel::runtime_hook();
     let cli = Cli::parse();
     let result: Result<(), String> = match cli.command {
         Command::Dump(a) => dump_source(&a)
@@ -91,6 +130,27 @@ fn main() -> ExitCode {
             })
             .map_err(|e| e.to_string()),
         Command::Sim(a) => sim::cli::run(a).map_err(|e| e.to_string()),
+        Command::Kernel { connection_file } => kernel::run(&connection_file),
+        Command::Install(a) => std::env::current_exe()
+            .map_err(|e| format!("cannot find this executable: {e}"))
+            .and_then(|exe| kernel::install::install(&a.location(), &a.name, &exe))
+            .map(|dir| println!("installed kernelspec {} in {}", a.name, dir.display())),
+        Command::Uninstall(a) => {
+            let locations = if a.user || a.sys_prefix || a.prefix.is_some() {
+                vec![a.location()]
+            } else {
+                vec![kernel::install::Location::User, kernel::install::Location::SysPrefix]
+            };
+            kernel::install::uninstall(&locations, &a.name).and_then(|removed| {
+                if removed.is_empty() {
+                    return Err(format!("no kernelspec named {} found", a.name));
+                }
+                for d in removed {
+                    println!("removed {}", d.display());
+                }
+                Ok(())
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,30 @@
+//! `beamtime kernel`: a Jupyter kernel (shared/spec/jupyter.md) whose cells are magics for the
+//! live system and tables, or Rust.
+
+pub mod cells;
+pub mod display;
+pub mod install;
+pub mod magics;
+pub mod requests;
+pub mod rust;
+pub mod server;
+pub mod transport;
+
+pub use rust::runtime_hook;
+
+/// The Rust version this kernel reports (the toolchain it was built with).
+pub fn rust_version() -> &'static str {
+    env!("CARGO_PKG_RUST_VERSION")
+}
+
+/// Runs the kernel on a connection file until a shutdown request.
+pub fn run(connection_file: &std::path::Path) -> Result<(), String> {
+    let info = transport::read_connection_file(connection_file)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("beamtime-kernel-io")
+        .build()
+        .map_err(|e| format!("cannot start the kernel runtime: {e}"))?;
+    rt.block_on(server::serve(info))
+}

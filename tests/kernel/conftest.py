@@ -1,0 +1,60 @@
+"""Fixtures for kernel tests: a private Jupyter data dir with the beamtime kernelspec installed.
+
+The `beamtime` binary comes from $BEAMTIME_BIN (set by `make test`), else the cargo target dir.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHARED = pathlib.Path(os.environ.get("BEAMTIME_SHARED", ROOT.parent / "shared"))
+
+
+def beamtime_bin() -> str:
+    if os.environ.get("BEAMTIME_BIN"):
+        return os.environ["BEAMTIME_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/beamtime/target"))
+    return os.path.join(target, "debug", "beamtime")
+
+
+# Install the kernelspec once per test session into a private data dir, before any
+# jupyter_client lookup, so the tests never touch the user's own kernels.
+_DATA = tempfile.mkdtemp(prefix="beamtime-jupyter-")
+os.environ["JUPYTER_DATA_DIR"] = _DATA
+os.environ["JUPYTER_PATH"] = _DATA
+subprocess.run([beamtime_bin(), "install", "--user"], check=True, capture_output=True)
+assert json.loads((pathlib.Path(_DATA) / "kernels/beamtime/kernel.json").read_text())["argv"][1] == "kernel"
+
+
+@pytest.fixture
+def kernel():
+    """A started kernel and a ready blocking client; shut down afterwards."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="beamtime", startup_timeout=60)
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+def run_cell(kc, code, timeout=60, **kw):
+    """Executes `code`; returns (reply content, iopub messages of this request, busy→idle)."""
+    msg_id = kc.execute(code, **kw)
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=timeout)
+    msgs = []
+    while True:
+        m = kc.get_iopub_msg(timeout=timeout)
+        if m["parent_header"].get("msg_id") != msg_id:
+            continue
+        msgs.append(m)
+        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            break
+    return reply["content"], msgs
