@@ -159,3 +159,32 @@ def test_history(kernel):
     kc.history(hist_access_type="tail", n=5)
     m = kc.get_shell_msg(timeout=10)
     assert [h[1:] for h in m["content"]["history"]] == [[1, "%tables"], [2, "%help sql"]]
+
+
+def test_shutdown_is_graceful(kernel):
+    km, kc = kernel
+    proc = km.provisioner.process
+    kc.shutdown(restart=False)
+    m = kc.get_control_msg(timeout=10)
+    assert m["msg_type"] == "shutdown_reply" and m["content"]["restart"] is False
+    # The kernel exits by itself, well before jupyter_client's 5 s kill deadline.
+    assert proc.wait(timeout=3) == 0
+
+
+def test_a_late_iopub_subscriber_is_welcomed(kernel):
+    """XPUB + iopub_welcome (protocol 5.5): a SUB that connects late learns it is subscribed."""
+    import zmq
+
+    km, kc = kernel
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"{km.transport}://{km.ip}:{km.iopub_port}")
+    try:
+        assert sub.poll(5000), "no iopub_welcome within 5 s"
+        frames = sub.recv_multipart()
+        msg = kc.session.deserialize(frames[frames.index(b"<IDS|MSG>") + 1:])
+        assert msg["msg_type"] == "iopub_welcome"
+        assert msg["content"] == {"subscription": ""}
+    finally:
+        sub.close(linger=0)
