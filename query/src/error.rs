@@ -44,6 +44,11 @@ pub enum QueryError {
     #[error("{0}")]
     Polars(#[from] PolarsError),
 
+    /// A live query whose result cannot be merged exactly from per-batch partial results;
+    /// the message says why and what to write instead.
+    #[error("not a live query: {0}")]
+    NotLive(String),
+
     /// The query was cancelled through [`crate::Catalog::sql_with_cancel`].
     #[error("query cancelled")]
     Cancelled,

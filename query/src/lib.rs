@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod convert;
 pub mod error;
 pub mod files;
+pub mod live;
 pub mod rewrite;
 pub mod sql;
 
@@ -18,5 +19,6 @@ pub use catalog::{validate_name, Catalog, LoadOptions, TableInfo};
 pub use convert::{batches_to_df, describe, df_to_ipc_stream, ipc_stream_to_batches, DfBuilder};
 pub use error::{QueryError, Result};
 pub use files::{read_file, write_file, FileFormat};
+pub use live::LiveQuery;
 /// Re-exported so the kernel names the same polars version.
 pub use polars;
