@@ -12,11 +12,12 @@ PYTHON ?= $(HOME)/.cache/beamtime/venv/bin/python
 
 ## Every test of the project: Rust unit/integration tests, the reference-dump checks, and the
 ## kernel through real Jupyter clients (jupyter_client; the venv comes from `.ci/run`/`make venv`).
+## The Rust-cell tests need a Rust toolchain at run time (evcxr compiles each cell).
 test:
 	cargo build --workspace
 	cargo test --workspace
 	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/xtc-dump-check.sh
-	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py
+	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py test_conformance.py test_rust.py
 
 ## The Python environment for the kernel tests.
 venv:

@@ -87,7 +87,8 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(shared: Arc<Shared>, requests: Arc<Requests>) -> Self {
-        Executor { shared, requests, catalog: query::Catalog::new(), count: 0, rust: crate::rust::RustCells::new() }
+        let rust = crate::rust::RustCells::new(requests.rust.clone());
+        Executor { shared, requests, catalog: query::Catalog::new(), count: 0, rust }
     }
 
     pub fn run(mut self, jobs: Receiver<Job>) {
@@ -136,6 +137,9 @@ impl Executor {
         let ok = result.is_ok();
         match result {
             Ok(bundle) => {
+                if let Some(text) = bundle.as_ref().filter(|_| store_history).and_then(|b| b.get("text/plain")).and_then(Value::as_str) {
+                    self.requests.outputs.lock().unwrap().insert(self.count, text.to_string());
+                }
                 if let Some(data) = bundle.filter(|_| !silent) {
                     out.publish(Some(m), "execute_result", json!({"execution_count": self.count, "data": data, "metadata": {}}));
                 }
@@ -179,15 +183,18 @@ fn run_cell(catalog: &mut query::Catalog, rust: &mut crate::rust::RustCells, cod
     }
     let mut result = None;
     let mut lines = code.lines().peekable();
+    let mut consumed = 0;
     while let Some(line) = lines.peek() {
         let l = line.trim();
         if l.is_empty() {
             lines.next();
+            consumed += 1;
             continue;
         }
         let Some(magic) = l.strip_prefix('%') else { break };
         result = line_magic(catalog, magic, ctx)?;
         lines.next();
+        consumed += 1;
     }
     let rest: Vec<&str> = lines.collect();
     if rest.iter().all(|l| l.trim().is_empty()) {
@@ -196,7 +203,8 @@ fn run_cell(catalog: &mut query::Catalog, rust: &mut crate::rust::RustCells, cod
     if result.is_some() {
         ctx.display(result.take().unwrap());
     }
-    rust.execute(&rest.join("\n"), ctx)
+    // Magic lines stay as blank lines, so compiler errors give the cell's own line numbers.
+    rust.execute(&format!("{}{}", "\n".repeat(consumed), rest.join("\n")), ctx, catalog)
 }
 
 /// `--flag value` pairs and positional words of a magic line (values may be quoted).

@@ -1,6 +1,7 @@
 //! `beamtime kernel`: a Jupyter kernel (shared/spec/jupyter.md) whose cells are magics for the
 //! live system and tables, or Rust.
 
+pub mod bridge;
 pub mod cells;
 pub mod display;
 pub mod install;

@@ -18,13 +18,17 @@ pub struct Requests {
     pub index: RwLock<NameIndex>,
     /// (execution count, input) of every stored execution.
     pub history: Mutex<Vec<(u32, String)>>,
+    /// The `text/plain` result of stored executions that had one (history with `output`).
+    pub outputs: Mutex<BTreeMap<u32, String>>,
     /// Open comms: id → target.
     pub comms: Mutex<BTreeMap<String, String>>,
+    /// The evcxr context, for completing and inspecting Rust code.
+    pub rust: crate::rust::RustShared,
 }
 
 impl Requests {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Requests { shared, index: RwLock::default(), history: Mutex::default(), comms: Mutex::default() }
+        Requests { shared, index: RwLock::default(), history: Mutex::default(), outputs: Mutex::default(), comms: Mutex::default(), rust: Default::default() }
     }
 
     pub fn kernel_info(&self) -> Value {
@@ -93,7 +97,12 @@ impl Requests {
 
     fn history_reply(&self, c: &Value) -> Value {
         let hist = self.history.lock().unwrap();
-        let entry = |(n, code): &(u32, String)| json!([1, n, code]);
+        let outputs = self.outputs.lock().unwrap();
+        let with_output = c.get("output").and_then(Value::as_bool).unwrap_or(false);
+        // With `output`, each entry is [session, line, [input, output or null]] (as ipykernel).
+        let entry = |(n, code): &(u32, String)| {
+            if with_output { json!([1, n, [code, outputs.get(n)]]) } else { json!([1, n, code]) }
+        };
         let items: Vec<Value> = match c.get("hist_access_type").and_then(Value::as_str).unwrap_or("tail") {
             "range" => {
                 let start = c.get("start").and_then(Value::as_u64).unwrap_or(0) as u32;
@@ -103,7 +112,13 @@ impl Requests {
             "search" => {
                 let pattern = c.get("pattern").and_then(Value::as_str).unwrap_or("*");
                 let n = c.get("n").and_then(Value::as_u64).map(|n| n as usize).unwrap_or(usize::MAX);
-                let found: Vec<Value> = hist.iter().filter(|(_, code)| glob_match(pattern, code)).map(entry).collect();
+                let unique = c.get("unique").and_then(Value::as_bool).unwrap_or(false);
+                let mut seen = std::collections::HashSet::new();
+                // `unique` keeps the latest entry of each input.
+                let mut hits: Vec<&(u32, String)> =
+                    hist.iter().rev().filter(|(_, code)| glob_match(pattern, code) && (!unique || seen.insert(code.as_str()))).collect();
+                hits.reverse();
+                let found: Vec<Value> = hits.into_iter().map(entry).collect();
                 found[found.len().saturating_sub(n)..].to_vec()
             }
             _ => {
@@ -116,6 +131,10 @@ impl Requests {
 
     /// Magic names and options, table and column names; positions in code points.
     pub fn complete(&self, code: &str, cursor: usize) -> Value {
+        // Rust code goes to evcxr (empty when it is busy); magic lines are completed here.
+        if let Some(reply) = self.rust.complete(code, cursor) {
+            return reply;
+        }
         let (start, end, token) = token_at(code, cursor);
         let line_start = code.chars().take(start).collect::<String>().rfind('\n').map_or(0, |i| i + 1);
         let at_line_start = code.chars().take(start).skip(line_start).all(char::is_whitespace);
@@ -147,6 +166,9 @@ impl Requests {
     }
 
     pub fn inspect(&self, code: &str, cursor: usize) -> Value {
+        if let Some(reply) = self.rust.inspect(code, cursor) {
+            return reply;
+        }
         // The whole word under the cursor, not only its part before the cursor.
         let (start, end, _) = token_at(code, cursor);
         let token: String = code.chars().skip(start).take(end - start).collect();

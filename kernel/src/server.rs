@@ -116,6 +116,8 @@ pub async fn serve(info: ConnectionInfo) -> Result<(), String> {
     shared.shutdown.notified().await;
     // Let the queued shutdown reply and idle status leave the sockets.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stop evcxr's runtime process and any build, and remove evcxr's build directory.
+    tokio::task::block_in_place(|| requests.rust.shutdown());
     Ok(())
 }
 

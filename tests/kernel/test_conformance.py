@@ -15,6 +15,7 @@ class BeamtimeKernelTests(jupyter_kernel_test.KernelTests):
     file_extension = ".rs"
 
     code_hello_world = 'println!("hello, world");'
+    code_stderr = 'eprintln!("hello, stderr");'
 
     completion_samples = [
         {"text": "%tab", "matches": {"%tables"}},
@@ -37,7 +38,15 @@ class BeamtimeKernelTests(jupyter_kernel_test.KernelTests):
     ]
 
     supported_history_operations = ("tail", "search")
-    code_history_pattern = "%tab*"
+    code_history_pattern = "1 + *"
+
+    @classmethod
+    def setUpClass(cls):
+        # The first Rust cell starts evcxr and compiles for seconds (minutes on a cold machine);
+        # jupyter_kernel_test allows 15 s per cell, so warm up first (spec §12.1).
+        super().setUpClass()
+        reply = cls.kc.execute_interactive("let _warm = 1;", timeout=900)
+        assert reply["content"]["status"] == "ok", reply["content"]
 
 
 if __name__ == "__main__":
