@@ -1,6 +1,7 @@
 //! `beamtime`: the command-line entry point. Each subcommand hands over to the crate that owns it.
 
 mod dump;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
         #[arg(short = 'f', long = "connection-file")]
         connection_file: PathBuf,
     },
+    /// Run a live query over a whole source with the MPI job (post-run, scripting, Slurm batch).
+    Run(RunArgs),
     /// Install the kernelspec "Beamtime (Rust)" so Jupyter can start this kernel.
     Install(InstallArgs),
     /// Remove the kernelspec.
@@ -59,6 +62,35 @@ impl InstallArgs {
             _ => Location::User,
         }
     }
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A psana source string: `exp=<exp>:run=<n>[:dir=<xtc dir>][:live]`, `files=…`.
+    #[arg(long)]
+    source: String,
+    /// The query: SQL over the `events` table (see `%help live` in the kernel).
+    #[arg(long, conflicts_with = "sql_file", required_unless_present = "sql_file")]
+    sql: Option<String>,
+    /// A file holding the query.
+    #[arg(long)]
+    sql_file: Option<PathBuf>,
+    /// What the result covers: total, run, step, or a window of event time (10s, 500ms).
+    #[arg(long, default_value = "total")]
+    mode: String,
+    /// MPI ranks: 1 runs in this process without MPI; 2 = collector + a worker that reads;
+    /// more = collector, reader and N-2 workers.
+    #[arg(long, default_value_t = 1)]
+    ranks: usize,
+    /// How to start N ranks; `{n}` and `{job}` are filled in (e.g. `srun -n {n} {job}`).
+    #[arg(long)]
+    launcher: Option<String>,
+    /// Where the result goes: .parquet, .arrow (IPC file) or .csv; printed when omitted.
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// L1 events per batch handed to a worker.
+    #[arg(long, default_value_t = job::FeedOptions::default().batch_events)]
+    batch_events: usize,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +162,7 @@ fn main() -> ExitCode {
             })
             .map_err(|e| e.to_string()),
         Command::Sim(a) => sim::cli::run(a).map_err(|e| e.to_string()),
+        Command::Run(a) => run::run(a),
         Command::Kernel { connection_file } => kernel::run(&connection_file),
         Command::Install(a) => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))

@@ -66,6 +66,81 @@ pub struct LiveQuery {
     post_sql: Option<String>,
     /// A row query: no aggregates, the rows themselves stream.
     rows: bool,
+    /// What the result covers (hidden keys `__m0`, `__m1` carry run/step/window bin).
+    mode: LiveMode,
+}
+
+/// What a live result covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LiveMode {
+    /// Every event since the query started (or was reset).
+    #[default]
+    Total,
+    /// The newest run only (a new run starts the result afresh).
+    Run,
+    /// The newest step of the newest run (a scan's current point).
+    Step,
+    /// The events of the last `window` of event time, advancing in sixteenths of it.
+    Window(std::time::Duration),
+}
+
+/// A sliding window is kept as this many bins of event time.
+const WINDOW_BINS: i64 = 16;
+
+impl LiveMode {
+    /// `total`, `run`, `step`, or a window length such as `10s`, `500ms`, `2min`.
+    pub fn parse(s: &str) -> Result<LiveMode> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "total" | "start" | "since-start" | "all" => LiveMode::Total,
+            "run" => LiveMode::Run,
+            "step" => LiveMode::Step,
+            other => LiveMode::Window(parse_duration(other).ok_or_else(|| {
+                not_live(format!("mode `{s}`: write total, run, step, or a window of event time such as 10s, 500ms, 2min"))
+            })?),
+        })
+    }
+
+    fn hidden(&self) -> &'static [&'static str] {
+        match self {
+            LiveMode::Total => &[],
+            LiveMode::Run => &["run AS __m0"],
+            LiveMode::Step => &["run AS __m0", "step AS __m1"],
+            LiveMode::Window(_) => &["time AS __m0"],
+        }
+    }
+
+    fn keys(&self) -> Vec<PlExpr> {
+        (0..self.hidden().len()).map(|i| col(format!("__m{i}"))).collect()
+    }
+}
+
+impl std::fmt::Display for LiveMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LiveMode::Total => f.write_str("total"),
+            LiveMode::Run => f.write_str("run"),
+            LiveMode::Step => f.write_str("step"),
+            LiveMode::Window(d) => write!(f, "window {d:?}"),
+        }
+    }
+}
+
+/// `10s`, `500ms`, `2min`, `1h`, `1.5s`.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ns" => v * 1e-9,
+        "us" | "µs" => v * 1e-6,
+        "ms" => v * 1e-3,
+        "s" | "sec" => v,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return None,
+    };
+    (secs > 0.0 && secs.is_finite()).then(|| std::time::Duration::from_secs_f64(secs))
 }
 
 fn not_live(msg: impl Into<String>) -> QueryError {
@@ -101,6 +176,13 @@ const UNMERGEABLE: &[(&str, &str)] = &[
 impl LiveQuery {
     /// Plans `sql` over an `events` table with these columns.
     pub fn plan(sql: &str, columns: &[String]) -> Result<LiveQuery> {
+        Self::plan_mode(sql, columns, LiveMode::Total)
+    }
+
+    /// Plans `sql` with a result that covers the events `mode` says.
+    pub fn plan_mode(sql: &str, columns: &[String], mode: LiveMode) -> Result<LiveQuery> {
+        let hidden = mode.hidden().join(", ");
+        let with_hidden = |list: String| if hidden.is_empty() { list } else { format!("{list}, {hidden}") };
         let quoted = quote_dotted_names(sql, &|c| columns.iter().any(|k| k == c)).sql;
         let mut stmts = Parser::parse_sql(&GenericDialect {}, &quoted).map_err(|e| QueryError::Syntax(e.to_string()))?;
         if stmts.len() != 1 {
@@ -186,8 +268,9 @@ impl LiveQuery {
             .collect();
         let post_sql = post_clauses(&query.order_by, &query.limit_clause, &outputs, &sources, rows)?;
         if rows {
-            let row_sql = format!("SELECT {} FROM events{where_sql}", select.projection.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "));
-            return Ok(LiveQuery { sql: sql.into(), row_sql: rewrite_fns(&row_sql), keys: 0, aggs, outputs: Vec::new(), post_sql, rows: true });
+            let list = with_hidden(select.projection.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "));
+            let row_sql = format!("SELECT {list} FROM events{where_sql}");
+            return Ok(LiveQuery { sql: sql.into(), row_sql: rewrite_fns(&row_sql), keys: 0, aggs, outputs: Vec::new(), post_sql, rows: true, mode });
         }
         if wildcard {
             return Err(not_live("`*` cannot be mixed with aggregates"));
@@ -207,13 +290,46 @@ impl LiveQuery {
         if cols.is_empty() {
             cols.push("timestamp AS __ts".into());
         }
-        let mut row_sql = format!("SELECT {} FROM events{where_sql}", cols.join(", "));
+        let mut row_sql = format!("SELECT {} FROM events{where_sql}", with_hidden(cols.join(", ")));
         let hist_filters: Vec<String> = keys.iter().filter_map(|(_, e)| hist_range(e)).collect();
         if !hist_filters.is_empty() {
             let joiner = if where_sql.is_empty() { " WHERE " } else { " AND " };
             row_sql.push_str(&format!("{joiner}{}", hist_filters.join(" AND ")));
         }
-        Ok(LiveQuery { sql: sql.into(), row_sql: rewrite_fns(&row_sql), keys: keys.len(), aggs, outputs, post_sql, rows: false })
+        Ok(LiveQuery { sql: sql.into(), row_sql: rewrite_fns(&row_sql), keys: keys.len(), aggs, outputs, post_sql, rows: false, mode })
+    }
+
+    /// The column names `sql` mentions (dotted paths as one name): what a reader must decode.
+    /// Names that are not columns (aliases, functions' keywords) are harmless extras.
+    pub fn referenced_names(sql: &str) -> Result<Vec<String>> {
+        let quoted = quote_dotted_names(sql, &|c| c.contains('.')).sql;
+        let stmts = Parser::parse_sql(&GenericDialect {}, &quoted).map_err(|e| QueryError::Syntax(e.to_string()))?;
+        let mut names: Vec<String> = Vec::new();
+        let _ = sqlparser::ast::visit_expressions(&stmts, |e: &Expr| {
+            let name = match e {
+                Expr::Identifier(i) => Some(i.value.clone()),
+                Expr::CompoundIdentifier(parts) => Some(parts.iter().map(|p| p.value.as_str()).collect::<Vec<_>>().join(".")),
+                _ => None,
+            };
+            if let Some(n) = name.filter(|n| !names.contains(n)) {
+                names.push(n);
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        Ok(names)
+    }
+
+    /// Events that passed WHERE (and a histogram's range) in a partial or merged state.
+    pub fn included(&self, state: &DataFrame) -> u64 {
+        let name = if self.rows { None } else { Some("__included") };
+        match name {
+            None => state.height() as u64,
+            Some(n) => state
+                .column(n)
+                .ok()
+                .and_then(|c| c.as_materialized_series().sum::<u64>().ok())
+                .unwrap_or(0),
+        }
     }
 
     /// True for a row query (no aggregate): partial results are rows, merged by concatenation.
@@ -225,12 +341,17 @@ impl LiveQuery {
     pub fn partial(&self, batch: &DataFrame) -> Result<DataFrame> {
         let mut ctx = SQLContext::new();
         ctx.register("events", batch.clone().lazy());
-        let rows = ctx.execute(&self.row_sql).map_err(|e| QueryError::Sql(e.to_string()))?;
+        let mut rows = ctx.execute(&self.row_sql).map_err(|e| QueryError::Sql(e.to_string()))?;
+        if let LiveMode::Window(w) = self.mode {
+            let bin_ns = (w.as_nanos() as i64 / WINDOW_BINS).max(1);
+            rows = rows.with_column(col("__m0").cast(DataType::Int64).floor_div(lit(bin_ns)).alias("__m0"));
+        }
         if self.rows {
             return Ok(rows.collect()?);
         }
-        let keys: Vec<PlExpr> = (0..self.keys).map(|i| col(format!("__k{i}"))).collect();
-        let mut states: Vec<PlExpr> = Vec::new();
+        let mut keys = self.mode.keys();
+        keys.extend((0..self.keys).map(|i| col(format!("__k{i}"))));
+        let mut states: Vec<PlExpr> = vec![len().cast(DataType::UInt64).alias("__included")];
         for (j, a) in self.aggs.iter().enumerate() {
             let x = col(format!("__a{j}"));
             let n = |s: &str| format!("__s{j}_{s}");
@@ -278,10 +399,11 @@ impl LiveQuery {
         }
         let all = concat(frames, UnionArgs::default())?;
         if self.rows {
-            return Ok(all.collect()?);
+            return self.prune(&all.collect()?);
         }
-        let keys: Vec<PlExpr> = (0..self.keys).map(|i| col(format!("__k{i}"))).collect();
-        let mut merged: Vec<PlExpr> = Vec::new();
+        let mut keys = self.mode.keys();
+        keys.extend((0..self.keys).map(|i| col(format!("__k{i}"))));
+        let mut merged: Vec<PlExpr> = vec![col("__included").sum().alias("__included")];
         for (j, a) in self.aggs.iter().enumerate() {
             let c = |s: &str| col(format!("__s{j}_{s}"));
             let n = |s: &str| format!("__s{j}_{s}");
@@ -317,13 +439,39 @@ impl LiveQuery {
             }
         }
         let out = if keys.is_empty() { all.select(merged) } else { all.group_by(keys).agg(merged) };
-        Ok(out.collect()?)
+        self.prune(&out.collect()?)
+    }
+
+    /// Drops the parts of a state the mode no longer covers (older runs, steps, window bins).
+    /// Exact: whatever is newest here is at most the newest anywhere.
+    pub fn prune(&self, state: &DataFrame) -> Result<DataFrame> {
+        let keep = match self.mode {
+            LiveMode::Total => return Ok(state.clone()),
+            LiveMode::Run => col("__m0").eq(col("__m0").max()),
+            LiveMode::Step => {
+                let newest_run = col("__m0").eq(col("__m0").max());
+                let step_in_newest = col("__m1").filter(newest_run.clone()).max();
+                newest_run.and(col("__m1").eq(step_in_newest))
+            }
+            LiveMode::Window(_) => col("__m0").gt(col("__m0").max() - lit(WINDOW_BINS)),
+        };
+        if state.height() == 0 {
+            return Ok(state.clone());
+        }
+        Ok(state.clone().lazy().filter(keep).collect()?)
+    }
+
+    /// The mode this query was planned with.
+    pub fn mode(&self) -> LiveMode {
+        self.mode
     }
 
     /// The query's result from a merged state (or the concatenated rows of a row query).
     pub fn finalize(&self, state: &DataFrame) -> Result<DataFrame> {
+        let state = &self.prune(state)?;
         let result = if self.rows {
-            state.clone()
+            let hidden: Vec<String> = (0..self.mode.hidden().len()).map(|i| format!("__m{i}")).collect();
+            state.drop_many(hidden)
         } else {
             let mut exprs: Vec<PlExpr> = Vec::new();
             for (o, name) in &self.outputs {

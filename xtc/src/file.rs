@@ -51,7 +51,8 @@ pub struct TruncatedTail {
 /// Sequential datagram reader over one file with a zero-copy `peek`/`consume` interface.
 pub struct DgramReader {
     path: PathBuf,
-    file: File,
+    /// None: datagrams are fed from memory (`from_memory`/`append`).
+    file: Option<File>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -67,7 +68,7 @@ impl DgramReader {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         Ok(DgramReader {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             buf: vec![0; READ_BLOCK],
             start: 0,
             end: 0,
@@ -76,6 +77,38 @@ impl DgramReader {
             eof: false,
             tail: None,
         })
+    }
+
+    /// A reader of datagrams handed to it in memory (a worker fed by the job's reader rank).
+    /// `label` names the origin in errors; offsets count the bytes fed so far.
+    pub fn from_memory(label: &Path) -> Self {
+        DgramReader {
+            path: label.to_path_buf(),
+            file: None,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            buf_offset: 0,
+            follow: None,
+            eof: false,
+            tail: None,
+        }
+    }
+
+    /// Appends whole datagrams to a memory reader.
+    pub fn append(&mut self, bytes: &[u8]) {
+        debug_assert!(self.file.is_none(), "append is for memory readers");
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.buf_offset += self.start as u64;
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf.truncate(self.end);
+        self.buf.extend_from_slice(bytes);
+        self.end = self.buf.len();
+        self.eof = false;
+        self.tail = None;
     }
 
     /// Wait for a growing file (live mode) instead of ending at its current size.
@@ -217,6 +250,7 @@ impl DgramReader {
 
     /// Reads at least some bytes so that `need` bytes may become available from `start`.
     fn read_more(&mut self, need: usize) -> Result<usize> {
+        let Some(file) = self.file.as_ref() else { return Ok(0) };
         if self.start > 0 && self.buf.len() - self.start < need.max(READ_BLOCK / 2) {
             self.buf.copy_within(self.start..self.end, 0);
             self.buf_offset += self.start as u64;
@@ -226,14 +260,14 @@ impl DgramReader {
         if self.buf.len() < need {
             // Offline, a datagram that would run past the end of the file is a truncated tail:
             // do not allocate for a size the file cannot hold.
-            let file_len = self.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+            let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
             if self.follow.is_none() && self.buf_offset + (self.start + need) as u64 > file_len {
                 return Ok(0);
             }
             self.buf.resize(need.next_power_of_two(), 0);
         }
         loop {
-            match self.file.read(&mut self.buf[self.end..]) {
+            match (&*file).read(&mut self.buf[self.end..]) {
                 Ok(n) => {
                     self.end += n;
                     return Ok(n);

@@ -15,6 +15,7 @@ pub use decode::{ArrayView, ShapesData, Value};
 pub use dgram::{Dgram, TransitionId, XtcHeader};
 pub use error::{Error, FormatError, Result};
 pub use names::{DataType, Name, Names, NamesLookup};
-pub use run::{Built, RunReader};
+pub use file::Follow;
+pub use run::{Built, FeedStream, RunReader};
 pub use source::{RunSource, Source, StopAt};
 pub use stream::StreamState;

@@ -125,6 +125,22 @@ pub struct Built {
 pub struct StreamInfo {
     pub stream: u32,
     pub path: PathBuf,
+    /// Small data whose L1s point into bigdata chunks.
+    pub smd: bool,
+    /// The stream's first bigdata chunk.
+    pub bigdata: PathBuf,
+}
+
+/// One stream of a reader fed from memory (see [`RunReader::open_feeds`]).
+#[derive(Clone, Debug)]
+pub struct FeedStream {
+    pub stream: u32,
+    /// Where the fed datagrams come from (named in errors).
+    pub label: PathBuf,
+    pub smd: bool,
+    pub bigdata: PathBuf,
+    /// Waiting for bigdata that is still being written (live runs).
+    pub follow: Option<Follow>,
 }
 
 struct StreamIn {
@@ -150,6 +166,10 @@ struct StreamIn {
     smdinfo: Option<(u32, usize, usize)>,
     /// Switch bigdata chunks on Enable/chunkinfo (runs); explicit files are read as stored.
     follow_chunks: bool,
+    /// Fetch the bigdata of smd L1s (off for a reader that only distributes small data).
+    fetch_bigdata: bool,
+    /// How to wait for bigdata that is not written yet.
+    chunk_follow: Option<Follow>,
     /// A failed chunk switch, reported with the stream's next datagram.
     pending_error: Option<Error>,
 }
@@ -188,6 +208,38 @@ impl RunReader {
             streams.push(StreamIn::open(f.stream, &path, smd, f.bigdata.clone(), run.live)?);
         }
         Ok(RunReader { streams, build: true, follow: run.live, stop_after_endrun: run.live.is_some(), finished: false, count: 0 })
+    }
+
+    /// A reader of datagrams fed from memory, stream by stream, in whole built steps (the
+    /// job's workers: the reader rank sends them transitions and their share of the L1s).
+    /// `next` returns `None` when everything fed so far is consumed; `feed` more and go on.
+    pub fn open_feeds(feeds: &[FeedStream]) -> Self {
+        let streams = feeds
+            .iter()
+            .map(|f| {
+                let mut s = StreamIn::with_reader(f.stream, DgramReader::from_memory(&f.label), f.smd, f.bigdata.clone());
+                s.chunk_follow = f.follow;
+                s
+            })
+            .collect();
+        RunReader { streams, build: true, follow: None, stop_after_endrun: false, finished: false, count: 0 }
+    }
+
+    /// Appends whole datagrams to stream `i` of a fed reader.
+    pub fn feed(&mut self, i: usize, bytes: &[u8]) {
+        self.release_members();
+        let s = &mut self.streams[i];
+        s.reader.append(bytes);
+        s.done = false;
+        self.finished = false;
+    }
+
+    /// Do not fetch the bigdata of smd L1s: `members` gives the smd records themselves.
+    pub fn without_bigdata(mut self) -> Self {
+        for s in &mut self.streams {
+            s.fetch_bigdata = false;
+        }
+        self
     }
 
     /// Explicit files: read one after the other without event building (psana's `files=`).
@@ -375,9 +427,15 @@ impl RunReader {
 impl StreamIn {
     fn open(stream: u32, path: &Path, smd: bool, bigdata: PathBuf, follow: Option<Follow>) -> Result<Self> {
         let reader = open_waiting(path, follow)?.follow(follow);
+        let mut s = StreamIn::with_reader(stream, reader, smd, bigdata);
+        s.chunk_follow = follow;
+        Ok(s)
+    }
+
+    fn with_reader(stream: u32, reader: DgramReader, smd: bool, bigdata: PathBuf) -> Self {
         let bigdata_dir = bigdata.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(StreamIn {
-            info: StreamInfo { stream, path: path.to_path_buf() },
+        StreamIn {
+            info: StreamInfo { stream, path: reader.path().to_path_buf(), smd, bigdata: bigdata.clone() },
             reader,
             smd,
             state: StreamState::new(),
@@ -392,9 +450,11 @@ impl StreamIn {
             head_env: 0,
             head_offset: 0,
             follow_chunks: true,
+            fetch_bigdata: true,
+            chunk_follow: None,
             smdinfo: None,
             pending_error: None,
-        })
+        }
     }
 
     fn switch_reader(&mut self, next: &Path, follow: Option<Follow>) -> Result<()> {
@@ -454,7 +514,7 @@ impl StreamIn {
                     }
                 }
             }
-            s if s.is_event() && self.smd => {
+            s if s.is_event() && self.smd && self.fetch_bigdata => {
                 let mut off = None;
                 let mut size = None;
                 if let Some((id, off_at, size_at)) = self.smdinfo {
@@ -475,7 +535,7 @@ impl StreamIn {
                     return Err(Error::format_msg(&path, offset, "smd L1Accept without smdinfo intOffset/intDgramSize"));
                 };
                 if self.chunk.is_none() {
-                    let follow = self.reader_follow();
+                    let follow = self.chunk_follow;
                     let p = resolve_waiting(&self.chunk_path, follow)?;
                     self.chunk = Some(ChunkReader::open(&p, follow)?);
                 }
@@ -486,10 +546,6 @@ impl StreamIn {
             _ => {}
         }
         Ok(())
-    }
-
-    fn reader_follow(&self) -> Option<Follow> {
-        self.reader.follow_policy()
     }
 }
 

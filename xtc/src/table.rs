@@ -38,7 +38,8 @@ pub struct TableOptions {
     /// The run number to use when a BeginRun carries no `runinfo`.
     pub run_hint: Option<u32>,
     /// Only these detector/scan/epics columns (the fixed columns always come); detectors
-    /// with no projected field are not decoded at all. `None` = every column.
+    /// with no projected field are not decoded at all. A name ending in `*` is a prefix
+    /// (`epics.*`). `None` = every column.
     pub columns: Option<Vec<String>>,
 }
 
@@ -46,6 +47,10 @@ impl Default for TableOptions {
     fn default() -> Self {
         TableOptions { batch_size: 65_536, max_array_len: 1 << 20, run_hint: None, columns: None }
     }
+}
+
+fn projected(columns: &[String], name: &str) -> bool {
+    columns.iter().any(|c| c == name || c.strip_suffix('*').is_some_and(|prefix| name.starts_with(prefix)))
 }
 
 /// Typed column storage; values are appended row by row.
@@ -528,8 +533,25 @@ impl EventsBuilder {
         }
     }
 
+    /// Changes the projection between batches (the job's queries changed), keeping the
+    /// current scan/epics values. `streams` are the states of the current Configure.
+    pub fn set_columns(&mut self, columns: Option<Vec<String>>, streams: &[(usize, &StreamState)]) {
+        debug_assert_eq!(self.rows(), 0);
+        let kept: Vec<(String, Option<Sticky>)> =
+            self.columns.iter().filter_map(|c| Some((c.name.clone(), c.sticky.clone()?))).collect();
+        self.opts.columns = columns;
+        self.configure(streams);
+        for (name, value) in kept {
+            if let Some(&c) = self.by_name.get(&name) {
+                if self.columns[c].sticky.is_some() {
+                    self.columns[c].sticky = Some(value);
+                }
+            }
+        }
+    }
+
     fn column_for(&mut self, name: String, f: &Name, sticky: bool, names: &Names) -> Option<usize> {
-        if self.opts.columns.as_ref().is_some_and(|cols| !cols.contains(&name)) {
+        if self.opts.columns.as_ref().is_some_and(|cols| !projected(cols, &name)) {
             return None;
         }
         if let Some(&c) = self.by_name.get(&name) {
@@ -711,7 +733,29 @@ impl EventsReader {
         if let (Source::Run(r), None) = (source, opts.run_hint) {
             opts.run_hint = Some(r.run);
         }
-        Ok(EventsReader { reader: RunReader::open(source)?, builder: EventsBuilder::new(opts), held: None, done: false })
+        Ok(EventsReader::from_reader(RunReader::open(source)?, opts))
+    }
+
+    /// Builds events from any reader, e.g. one fed from memory ([`RunReader::open_feeds`]).
+    pub fn from_reader(reader: RunReader, opts: TableOptions) -> Self {
+        EventsReader { reader, builder: EventsBuilder::new(opts), held: None, done: false }
+    }
+
+    /// Changes the projection before the next batch (see [`EventsBuilder::set_columns`]).
+    pub fn set_columns(&mut self, columns: Option<Vec<String>>) {
+        if let Some(b) = self.builder.finish() {
+            self.held = Some(b);
+        }
+        let r = &self.reader;
+        let states: Vec<(usize, &StreamState)> = (0..r.stream_count()).map(|i| (i, r.stream_state(i))).collect();
+        self.builder.set_columns(columns, &states);
+    }
+
+    /// Feeds whole datagrams of stream `i` to a reader made by [`RunReader::open_feeds`];
+    /// `next_batch` then returns their events.
+    pub fn feed(&mut self, i: usize, bytes: &[u8]) {
+        self.reader.feed(i, bytes);
+        self.done = false;
     }
 
     pub fn run_reader(&self) -> &RunReader {

@@ -1,0 +1,363 @@
+//! The collector role (rank 0): keeps each worker's latest cumulative state per query,
+//! merges them into results, and reports how complete and fresh they are.
+//!
+//! Workers send cumulative states, so a late, repeated or lost update never double-counts,
+//! and a dead worker's last state still counts.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use polars::prelude::*;
+use query::{convert::df_to_ipc_stream, LiveMode, LiveQuery};
+
+use crate::wire::{lcls_to_unix_secs, Command, FrameHeader, ReaderStatus, Update, UpdateKind};
+use crate::worker::{concat_frames, from_ipc};
+
+/// Row queries keep at most this many of their newest rows by default.
+pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
+
+struct Query {
+    sql: String,
+    mode: LiveMode,
+    generation: u64,
+    plan: Option<LiveQuery>,
+    /// Latest cumulative state per worker rank (aggregates).
+    states: BTreeMap<i32, DataFrame>,
+    /// Rows so far (row queries), newest last.
+    rows: Option<DataFrame>,
+    events_read: BTreeMap<i32, u64>,
+    error: Option<String>,
+    seq: u64,
+    dirty: bool,
+    result: Option<DataFrame>,
+}
+
+struct WorkerInfo {
+    last_seen: Instant,
+    pid: u32,
+    host: String,
+    events_read: u64,
+    newest: u64,
+    done: bool,
+    dead: bool,
+    error: Option<String>,
+}
+
+/// One result frame: header and the result as an Arrow IPC stream (apache-arrow readable).
+pub struct Frame {
+    pub header: FrameHeader,
+    pub ipc: Vec<u8>,
+    pub result: DataFrame,
+}
+
+pub struct Collector {
+    queries: BTreeMap<String, Query>,
+    workers: BTreeMap<i32, WorkerInfo>,
+    worker_ranks: Vec<i32>,
+    next_generation: u64,
+    reader: ReaderStatus,
+    rate: VecDeque<(Instant, u64)>,
+    /// A worker that has not reported for this long is shown as stalled.
+    pub stall_after: Duration,
+    pub max_rows: usize,
+    /// The job-level error (the data could not be read).
+    pub error: Option<String>,
+    stopped: bool,
+}
+
+impl Collector {
+    pub fn new(worker_ranks: Vec<i32>) -> Self {
+        Collector {
+            queries: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            worker_ranks,
+            next_generation: 1,
+            reader: ReaderStatus::default(),
+            rate: VecDeque::new(),
+            stall_after: Duration::from_secs(3),
+            max_rows: DEFAULT_MAX_ROWS,
+            error: None,
+            stopped: false,
+        }
+    }
+
+    /// Checks a command and stamps it with a generation; the result goes to every worker.
+    pub fn command(&mut self, cmd: Command) -> Result<Command, String> {
+        match cmd {
+            Command::Set { name, sql, mode, .. } => {
+                query::validate_name(&name).map_err(|e| e.to_string())?;
+                let live_mode = if mode.is_empty() { LiveMode::Total } else { LiveMode::parse(&mode).map_err(|e| e.to_string())? };
+                // Everything but the columns' existence is checked here, before any data.
+                let names = LiveQuery::referenced_names(&sql).map_err(|e| e.to_string())?;
+                LiveQuery::plan_mode(&sql, &names, live_mode).map_err(|e| e.to_string())?;
+                let generation = self.generation();
+                self.queries.insert(
+                    name.clone(),
+                    Query {
+                        sql: sql.clone(),
+                        mode: live_mode,
+                        generation,
+                        plan: None,
+                        states: BTreeMap::new(),
+                        rows: None,
+                        events_read: BTreeMap::new(),
+                        error: None,
+                        seq: 0,
+                        dirty: true,
+                        result: None,
+                    },
+                );
+                Ok(Command::Set { name, sql, mode: live_mode.to_string(), generation })
+            }
+            Command::Remove { name } => {
+                self.queries.remove(&name).ok_or_else(|| format!("no live query named {name}"))?;
+                Ok(Command::Remove { name })
+            }
+            Command::Reset { name, .. } => {
+                if let Some(n) = &name {
+                    if !self.queries.contains_key(n) {
+                        return Err(format!("no live query named {n}"));
+                    }
+                }
+                let generation = self.generation();
+                for (n, q) in self.queries.iter_mut() {
+                    if name.as_ref().is_none_or(|x| x == n) {
+                        q.generation = generation;
+                        q.states.clear();
+                        q.rows = None;
+                        q.events_read.clear();
+                        q.dirty = true;
+                    }
+                }
+                Ok(Command::Reset { name, generation })
+            }
+            Command::Stop => {
+                self.stopped = true;
+                Ok(Command::Stop)
+            }
+        }
+    }
+
+    fn generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation - 1
+    }
+
+    /// The commands that bring a new (or restarted) worker up to date.
+    pub fn replay(&self) -> Vec<Command> {
+        self.queries
+            .iter()
+            .map(|(n, q)| Command::Set { name: n.clone(), sql: q.sql.clone(), mode: q.mode.to_string(), generation: q.generation })
+            .collect()
+    }
+
+    pub fn query_names(&self) -> Vec<String> {
+        self.queries.keys().cloned().collect()
+    }
+
+    /// The latest result of a query (after the last `frames`).
+    pub fn result(&self, name: &str) -> Option<&DataFrame> {
+        self.queries.get(name)?.result.as_ref()
+    }
+
+    pub fn reader_status(&mut self, status: ReaderStatus) {
+        if let Some(e) = &status.error {
+            self.error.get_or_insert_with(|| e.clone());
+        }
+        self.reader = status;
+    }
+
+    /// A worker's report.
+    pub fn update(&mut self, rank: i32, msg: &[u8]) -> Result<(), String> {
+        let (u, mut body): (Update, &[u8]) = crate::wire::decode("update", msg).map_err(|e| e.to_string())?;
+        let w = self.workers.entry(rank).or_insert_with(|| WorkerInfo {
+            last_seen: Instant::now(),
+            pid: u.pid,
+            host: u.host.clone(),
+            events_read: 0,
+            newest: 0,
+            done: false,
+            dead: false,
+            error: None,
+        });
+        w.last_seen = Instant::now();
+        w.events_read = u.events_read;
+        w.newest = w.newest.max(u.newest);
+        w.done |= u.done;
+        if let Some(e) = &u.error {
+            w.error = Some(e.clone());
+            self.error.get_or_insert_with(|| format!("rank {rank}: {e}"));
+        }
+        for qu in &u.queries {
+            let bytes = body.get(..qu.bytes).ok_or("update body shorter than its parts")?;
+            body = &body[qu.bytes..];
+            let Some(q) = self.queries.get_mut(&qu.name) else { continue };
+            if qu.generation != q.generation {
+                continue; // from before a reset or replace
+            }
+            q.dirty = true;
+            q.events_read.insert(rank, qu.events_read);
+            match qu.kind {
+                UpdateKind::Error => {
+                    q.error.get_or_insert_with(|| qu.error.clone().unwrap_or_default());
+                }
+                UpdateKind::State | UpdateKind::Rows => {
+                    if let Some(cols) = &qu.columns {
+                        if q.plan.is_none() {
+                            match LiveQuery::plan_mode(&q.sql, cols, q.mode) {
+                                Ok(p) => q.plan = Some(p),
+                                Err(e) => q.error = Some(e.to_string()),
+                            }
+                        }
+                    }
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    let df = from_ipc(bytes)?;
+                    if qu.kind == UpdateKind::State {
+                        q.states.insert(rank, df);
+                    } else {
+                        let mut all = concat_frames(q.rows.take().into_iter().chain([df]).collect());
+                        if let (Some(a), Some(p)) = (all.as_mut(), q.plan.as_ref()) {
+                            *a = p.prune(a).map_err(|e| e.to_string())?;
+                            if a.height() > self.max_rows {
+                                *a = a.slice((a.height() - self.max_rows) as i64, self.max_rows);
+                            }
+                        }
+                        q.rows = all;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks workers whose process is gone (same host) as dead.
+    pub fn check_workers(&mut self) {
+        let here = crate::worker::hostname();
+        for w in self.workers.values_mut() {
+            if !w.dead && !w.done && w.host == here && w.pid != 0 {
+                // SAFETY: kill with signal 0 only checks that the process exists.
+                let gone = unsafe { libc::kill(w.pid as libc::pid_t, 0) } != 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+                if gone {
+                    w.dead = true;
+                }
+            }
+        }
+    }
+
+    /// Marks a worker dead (its launcher or the transport saw it go).
+    pub fn mark_dead(&mut self, rank: i32) {
+        if let Some(w) = self.workers.get_mut(&rank) {
+            w.dead = true;
+        }
+    }
+
+    pub fn dead_workers(&self) -> Vec<i32> {
+        self.workers.iter().filter(|(_, w)| w.dead).map(|(r, _)| *r).collect()
+    }
+
+    /// Every worker has finished (or died).
+    pub fn workers_finished(&self) -> bool {
+        self.worker_ranks.iter().all(|r| self.workers.get(r).is_some_and(|w| w.done || w.dead))
+    }
+
+    pub fn events_read(&self) -> u64 {
+        self.workers.values().map(|w| w.events_read).sum()
+    }
+
+    fn status(&mut self) -> (usize, Vec<i32>, Vec<i32>, f64, Option<f64>, u64) {
+        let now = Instant::now();
+        let total = self.events_read();
+        self.rate.push_back((now, total));
+        while self.rate.len() > 2 && now.duration_since(self.rate[0].0) > Duration::from_secs(3) {
+            self.rate.pop_front();
+        }
+        let (t0, n0) = self.rate[0];
+        let dt = now.duration_since(t0).as_secs_f64();
+        let rate = if dt > 0.05 { (total - n0) as f64 / dt } else { 0.0 };
+        let stalled: Vec<i32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.dead && !w.done && now.duration_since(w.last_seen) > self.stall_after)
+            .map(|(r, _)| *r)
+            .collect();
+        let dead = self.dead_workers();
+        let alive = self.worker_ranks.len() - dead.len();
+        let newest = self.workers.values().map(|w| w.newest).max().unwrap_or(0).max(self.reader.newest);
+        let age = (newest > 0).then(|| {
+            let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            (now_unix - lcls_to_unix_secs(newest)).max(0.0)
+        });
+        // Events handed to workers that died before reporting them.
+        let sent: BTreeMap<i32, u64> = self.reader.sent_to.iter().copied().collect();
+        let dropped = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.dead)
+            .map(|(r, w)| sent.get(r).copied().unwrap_or(0).saturating_sub(w.events_read))
+            .sum();
+        (alive, stalled, dead, rate, age, dropped)
+    }
+
+    /// Frames for the queries that changed (all of them with `all`), with the results.
+    pub fn frames(&mut self, all: bool, done: bool) -> Vec<Frame> {
+        let (alive, stalled, dead, rate, age, dropped) = self.status();
+        let job_error = self.error.clone();
+        let ranks_total = self.worker_ranks.len();
+        let mut out = Vec::new();
+        for (name, q) in self.queries.iter_mut() {
+            if !(q.dirty || all) {
+                continue;
+            }
+            q.dirty = false;
+            q.seq += 1;
+            let mut error = q.error.clone().or_else(|| job_error.clone());
+            let mut result = DataFrame::empty();
+            let mut included = 0;
+            if let (Some(plan), None) = (q.plan.as_ref(), q.error.as_ref()) {
+                let merged = if plan.is_rows() {
+                    Ok(q.rows.clone())
+                } else {
+                    let states: Vec<DataFrame> = q.states.values().cloned().collect();
+                    if states.is_empty() { Ok(None) } else { plan.merge(&states).map(Some) }
+                };
+                match merged.and_then(|m| match m {
+                    Some(m) => {
+                        included = plan.included(&m);
+                        plan.finalize(&m).map(Some)
+                    }
+                    None => Ok(None),
+                }) {
+                    Ok(Some(r)) => result = r,
+                    Ok(None) => {}
+                    Err(e) => error = Some(e.to_string()),
+                }
+            }
+            let ipc = df_to_ipc_stream(&mut result.clone()).unwrap_or_default();
+            let header = FrameHeader {
+                query: name.clone(),
+                sql: q.sql.clone(),
+                seq: q.seq,
+                generation: q.generation,
+                mode: q.mode.to_string(),
+                events_read: q.events_read.values().sum(),
+                events_included: included,
+                events_dropped: dropped,
+                ranks_alive: alive,
+                ranks_total,
+                ranks_stalled: stalled.clone(),
+                ranks_dead: dead.clone(),
+                rate_hz: rate,
+                newest_age_s: age,
+                rows: result.height(),
+                done,
+                error,
+            };
+            q.result = Some(result.clone());
+            out.push(Frame { header, ipc, result });
+        }
+        out
+    }
+}

@@ -1,0 +1,373 @@
+//! The job over MPI: rank 0 collects, rank 1 reads (with three or more ranks), the others
+//! work; with two ranks, rank 1 reads and works.
+//!
+//! Point-to-point only: every receive follows a non-blocking matched probe (any source where
+//! several may send), every send is non-blocking with its buffer kept until it completes, so
+//! a slow, stopped or dead rank never holds up the others. No collective is called anywhere
+//! (`tests/no_collectives.sh` fails the build on one).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
+use mpi::request::{Request, StaticScope};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::Threading;
+
+use crate::collector::Collector;
+use crate::feed::Distributor;
+use crate::inproc::{Emitter, JobSpec};
+use crate::wire::{self, tag, Command, End, ReaderStatus};
+use crate::worker::Worker;
+
+const COLLECTOR: i32 = 0;
+const READER: i32 = 1;
+/// collector → reader: worker ranks found dead (JSON list).
+const TAG_DEAD: i32 = 7;
+
+/// Non-blocking sends whose buffers live until MPI is done with them.
+struct Outbox {
+    pending: Vec<(Request<'static, [u8], StaticScope>, *mut [u8])>,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Outbox { pending: Vec::new() }
+    }
+
+    fn send(&mut self, world: &SimpleCommunicator, to: i32, tag: i32, data: Vec<u8>) {
+        let leaked: &'static mut [u8] = Box::leak(data.into_boxed_slice());
+        let ptr: *mut [u8] = leaked;
+        // SAFETY: `ptr` stays valid (leaked) until the request completes in `progress`.
+        let buf: &'static [u8] = unsafe { &*ptr };
+        let req = world.process_at_rank(to).immediate_send_with_tag(StaticScope, buf, tag);
+        self.pending.push((req, ptr));
+    }
+
+    /// Completes finished sends and frees their buffers.
+    fn progress(&mut self) {
+        let mut still = Vec::with_capacity(self.pending.len());
+        for (req, ptr) in self.pending.drain(..) {
+            match req.test() {
+                // SAFETY: the send is complete; the buffer came from Box::leak in `send`.
+                Ok(_) => drop(unsafe { Box::from_raw(ptr) }),
+                Err(req) => still.push((req, ptr)),
+            }
+        }
+        self.pending = still;
+    }
+
+    /// Waits up to `limit` for the sends to complete; sends to a dead rank are abandoned.
+    fn drain(mut self, limit: Duration) {
+        let t = Instant::now();
+        while !self.pending.is_empty() && t.elapsed() < limit {
+            self.progress();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        for (req, _) in self.pending.drain(..) {
+            std::mem::forget(req);
+        }
+    }
+}
+
+fn recv_from(world: &SimpleCommunicator, from: Option<i32>, tag: i32) -> Option<(i32, Vec<u8>)> {
+    let probe = match from {
+        Some(r) => world.process_at_rank(r).immediate_matched_probe_with_tag(tag),
+        None => world.any_process().immediate_matched_probe_with_tag(tag),
+    };
+    probe.map(|pair| {
+        let (data, status) = pair.matched_receive_vec::<u8>();
+        (status.source_rank(), data)
+    })
+}
+
+fn idle() {
+    std::thread::sleep(Duration::from_micros(200));
+}
+
+/// Runs this process's role. Returns the collector's results on rank 0.
+pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
+    let (universe, _) = mpi::initialize_with_threading(Threading::Funneled).ok_or("MPI is already initialized")?;
+    let world = universe.world();
+    let size = world.size();
+    if size < 2 {
+        return Err("the MPI job needs at least 2 ranks (a collector and a worker); use --ranks 1 to run in one process".into());
+    }
+    let rank = world.rank();
+    let workers: Vec<i32> = if size == 2 { vec![1] } else { (2..size).collect() };
+    let result = match rank {
+        COLLECTOR => collector(&world, spec, &workers).map(Some),
+        READER if size > 2 => reader(&world, spec, &workers).map(|_| None),
+        _ => worker(&world, spec, size == 2).map(|_| None),
+    };
+    if let Err(e) = &result {
+        eprintln!("beamtime-job rank {rank}: {e}");
+    }
+    result
+}
+
+fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result<Collector, String> {
+    let mut c = Collector::new(workers.to_vec());
+    c.max_rows = spec.max_rows;
+    let mut out = Outbox::new();
+    let mut initial = Vec::new();
+    let mut startup_error = None;
+    for q in &spec.queries {
+        match c.command(q.clone()) {
+            Ok(cmd) => initial.push(cmd),
+            Err(e) => startup_error = Some(e),
+        }
+    }
+    let mut on_frame = |_: &crate::Frame| {};
+    let mut emitter = Emitter::new(spec, &mut on_frame)?;
+    if let Some(e) = startup_error {
+        // A bad query given at start: stop everyone, report it.
+        initial = vec![Command::Stop];
+        c.error = Some(e);
+    }
+    let has_reader = world.size() > 2;
+    let all_ranks: Vec<i32> = (1..world.size()).collect();
+    for &r in &all_ranks {
+        let cmds = if r == READER && has_reader { initial.iter().filter(|c| **c == Command::Stop).cloned().collect() } else { initial.clone() };
+        out.send(world, r, tag::COMMAND, serde_json::to_vec(&cmds).unwrap());
+    }
+    emitter.hello(&serde_json::json!({"ranks": world.size(), "workers": workers, "source": spec.source, "pid": std::process::id()}));
+    let mut reader_done = !has_reader;
+    let mut known_dead: BTreeSet<i32> = BTreeSet::new();
+    let mut last_check = Instant::now();
+    loop {
+        let cmds = emitter.commands(&mut c);
+        for cmd in cmds {
+            for &r in &all_ranks {
+                if known_dead.contains(&r) || (r == READER && has_reader && cmd != Command::Stop) {
+                    continue;
+                }
+                out.send(world, r, tag::COMMAND, serde_json::to_vec(&vec![cmd.clone()]).unwrap());
+            }
+        }
+        let mut busy = false;
+        while let Some((from, msg)) = recv_from(world, None, tag::UPDATE) {
+            busy = true;
+            if let Err(e) = c.update(from, &msg) {
+                c.error.get_or_insert(format!("rank {from}: {e}"));
+            }
+        }
+        while let Some((_, msg)) = recv_from(world, Some(READER).filter(|_| has_reader), tag::READER) {
+            busy = true;
+            if let Ok((status, _)) = wire::decode::<ReaderStatus>("reader status", &msg) {
+                reader_done |= status.done;
+                c.reader_status(status);
+            }
+        }
+        if last_check.elapsed() > Duration::from_millis(250) {
+            last_check = Instant::now();
+            c.check_workers();
+            let dead: BTreeSet<i32> = c.dead_workers().into_iter().collect();
+            if dead != known_dead {
+                known_dead = dead;
+                if has_reader {
+                    out.send(world, READER, TAG_DEAD, serde_json::to_vec(&known_dead).unwrap());
+                }
+            }
+        }
+        out.progress();
+        if reader_done && c.workers_finished() {
+            break;
+        }
+        emitter.tick(&mut c, false, false);
+        if !busy {
+            idle();
+        }
+    }
+    emitter.tick(&mut c, true, true);
+    if let Some(path) = &spec.output {
+        crate::inproc::write_output(&c, path)?;
+    }
+    emitter.finish(&c);
+    out.drain(Duration::from_secs(1));
+    Ok(c)
+}
+
+/// Waits for the collector's first commands (the queries to start with).
+fn initial_commands(world: &SimpleCommunicator) -> Vec<Command> {
+    loop {
+        if let Some((_, msg)) = recv_from(world, Some(COLLECTOR), tag::COMMAND) {
+            return serde_json::from_slice(&msg).unwrap_or_default();
+        }
+        idle();
+    }
+}
+
+fn commands(world: &SimpleCommunicator) -> Vec<Command> {
+    let mut all = Vec::new();
+    while let Some((_, msg)) = recv_from(world, Some(COLLECTOR), tag::COMMAND) {
+        all.extend(serde_json::from_slice::<Vec<Command>>(&msg).unwrap_or_default());
+    }
+    all
+}
+
+fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result<(), String> {
+    let mut out = Outbox::new();
+    let mut stopped = initial_commands(world).contains(&Command::Stop);
+    let source = spec.source()?;
+    let index = |r: i32| workers.iter().position(|&w| w == r);
+    let mut dist = match Distributor::start(&source, workers.len(), spec.feed_options()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            let status = ReaderStatus { done: true, error: Some(e.to_string()), ..Default::default() };
+            out.send(world, COLLECTOR, tag::READER, wire::encode(&status, &[]));
+            None
+        }
+    };
+    let mut waiting: VecDeque<i32> = VecDeque::new();
+    let mut ended: BTreeSet<i32> = BTreeSet::new();
+    let mut dead: BTreeSet<i32> = BTreeSet::new();
+    let mut last_status = Instant::now();
+    loop {
+        if commands(world).contains(&Command::Stop) {
+            stopped = true;
+        }
+        while let Some((_, msg)) = recv_from(world, Some(COLLECTOR), TAG_DEAD) {
+            dead = serde_json::from_slice(&msg).unwrap_or_default();
+            if let Some(d) = dist.as_mut() {
+                for &r in &dead {
+                    if let Some(i) = index(r) {
+                        d.forget(i);
+                    }
+                }
+            }
+        }
+        while let Some((from, _)) = recv_from(world, None, tag::REQUEST) {
+            waiting.push_back(from);
+        }
+        let end: Option<End> = match dist.as_mut() {
+            None => Some(End { reason: "the source could not be opened".into(), error: None }),
+            Some(d) => {
+                if stopped {
+                    d.stop();
+                }
+                d.poll(if waiting.is_empty() { Duration::ZERO } else { Duration::from_millis(2) });
+                while !stopped && d.has_work() {
+                    let Some(w) = waiting.pop_front() else { break };
+                    let Some(i) = index(w) else { continue };
+                    if let Some(msg) = d.next_work(i) {
+                        out.send(world, w, tag::WORK, msg);
+                    }
+                }
+                if stopped {
+                    Some(End { reason: "stopped".into(), error: None })
+                } else {
+                    d.finished().map(|e| End { reason: "end of data".into(), error: e.clone() })
+                }
+            }
+        };
+        if let Some(end) = &end {
+            for w in waiting.drain(..) {
+                out.send(world, w, tag::END, wire::encode(end, &[]));
+                ended.insert(w);
+            }
+        }
+        let all_ended = workers.iter().all(|w| ended.contains(w) || dead.contains(w));
+        if last_status.elapsed() > Duration::from_millis(100) || all_ended {
+            last_status = Instant::now();
+            if let Some(d) = &dist {
+                let status = ReaderStatus {
+                    events_built: d.counters.events_built.load(std::sync::atomic::Ordering::Relaxed),
+                    events_sent: d.events_sent,
+                    sent_to: workers.iter().zip(&d.sent_to).map(|(&r, &n)| (r, n)).collect(),
+                    newest: d.counters.newest.load(std::sync::atomic::Ordering::Relaxed),
+                    done: all_ended && end.is_some(),
+                    error: end.as_ref().and_then(|e| e.error.clone()),
+                };
+                out.send(world, COLLECTOR, tag::READER, wire::encode(&status, &[]));
+            }
+        }
+        out.progress();
+        if all_ended && end.is_some() {
+            break;
+        }
+        idle();
+    }
+    out.drain(Duration::from_secs(1));
+    Ok(())
+}
+
+fn worker(world: &SimpleCommunicator, spec: &JobSpec, reads_itself: bool) -> Result<(), String> {
+    let mut out = Outbox::new();
+    let mut w = Worker::new();
+    let mut stopped = false;
+    for cmd in initial_commands(world) {
+        stopped |= cmd == Command::Stop;
+        w.command(&cmd);
+    }
+    let mut own = if reads_itself && !stopped {
+        Some(Distributor::start(&spec.source()?, 1, spec.feed_options()).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let report_every = Duration::from_millis(spec.report_ms);
+    let mut last_report = Instant::now();
+    let mut requested = false;
+    let mut ended = stopped;
+    let mut end_error = None;
+    loop {
+        for cmd in commands(world) {
+            if cmd == Command::Stop {
+                stopped = true;
+                if let Some(d) = &own {
+                    d.stop();
+                }
+            }
+            w.command(&cmd);
+        }
+        let mut busy = false;
+        if let Some(d) = own.as_mut() {
+            d.poll(Duration::from_millis(2));
+            if let Some(msg) = d.next_work(0) {
+                busy = true;
+                if let Err(e) = w.process(&msg) {
+                    end_error = Some(e);
+                    ended = true;
+                }
+            }
+            if stopped || d.finished().is_some() {
+                end_error = end_error.or_else(|| d.finished().cloned().flatten());
+                ended = true;
+            }
+        } else if !ended {
+            if !requested {
+                out.send(world, READER, tag::REQUEST, Vec::new());
+                requested = true;
+            }
+            if let Some((_, msg)) = recv_from(world, Some(READER), tag::WORK) {
+                busy = true;
+                requested = false;
+                if let Err(e) = w.process(&msg) {
+                    end_error = Some(e);
+                    ended = true;
+                }
+            } else if let Some((_, msg)) = recv_from(world, Some(READER), tag::END) {
+                ended = true;
+                if let Ok((end, _)) = wire::decode::<End>("end", &msg) {
+                    end_error = end.error;
+                }
+            }
+        }
+        if ended || last_report.elapsed() >= report_every {
+            if w.error.is_none() {
+                w.error = end_error.clone();
+            }
+            out.send(world, COLLECTOR, tag::UPDATE, w.report(ended));
+            last_report = Instant::now();
+        }
+        out.progress();
+        if ended {
+            break;
+        }
+        if !busy {
+            idle();
+        }
+    }
+    out.drain(Duration::from_secs(5));
+    Ok(())
+}

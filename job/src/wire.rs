@@ -1,0 +1,233 @@
+//! Messages of the job: between its ranks (MPI byte messages) and with the kernel (ZeroMQ).
+//!
+//! Every message is `[u32 LE header length][header JSON][body]`: the header is small and
+//! readable in a debugger, the body carries datagrams or Arrow IPC streams as they are.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use xtc::{FeedStream, Follow};
+
+/// A message could not be read (names what and why).
+#[derive(Debug, thiserror::Error)]
+#[error("bad {what} message: {why}")]
+pub struct WireError {
+    pub what: &'static str,
+    pub why: String,
+}
+
+pub fn encode<H: Serialize>(header: &H, body: &[&[u8]]) -> Vec<u8> {
+    let h = serde_json::to_vec(header).expect("headers serialize");
+    let mut out = Vec::with_capacity(4 + h.len() + body.iter().map(|b| b.len()).sum::<usize>());
+    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+    out.extend_from_slice(&h);
+    for b in body {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+pub fn decode<'a, H: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<(H, &'a [u8]), WireError> {
+    let bad = |why: String| WireError { what, why };
+    let len = bytes.get(..4).ok_or_else(|| bad(format!("{} bytes, shorter than its length prefix", bytes.len())))?;
+    let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+    let h = bytes.get(4..4 + len).ok_or_else(|| bad(format!("header of {len} bytes in a {}-byte message", bytes.len())))?;
+    let header = serde_json::from_slice(h).map_err(|e| bad(e.to_string()))?;
+    Ok((header, &bytes[4 + len..]))
+}
+
+/// MPI tags: one per kind of message, so a rank can probe for the kind it waits for.
+pub mod tag {
+    /// worker → reader: give me work.
+    pub const REQUEST: i32 = 1;
+    /// reader → worker: a batch ([`super::Work`]).
+    pub const WORK: i32 = 2;
+    /// reader → worker: no more data ([`super::End`]).
+    pub const END: i32 = 3;
+    /// worker → collector: states and counters ([`super::Update`]).
+    pub const UPDATE: i32 = 4;
+    /// collector → workers and reader: [`super::Command`].
+    pub const COMMAND: i32 = 5;
+    /// reader → collector: reading progress and the end of the data ([`super::ReaderStatus`]).
+    pub const READER: i32 = 6;
+}
+
+/// A query command, from the kernel through the collector to every worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Add a query, or replace the one with this name (its accumulators start afresh).
+    Set {
+        name: String,
+        sql: String,
+        #[serde(default)]
+        mode: String,
+        #[serde(default)]
+        generation: u64,
+    },
+    Remove { name: String },
+    /// Start a query's accumulators afresh (all queries when `name` is None).
+    Reset {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        generation: u64,
+    },
+    /// Stop reading; finish with the results so far.
+    Stop,
+}
+
+/// How a worker opens its fed reader: one entry per stream, in the reader's order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamSpec {
+    pub stream: u32,
+    pub label: PathBuf,
+    pub smd: bool,
+    pub bigdata: PathBuf,
+    /// Live runs: poll interval (ms) and retries while bigdata is still being written.
+    pub follow: Option<(u64, u32)>,
+}
+
+impl StreamSpec {
+    pub fn feed(&self) -> FeedStream {
+        FeedStream {
+            stream: self.stream,
+            label: self.label.clone(),
+            smd: self.smd,
+            bigdata: self.bigdata.clone(),
+            follow: self.follow.map(|(ms, retries)| Follow { poll: Duration::from_millis(ms), max_retries: retries }),
+        }
+    }
+}
+
+/// A batch of work: per stream, whole datagrams (the transitions the worker has not seen,
+/// then the batch's steps) in the body, one segment after the other.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Work {
+    pub batch: u64,
+    /// L1 events in this batch.
+    pub events: u64,
+    pub streams: Vec<StreamSpec>,
+    /// (stream index, bytes) of each body segment, in order.
+    pub segments: Vec<(usize, usize)>,
+    /// The run number to use when a BeginRun carries none.
+    pub run_hint: Option<u32>,
+}
+
+/// The reader has no more work (the run ended, or the job was stopped).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct End {
+    pub reason: String,
+    /// The reader failed: the whole job should report it.
+    pub error: Option<String>,
+}
+
+/// What the reader tells the collector.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReaderStatus {
+    /// L1 events built from small data so far, and handed to workers.
+    pub events_built: u64,
+    pub events_sent: u64,
+    /// L1 events handed to each worker rank.
+    pub sent_to: Vec<(i32, u64)>,
+    /// Newest event timestamp read (LCLS format).
+    pub newest: u64,
+    pub done: bool,
+    pub error: Option<String>,
+}
+
+/// One query's part of a worker update. Bodies are Arrow IPC streams (polars).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueryUpdate {
+    pub name: String,
+    pub generation: u64,
+    /// `state`: the worker's cumulative state (replaces the previous one);
+    /// `rows`: new rows of a row query (appended); `error`: the query failed on this worker.
+    pub kind: UpdateKind,
+    /// The events table's columns the worker planned against (first update of a plan).
+    pub columns: Option<Vec<String>>,
+    /// Events read by this worker while this query (generation) was active.
+    pub events_read: u64,
+    pub error: Option<String>,
+    pub bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateKind {
+    State,
+    Rows,
+    Error,
+}
+
+/// A worker's report to the collector.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Update {
+    pub events_read: u64,
+    pub batches: u64,
+    /// Newest event timestamp decoded (LCLS format).
+    pub newest: u64,
+    pub pid: u32,
+    pub host: String,
+    /// The worker has processed its last batch.
+    pub done: bool,
+    /// The worker cannot go on (bad data): named file, offset and cause.
+    pub error: Option<String>,
+    pub queries: Vec<QueryUpdate>,
+}
+
+/// The header of a result frame sent to the kernel; the body is the result as an Arrow IPC
+/// stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrameHeader {
+    pub query: String,
+    pub sql: String,
+    pub seq: u64,
+    pub generation: u64,
+    pub mode: String,
+    pub events_read: u64,
+    pub events_included: u64,
+    pub events_dropped: u64,
+    pub ranks_alive: usize,
+    pub ranks_total: usize,
+    /// Worker ranks that stopped reporting (stalled) or whose process is gone (dead).
+    pub ranks_stalled: Vec<i32>,
+    pub ranks_dead: Vec<i32>,
+    /// Events per second over the last few seconds (all workers).
+    pub rate_hz: f64,
+    /// Seconds between the newest event's timestamp and now.
+    pub newest_age_s: Option<f64>,
+    pub rows: usize,
+    /// The data is finished (end of run or stop): this is the final result.
+    pub done: bool,
+    pub error: Option<String>,
+}
+
+/// LCLS timestamp (seconds since 1990 << 32 | ns) → Unix seconds.
+pub fn lcls_to_unix_secs(ts: u64) -> f64 {
+    const EPICS_EPOCH: f64 = 631_152_000.0;
+    (ts >> 32) as f64 + EPICS_EPOCH + (ts & 0xffff_ffff) as f64 * 1e-9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_clear_errors() {
+        let cmd = Command::Set { name: "a".into(), sql: "SELECT 1".into(), mode: "run".into(), generation: 3 };
+        let bytes = encode(&cmd, &[b"xy", b"z"]);
+        let (back, body): (Command, _) = decode("command", &bytes).unwrap();
+        assert_eq!(back, cmd);
+        assert_eq!(body, b"xyz");
+        let e = decode::<Command>("command", &bytes[..3]).unwrap_err();
+        assert_eq!(e.to_string(), "bad command message: 3 bytes, shorter than its length prefix");
+        let e = decode::<Command>("command", &[200, 0, 0, 0, b'{']).unwrap_err();
+        assert!(e.to_string().contains("header of 200 bytes in a 5-byte message"), "{e}");
+        let json = br#"{"op":"launch"}"#;
+        let mut m = (json.len() as u32).to_le_bytes().to_vec();
+        m.extend_from_slice(json);
+        assert!(decode::<Command>("command", &m).unwrap_err().to_string().contains("unknown variant `launch`"));
+    }
+}

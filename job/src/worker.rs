@@ -1,0 +1,383 @@
+//! The worker role: decodes its batches into the `events` table (fetching bigdata through
+//! the small-data records) and runs every active query's partial step, keeping one
+//! cumulative state per query that it reports to the collector from time to time.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use polars::prelude::*;
+use query::{batches_to_df, LiveMode, LiveQuery};
+use xtc::table::{EventsReader, TableOptions};
+use xtc::RunReader;
+
+use crate::wire::{self, Command, QueryUpdate, StreamSpec, Update, UpdateKind, Work};
+
+struct WorkerQuery {
+    sql: String,
+    mode: LiveMode,
+    generation: u64,
+    plan: Option<LiveQuery>,
+    /// The columns `plan` was made for; a schema change plans again.
+    planned_for: Vec<String>,
+    /// Merged state so far, and partial states not merged yet (merged when reported).
+    state: Option<DataFrame>,
+    pending: Vec<DataFrame>,
+    /// Row queries: rows not reported yet.
+    rows: Vec<DataFrame>,
+    events_read: u64,
+    error: Option<String>,
+    error_sent: bool,
+    send_columns: bool,
+    dirty: bool,
+}
+
+/// One worker's decoding state and query accumulators.
+pub struct Worker {
+    events: Option<EventsReader>,
+    streams: Vec<StreamSpec>,
+    queries: BTreeMap<String, WorkerQuery>,
+    projection: Vec<String>,
+    pub events_read: u64,
+    pub batches: u64,
+    pub newest: u64,
+    /// The data could not be read (file, offset and cause); the worker stops.
+    pub error: Option<String>,
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Worker {
+    pub fn new() -> Self {
+        Worker {
+            events: None,
+            streams: Vec::new(),
+            queries: BTreeMap::new(),
+            projection: sticky_columns(),
+            events_read: 0,
+            batches: 0,
+            newest: 0,
+            error: None,
+        }
+    }
+
+    /// Applies a command from the collector.
+    pub fn command(&mut self, cmd: &Command) {
+        match cmd {
+            Command::Set { name, sql, mode, generation } => {
+                let mode = LiveMode::parse(mode).unwrap_or_default();
+                let error = LiveQuery::referenced_names(sql).err().map(|e| e.to_string());
+                self.queries.insert(
+                    name.clone(),
+                    WorkerQuery {
+                        sql: sql.clone(),
+                        mode,
+                        generation: *generation,
+                        plan: None,
+                        planned_for: Vec::new(),
+                        state: None,
+                        pending: Vec::new(),
+                        rows: Vec::new(),
+                        events_read: 0,
+                        error,
+                        error_sent: false,
+                        send_columns: false,
+                        dirty: true,
+                    },
+                );
+                self.update_projection();
+            }
+            Command::Remove { name } => {
+                self.queries.remove(name);
+                self.update_projection();
+            }
+            Command::Reset { name, generation } => {
+                for (n, q) in self.queries.iter_mut() {
+                    if name.as_ref().is_none_or(|x| x == n) {
+                        q.generation = *generation;
+                        q.state = None;
+                        q.pending.clear();
+                        q.rows.clear();
+                        q.events_read = 0;
+                        q.dirty = true;
+                    }
+                }
+            }
+            Command::Stop => {}
+        }
+    }
+
+    /// Only the columns the queries name are decoded (scan and epics values always: they
+    /// change on transitions and must be current when a query needing them arrives).
+    fn update_projection(&mut self) {
+        let mut cols = sticky_columns();
+        for q in self.queries.values() {
+            if let Ok(names) = LiveQuery::referenced_names(&q.sql) {
+                for n in names {
+                    if !cols.contains(&n) {
+                        cols.push(n);
+                    }
+                }
+            }
+        }
+        cols[2..].sort();
+        if cols != self.projection {
+            self.projection = cols;
+            if let Some(ev) = self.events.as_mut() {
+                ev.set_columns(Some(self.projection.clone()));
+            }
+        }
+    }
+
+    /// Decodes one Work message and runs the queries' partial steps over it.
+    pub fn process(&mut self, msg: &[u8]) -> Result<(), String> {
+        let (work, body): (Work, &[u8]) = wire::decode("work", msg).map_err(|e| e.to_string())?;
+        if self.events.is_none() || self.streams != work.streams {
+            let feeds: Vec<_> = work.streams.iter().map(StreamSpec::feed).collect();
+            let opts = TableOptions {
+                batch_size: 1 << 22,
+                run_hint: work.run_hint,
+                columns: Some(self.projection.clone()),
+                ..TableOptions::default()
+            };
+            self.events = Some(EventsReader::from_reader(RunReader::open_feeds(&feeds), opts));
+            self.streams = work.streams.clone();
+        }
+        let ev = self.events.as_mut().unwrap();
+        let mut at = 0usize;
+        for &(i, len) in &work.segments {
+            let seg = body.get(at..at + len).ok_or_else(|| format!("work batch {}: segments run past the body", work.batch))?;
+            if i >= work.streams.len() {
+                return Err(format!("work batch {}: stream index {i} out of range", work.batch));
+            }
+            ev.feed(i, seg);
+            at += len;
+        }
+        self.batches += 1;
+        loop {
+            let batch = match self.events.as_mut().unwrap().next_batch() {
+                Ok(Some(b)) => b.batch,
+                Ok(None) => break,
+                Err(e) => {
+                    self.error = Some(e.to_string());
+                    return Err(e.to_string());
+                }
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let ts = batch.column(0).as_any().downcast_ref::<arrow_array::UInt64Array>().map(|a| a.value(a.len() - 1));
+            self.newest = self.newest.max(ts.unwrap_or(0));
+            let df = batches_to_df(&[batch]).map_err(|e| e.to_string())?;
+            self.events_read += df.height() as u64;
+            self.run_queries(&df);
+        }
+        Ok(())
+    }
+
+    fn run_queries(&mut self, df: &DataFrame) {
+        let columns: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
+        for q in self.queries.values_mut() {
+            if q.error.is_some() {
+                continue;
+            }
+            if q.plan.is_none() || q.planned_for != columns {
+                match LiveQuery::plan_mode(&q.sql, &columns, q.mode) {
+                    Ok(p) => {
+                        q.plan = Some(p);
+                        q.planned_for = columns.clone();
+                        q.send_columns = true;
+                    }
+                    Err(e) => {
+                        q.error = Some(e.to_string());
+                        q.dirty = true;
+                        continue;
+                    }
+                }
+            }
+            let plan = q.plan.as_ref().unwrap();
+            match plan.partial(df) {
+                Ok(part) => {
+                    if plan.is_rows() {
+                        q.rows.push(part);
+                    } else {
+                        q.pending.push(part);
+                        // Bound the memory of unreported partials.
+                        if q.pending.len() >= 64 {
+                            if let Err(e) = fold(plan, &mut q.state, &mut q.pending) {
+                                q.error = Some(e);
+                            }
+                        }
+                    }
+                    q.events_read += df.height() as u64;
+                    q.dirty = true;
+                }
+                Err(e) => {
+                    q.error = Some(explain(&e.to_string(), &columns));
+                    q.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Something changed since the last report.
+    pub fn dirty(&self) -> bool {
+        self.queries.values().any(|q| q.dirty)
+    }
+
+    /// A report for the collector: counters and, per changed query, its cumulative state
+    /// (or new rows). `done` marks the last one.
+    pub fn report(&mut self, done: bool) -> Vec<u8> {
+        let mut update = Update {
+            events_read: self.events_read,
+            batches: self.batches,
+            newest: self.newest,
+            pid: std::process::id(),
+            host: hostname(),
+            done,
+            error: self.error.clone(),
+            queries: Vec::new(),
+        };
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for (name, q) in self.queries.iter_mut() {
+            if !q.dirty {
+                continue;
+            }
+            q.dirty = false;
+            let mut qu = QueryUpdate {
+                name: name.clone(),
+                generation: q.generation,
+                kind: UpdateKind::State,
+                columns: None,
+                events_read: q.events_read,
+                error: None,
+                bytes: 0,
+            };
+            if let Some(e) = &q.error {
+                if q.error_sent {
+                    continue;
+                }
+                q.error_sent = true;
+                qu.kind = UpdateKind::Error;
+                qu.error = Some(e.clone());
+                update.queries.push(qu);
+                continue;
+            }
+            let Some(plan) = q.plan.as_ref() else {
+                // Nothing read for it yet: the counters still go.
+                update.queries.push(qu);
+                continue;
+            };
+            if q.send_columns {
+                qu.columns = Some(q.planned_for.clone());
+                q.send_columns = false;
+            }
+            let bytes = if plan.is_rows() {
+                qu.kind = UpdateKind::Rows;
+                let rows = std::mem::take(&mut q.rows);
+                match concat_frames(rows) {
+                    Some(mut df) => to_ipc(&mut df),
+                    None => Ok(Vec::new()),
+                }
+            } else {
+                match fold(plan, &mut q.state, &mut q.pending) {
+                    Ok(()) => match q.state.as_mut() {
+                        Some(s) => to_ipc(s),
+                        None => Ok(Vec::new()),
+                    },
+                    Err(e) => Err(e),
+                }
+            };
+            match bytes {
+                Ok(b) => {
+                    qu.bytes = b.len();
+                    bodies.push(b);
+                }
+                Err(e) => {
+                    qu.kind = UpdateKind::Error;
+                    qu.error = Some(e.clone());
+                    q.error = Some(e);
+                    q.error_sent = true;
+                }
+            }
+            update.queries.push(qu);
+        }
+        let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+        wire::encode(&update, &refs)
+    }
+}
+
+fn sticky_columns() -> Vec<String> {
+    vec!["scan.*".into(), "epics.*".into()]
+}
+
+/// Merges pending partials into the state.
+fn fold(plan: &LiveQuery, state: &mut Option<DataFrame>, pending: &mut Vec<DataFrame>) -> Result<(), String> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut parts = std::mem::take(pending);
+    if let Some(s) = state.take() {
+        parts.push(s);
+    }
+    *state = Some(plan.merge(&parts).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+pub(crate) fn concat_frames(frames: Vec<DataFrame>) -> Option<DataFrame> {
+    let mut it = frames.into_iter().filter(|d| d.height() > 0 || d.width() > 0);
+    let mut first = it.next()?;
+    for d in it {
+        if first.vstack_mut(&d).is_err() {
+            // A new Configure changed the rows' schema: the rows start again under it.
+            first = d;
+        }
+    }
+    Some(first)
+}
+
+pub(crate) fn to_ipc(df: &mut DataFrame) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    IpcStreamWriter::new(&mut buf).finish(df).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+pub(crate) fn from_ipc(bytes: &[u8]) -> Result<DataFrame, String> {
+    IpcStreamReader::new(Cursor::new(bytes)).finish().map_err(|e| e.to_string())
+}
+
+/// A polars "not found" error, with the closest column names.
+fn explain(msg: &str, columns: &[String]) -> String {
+    if !msg.contains("not found") {
+        return msg.to_string();
+    }
+    let words: Vec<&str> = msg.split(|c: char| c == '"' || c == '\'' || c == '`' || c.is_whitespace()).filter(|w| w.len() > 1).collect();
+    let mut close: Vec<&str> = Vec::new();
+    for w in &words {
+        for c in columns {
+            let tail = c.rsplit('.').next().unwrap_or(c);
+            if (c.contains(w) || w.contains(tail)) && !close.contains(&c.as_str()) && close.len() < 5 {
+                close.push(c);
+            }
+        }
+    }
+    if close.is_empty() {
+        msg.to_string()
+    } else {
+        format!("{msg} (columns with a similar name: {})", close.join(", "))
+    }
+}
+
+pub(crate) fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
