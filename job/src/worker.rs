@@ -126,10 +126,16 @@ impl Worker {
         cols[2..].sort();
         if cols != self.projection {
             self.projection = cols;
+            let columns = self.columns();
             if let Some(ev) = self.events.as_mut() {
-                ev.set_columns(Some(self.projection.clone()));
+                ev.set_columns(columns);
             }
         }
+    }
+
+    /// The projection for the reader: every column when a query selects `*`.
+    fn columns(&self) -> Option<Vec<String>> {
+        (!self.projection.iter().any(|c| c == "*")).then(|| self.projection.clone())
     }
 
     /// Decodes one Work message and runs the queries' partial steps over it.
@@ -140,7 +146,7 @@ impl Worker {
             let opts = TableOptions {
                 batch_size: 1 << 22,
                 run_hint: work.run_hint,
-                columns: Some(self.projection.clone()),
+                columns: self.columns(),
                 ..TableOptions::default()
             };
             self.events = Some(EventsReader::from_reader(RunReader::open_feeds(&feeds), opts));
@@ -180,11 +186,28 @@ impl Worker {
 
     fn run_queries(&mut self, df: &DataFrame) {
         let columns: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
+        let mut available: Option<Vec<String>> = None;
         for q in self.queries.values_mut() {
             if q.error.is_some() {
                 continue;
             }
             if q.plan.is_none() || q.planned_for != columns {
+                // A dotted name that is no column is a typo: say so with the close names.
+                let names = LiveQuery::referenced_names(&q.sql).unwrap_or_default();
+                if let Some(missing) = names.iter().find(|n| n.contains('.') && !columns.contains(n)) {
+                    let all = available.get_or_insert_with(|| {
+                        let mut a = columns.clone();
+                        a.extend(self.events.as_ref().map(|e| e.available_columns()).unwrap_or_default());
+                        a
+                    });
+                    if !all.contains(missing) {
+                        let close = query::sql::suggest(missing, all);
+                        let hint = if close.is_empty() { String::new() } else { format!("; did you mean {}?", close.join(", ")) };
+                        q.error = Some(format!("unknown column `{missing}` in the events table{hint}"));
+                        q.dirty = true;
+                        continue;
+                    }
+                }
                 match LiveQuery::plan_mode(&q.sql, &columns, q.mode) {
                     Ok(p) => {
                         q.plan = Some(p);

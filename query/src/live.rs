@@ -90,7 +90,9 @@ const WINDOW_BINS: i64 = 16;
 impl LiveMode {
     /// `total`, `run`, `step`, or a window length such as `10s`, `500ms`, `2min`.
     pub fn parse(s: &str) -> Result<LiveMode> {
-        Ok(match s.trim().to_ascii_lowercase().as_str() {
+        let s = s.trim();
+        let s = s.strip_prefix("window").map(str::trim).unwrap_or(s);
+        Ok(match s.to_ascii_lowercase().as_str() {
             "total" | "start" | "since-start" | "all" => LiveMode::Total,
             "run" => LiveMode::Run,
             "step" => LiveMode::Step,
@@ -120,7 +122,9 @@ impl std::fmt::Display for LiveMode {
             LiveMode::Total => f.write_str("total"),
             LiveMode::Run => f.write_str("run"),
             LiveMode::Step => f.write_str("step"),
-            LiveMode::Window(d) => write!(f, "window {d:?}"),
+            // Parseable back by `LiveMode::parse`.
+            LiveMode::Window(d) if d.subsec_nanos() == 0 => write!(f, "{}s", d.as_secs()),
+            LiveMode::Window(d) => write!(f, "{}us", d.as_micros()),
         }
     }
 }
@@ -300,11 +304,21 @@ impl LiveQuery {
     }
 
     /// The column names `sql` mentions (dotted paths as one name): what a reader must decode.
-    /// Names that are not columns (aliases, functions' keywords) are harmless extras.
+    /// Names that are not columns (aliases, functions' keywords) are harmless extras; `*`
+    /// is listed when the query selects every column.
     pub fn referenced_names(sql: &str) -> Result<Vec<String>> {
         let quoted = quote_dotted_names(sql, &|c| c.contains('.')).sql;
         let stmts = Parser::parse_sql(&GenericDialect {}, &quoted).map_err(|e| QueryError::Syntax(e.to_string()))?;
         let mut names: Vec<String> = Vec::new();
+        for st in &stmts {
+            if let Statement::Query(q) = st {
+                if let SetExpr::Select(sel) = q.body.as_ref() {
+                    if sel.projection.iter().any(|p| matches!(p, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))) {
+                        names.push("*".into());
+                    }
+                }
+            }
+        }
         let _ = sqlparser::ast::visit_expressions(&stmts, |e: &Expr| {
             let name = match e {
                 Expr::Identifier(i) => Some(i.value.clone()),
@@ -393,6 +407,12 @@ impl LiveQuery {
 
     /// Merges partial states (from any batches, in any order) into one state table.
     pub fn merge(&self, states: &[DataFrame]) -> Result<DataFrame> {
+        self.merge_with(states, true)
+    }
+
+    /// `merge`, grouping by the hidden mode keys too (`hidden`) or not (a window's bins
+    /// folded into one result).
+    fn merge_with(&self, states: &[DataFrame], hidden: bool) -> Result<DataFrame> {
         let frames: Vec<LazyFrame> = states.iter().map(|d| d.clone().lazy()).collect();
         if frames.is_empty() {
             return Err(QueryError::Sql("nothing to merge".into()));
@@ -401,7 +421,7 @@ impl LiveQuery {
         if self.rows {
             return self.prune(&all.collect()?);
         }
-        let mut keys = self.mode.keys();
+        let mut keys = if hidden { self.mode.keys() } else { Vec::new() };
         keys.extend((0..self.keys).map(|i| col(format!("__k{i}"))));
         let mut merged: Vec<PlExpr> = vec![col("__included").sum().alias("__included")];
         for (j, a) in self.aggs.iter().enumerate() {
@@ -439,7 +459,7 @@ impl LiveQuery {
             }
         }
         let out = if keys.is_empty() { all.select(merged) } else { all.group_by(keys).agg(merged) };
-        self.prune(&out.collect()?)
+        if hidden { self.prune(&out.collect()?) } else { Ok(out.collect()?) }
     }
 
     /// Drops the parts of a state the mode no longer covers (older runs, steps, window bins).
@@ -468,7 +488,11 @@ impl LiveQuery {
 
     /// The query's result from a merged state (or the concatenated rows of a row query).
     pub fn finalize(&self, state: &DataFrame) -> Result<DataFrame> {
-        let state = &self.prune(state)?;
+        let mut state = self.prune(state)?;
+        if matches!(self.mode, LiveMode::Window(_)) && !self.rows && state.height() > 0 {
+            state = self.merge_with(&[state], false)?;
+        }
+        let state = &state;
         let result = if self.rows {
             let hidden: Vec<String> = (0..self.mode.hidden().len()).map(|i| format!("__m{i}")).collect();
             state.drop_many(hidden)

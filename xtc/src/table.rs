@@ -741,6 +741,30 @@ impl EventsReader {
         EventsReader { reader, builder: EventsBuilder::new(opts), held: None, done: false }
     }
 
+    /// Every column the current Configure offers, projected or not (for suggestions).
+    pub fn available_columns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..self.reader.stream_count() {
+            for names in self.reader.stream_state(i).lookup().sorted() {
+                let det = names.det_name.as_str();
+                let prefix = if det == "scan" || det == "epics" {
+                    det.to_string()
+                } else if TRANSITION_DETECTORS.contains(&det) || names.alg_name.to_ascii_lowercase().contains("config") {
+                    continue;
+                } else if names.segment == 0 {
+                    format!("{det}.{}", names.alg_name)
+                } else {
+                    format!("{det}_{}.{}", names.segment, names.alg_name)
+                };
+                for f in names.fields.iter().filter(|f| f.dtype != DataType::EnumDict) {
+                    let field = f.enum_parts().map(|(var, _)| var).unwrap_or(&f.name);
+                    out.push(format!("{prefix}.{field}"));
+                }
+            }
+        }
+        out
+    }
+
     /// Changes the projection before the next batch (see [`EventsBuilder::set_columns`]).
     pub fn set_columns(&mut self, columns: Option<Vec<String>>) {
         if let Some(b) = self.builder.finish() {

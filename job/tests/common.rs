@@ -1,0 +1,92 @@
+//! A simulated run and the offline oracle shared by the job's tests.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use polars::prelude::*;
+use query::{Catalog, LoadOptions};
+
+/// 12 000 events in 6 steps over 3 streams (the third at 1/10 rate), with bigdata chunks
+/// switching every ~1 MB, so that workers must follow chunkinfo.
+pub fn sim_run() -> &'static sim::Truth {
+    static RUN: OnceLock<sim::Truth> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = scratch_dir("run");
+        let mut cfg = sim::SimConfig::new(&dir);
+        cfg.exp = "tstjob01".into();
+        cfg.events = 12_000;
+        cfg.steps = 6;
+        cfg.streams = 3;
+        cfg.chunk_bytes = 1 << 20;
+        cfg.overwrite = true;
+        sim::write_run(&cfg).expect("simulated run")
+    })
+}
+
+pub fn scratch_dir(what: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("beamtime-job-{}", env!("CARGO_CRATE_NAME"))).join(what);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The whole events table, read once by the offline reader.
+pub fn catalog() -> &'static Catalog {
+    static CAT: OnceLock<Catalog> = OnceLock::new();
+    CAT.get_or_init(|| {
+        let mut c = Catalog::new();
+        c.load_run("events", &sim_run().source, LoadOptions::default()).unwrap();
+        c
+    })
+}
+
+/// Exact for integers and strings, 1e-12 relative for floats; rows compared after sorting.
+pub fn assert_same(ours: &DataFrame, oracle: &DataFrame, sort_by: &[&str], what: &str) {
+    let sort = |d: &DataFrame| if sort_by.is_empty() { d.clone() } else { d.sort(sort_by.to_vec(), Default::default()).unwrap() };
+    let (a, b) = (sort(ours), sort(oracle));
+    assert_eq!(a.shape(), b.shape(), "{what}: shape\nours {a}\noracle {b}");
+    for (ca, cb) in a.columns().iter().zip(b.columns()) {
+        assert_eq!(ca.name(), cb.name(), "{what}: column names");
+        let (sa, sb) = (ca.as_materialized_series(), cb.as_materialized_series());
+        for i in 0..a.height() {
+            let (va, vb) = (sa.get(i).unwrap(), sb.get(i).unwrap());
+            let same = match (va.extract::<f64>(), vb.extract::<f64>()) {
+                (Some(x), Some(y)) if va.dtype().is_float() || vb.dtype().is_float() => (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1e-300),
+                (Some(x), Some(y)) => x == y,
+                _ => va.is_null() == vb.is_null() && va.to_string() == vb.to_string(),
+            };
+            assert!(same, "{what}: column {} row {i}: ours {va} oracle {vb}\nours {a}\noracle {b}", ca.name());
+        }
+    }
+}
+
+/// Queries with their oracle SQL (over the whole table) and the columns to sort by.
+pub const QUERIES: &[(&str, &str, &[&str])] = &[
+    (
+        "SELECT step, count(*) AS n, avg(ipm2.raw.sum) AS ipm, sum(hsd.fex.area) AS area, stddev(ipm2.raw.xpos) AS sd FROM events GROUP BY step",
+        "SELECT step, count(*) AS n, avg(\"ipm2.raw.sum\") AS ipm, sum(\"hsd.fex.area\") AS area, stddev(\"ipm2.raw.xpos\") AS sd FROM events GROUP BY step",
+        &["step"],
+    ),
+    (
+        "SELECT bin(\"scan.step_value\", 0.5) AS d, count(*) AS n, sum(diode.raw.signal) AS s FROM events WHERE gmd.raw.millijoulesperpulse > 0.5 GROUP BY d",
+        "SELECT floor(\"scan.step_value\" / 0.5) * 0.5 AS d, count(*) AS n, sum(\"diode.raw.signal\") AS s FROM events WHERE \"gmd.raw.millijoulesperpulse\" > 0.5 GROUP BY d",
+        &["d"],
+    ),
+    (
+        "SELECT hist(ipm2.raw.sum, 0, 4, 100) AS x, count(*) AS n FROM events",
+        "SELECT 0 + floor((\"ipm2.raw.sum\" - 0) / 0.04) * 0.04 AS x, count(*) AS n FROM events WHERE \"ipm2.raw.sum\" >= 0 AND \"ipm2.raw.sum\" < 4 GROUP BY x",
+        &["x"],
+    ),
+    (
+        "SELECT count(fim.fex.intensity) AS nf, min(timestamp) AS t0, max(pulse_id) AS p1, first(step) AS s0, last(step) AS s1 FROM events",
+        "SELECT count(\"fim.fex.intensity\") AS nf, min(timestamp) AS t0, max(pulse_id) AS p1, first(step) AS s0, last(step) AS s1 FROM events",
+        &[],
+    ),
+    (
+        "SELECT timestamp, step, ipm2.raw.sum FROM events WHERE ipm2.raw.sum > 3.5",
+        "SELECT timestamp, step, \"ipm2.raw.sum\" FROM events WHERE \"ipm2.raw.sum\" > 3.5",
+        &["timestamp"],
+    ),
+];

@@ -1,0 +1,134 @@
+//! The job in one process (reader → worker → collector, as `--ranks 1` runs it) gives what
+//! the same SQL gives over the whole table, for every kind of query, with batches cut small
+//! enough that states are merged many times and chunk switches fall inside batches.
+
+mod common;
+
+use job::inproc::{run_inprocess, JobSpec};
+use job::wire::Command;
+
+fn run(sql: &str, mode: &str, batch_events: usize) -> job::Collector {
+    let mut spec = JobSpec::new(&common::sim_run().source);
+    spec.queries = vec![Command::Set { name: "q".into(), sql: sql.into(), mode: mode.into(), generation: 0 }];
+    spec.batch_events = batch_events;
+    let mut frames = 0;
+    let c = run_inprocess(&spec, &mut |f| {
+        frames += 1;
+        assert_eq!(f.header.query, "q");
+        assert!(f.header.error.is_none(), "{sql}: {:?}", f.header.error);
+    })
+    .unwrap();
+    assert!(frames >= 1, "a final frame is always sent");
+    c
+}
+
+#[test]
+fn every_query_kind_matches_the_offline_result() {
+    let cat = common::catalog();
+    for (sql, oracle_sql, sort_by) in common::QUERIES {
+        let oracle = cat.sql(oracle_sql).unwrap_or_else(|e| panic!("{oracle_sql}: {e}"));
+        for batch in [997, 4096] {
+            let c = run(sql, "total", batch);
+            assert_eq!(c.events_read(), common::sim_run().events, "{sql}: every event read");
+            common::assert_same(c.result("q").unwrap(), &oracle, sort_by, &format!("{sql} [batch {batch}]"));
+        }
+    }
+}
+
+#[test]
+fn step_and_run_modes_keep_the_newest_step_and_run() {
+    let cat = common::catalog();
+    let sql = "SELECT count(*) AS n, sum(ipm2.raw.sum) AS s FROM events";
+    let last_step = cat.sql("SELECT max(step) AS m FROM events").unwrap().column("m").unwrap().u32().unwrap().get(0).unwrap();
+    let oracle = cat.sql(&format!("SELECT count(*) AS n, sum(\"ipm2.raw.sum\") AS s FROM events WHERE step = {last_step}")).unwrap();
+    let c = run(sql, "step", 1500);
+    common::assert_same(c.result("q").unwrap(), &oracle, &[], "step mode");
+    let whole = cat.sql("SELECT count(*) AS n, sum(\"ipm2.raw.sum\") AS s FROM events").unwrap();
+    let c = run(sql, "run", 1500);
+    common::assert_same(c.result("q").unwrap(), &whole, &[], "run mode (one run)");
+}
+
+#[test]
+fn a_window_covers_the_newest_events_only() {
+    // The simulated run's timestamps show 1 kHz: 12 000 events span 12 s of event time.
+    let cat = common::catalog();
+    let c = run("SELECT count(*) AS n, min(timestamp) AS t0, max(timestamp) AS t1 FROM events", "2s", 1000);
+    let r = c.result("q").unwrap();
+    let n = r.column("n").unwrap().u64().unwrap().get(0).unwrap();
+    // Sixteen bins of 125 ms: between 15/16 and 16/16 of the window.
+    assert!((1875..=2000).contains(&n), "{n} events in a 2 s window at 1 kHz\n{r}");
+    let newest = cat.sql("SELECT max(timestamp) AS t FROM events").unwrap().column("t").unwrap().u64().unwrap().get(0).unwrap();
+    assert_eq!(r.column("t1").unwrap().u64().unwrap().get(0).unwrap(), newest);
+}
+
+#[test]
+fn bad_queries_fail_before_any_data_with_a_reason() {
+    let mut spec = JobSpec::new(&common::sim_run().source);
+    spec.queries = vec![Command::Set { name: "q".into(), sql: "SELECT median(ipm2.raw.sum) FROM events".into(), mode: String::new(), generation: 0 }];
+    let err = run_inprocess(&spec, &mut |_| {}).err().expect("median cannot be merged");
+    assert!(err.contains("median() cannot be merged exactly") && err.contains("hist("), "{err}");
+    spec.queries[0] = Command::Set { name: "q".into(), sql: "SELECT count(*) FROM events".into(), mode: "fortnightly".into(), generation: 0 };
+    let err = run_inprocess(&spec, &mut |_| {}).err().expect("bad mode");
+    assert!(err.contains("mode `fortnightly`"), "{err}");
+}
+
+#[test]
+fn an_unknown_column_is_reported_in_the_frames_and_names_close_columns() {
+    let mut spec = JobSpec::new(&common::sim_run().source);
+    spec.queries = vec![Command::Set { name: "q".into(), sql: "SELECT avg(ipm2.raw.summ) AS x FROM events".into(), mode: String::new(), generation: 0 }];
+    let mut last = None;
+    run_inprocess(&spec, &mut |f| last = Some(f.header.clone())).unwrap();
+    let h = last.unwrap();
+    let e = h.error.expect("an error frame");
+    assert!(e.starts_with("unknown column `ipm2.raw.summ` in the events table; did you mean ipm2.raw.sum"), "{e}");
+    assert!(h.done);
+}
+
+#[test]
+fn corrupt_small_data_ends_the_job_with_the_file_and_offset() {
+    let src = common::sim_run();
+    let dir = common::scratch_dir("corrupt");
+    // Copy the run and cut stream 0's small data in the middle of a datagram.
+    let from = &src.config.dir;
+    copy_dir(from, &dir);
+    let smd = dir.join("smalldata").join(format!("{}-r{:04}-s000-c000.smd.xtc2", src.config.exp, src.config.run));
+    let bytes = std::fs::read(&smd).unwrap();
+    let mut cut = bytes.clone();
+    // Corrupt an extent in the second half: a datagram claiming 3 GB.
+    let at = find_l1(&bytes, bytes.len() / 2);
+    cut[at + 20..at + 24].copy_from_slice(&0xC000_0000u32.to_le_bytes());
+    std::fs::write(&smd, &cut).unwrap();
+    let mut spec = JobSpec::new(&format!("exp={}:run={}:dir={}", src.config.exp, src.config.run, dir.display()));
+    spec.queries = vec![Command::Set { name: "q".into(), sql: "SELECT count(*) AS n FROM events".into(), mode: String::new(), generation: 0 }];
+    let c = run_inprocess(&spec, &mut |_| {}).unwrap();
+    let e = c.error.clone().expect("the job reports the bad file");
+    assert!(e.contains("s000-c000.smd.xtc2") && e.contains(&format!("{}", at + 20)), "{e}");
+    // What was read before the damage is kept.
+    let n = c.result("q").unwrap().column("n").unwrap().u64().unwrap().get(0).unwrap();
+    assert!(n > 0 && n < src.events, "{n}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The offset of the first L1Accept datagram at or after `from` (walking from the start).
+fn find_l1(bytes: &[u8], from: usize) -> usize {
+    let mut at = 0;
+    loop {
+        let size = xtc::dgram::dgram_size(&bytes[at..]).unwrap();
+        let dg = xtc::Dgram::new(&bytes[at..at + size]).unwrap();
+        if at >= from && dg.service() == xtc::TransitionId::L1Accept {
+            return at;
+        }
+        at += size;
+    }
+}
