@@ -15,6 +15,7 @@ PYTHON ?= $(HOME)/.cache/beamtime/venv/bin/python
 ## The Rust-cell tests need a Rust toolchain at run time (evcxr compiles each cell).
 test:
 	cargo build --workspace
+	bash tests/no_collectives.sh
 	cargo test --workspace
 	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/xtc-dump-check.sh
 	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py test_conformance.py test_rust.py

@@ -7,19 +7,25 @@ use std::process::Command;
 use crate::inproc::JobSpec;
 
 /// The default template: OpenMPI's mpirun, oversubscribing (more ranks than cores is normal
-/// on a laptop or a 2-core VM), and allowed to run as root where containers need it.
+/// on a laptop or a 2-core VM), with recovery on (a dead worker must not take the job down:
+/// the collector reports it and goes on), and allowed to run as root where containers need it.
 pub fn default_template() -> String {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
+    let mut t = String::from("mpirun -n {n} --oversubscribe --enable-recovery");
     if root {
-        "mpirun -n {n} --oversubscribe --allow-run-as-root {job}".into()
-    } else {
-        "mpirun -n {n} --oversubscribe {job}".into()
+        t.push_str(" --allow-run-as-root");
     }
+    t.push_str(" {job}");
+    t
 }
 
-/// `beamtime-job` beside this executable (an install or a cargo target dir), else on PATH.
+/// `$BEAMTIME_JOB`, else `beamtime-job` beside this executable (an install or a cargo target
+/// dir), else on PATH.
 pub fn job_executable() -> PathBuf {
+    if let Some(p) = std::env::var_os("BEAMTIME_JOB") {
+        return PathBuf::from(p);
+    }
     let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("beamtime-job")));
     match beside {
         Some(p) if p.exists() => p,

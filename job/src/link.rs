@@ -56,7 +56,9 @@ impl Link {
                             }
                         }
                     }
-                    // Give queued messages a moment to leave before the socket closes.
+                    // zeromq drops what is still queued when a socket closes: let the last
+                    // messages (the final frame, `end`) leave first.
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     let _ = tokio::time::timeout(std::time::Duration::from_millis(200), sock.close()).await;
                 });
             })
@@ -85,5 +87,102 @@ impl Link {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// What the job sends to whoever drives it (the kernel, a test).
+#[derive(Debug)]
+pub enum JobMessage {
+    Hello(serde_json::Value),
+    Frame(crate::wire::FrameHeader, Vec<u8>),
+    Ack(serde_json::Value),
+    End(serde_json::Value),
+}
+
+/// The driving side: a ROUTER on a loopback port that the job's rank 0 connects to. Jobs
+/// may come and go (restart); commands go to the newest one that said hello.
+pub struct JobEndpoint {
+    endpoint: String,
+    messages: mpsc::Receiver<JobMessage>,
+    commands: UnboundedSender<Command>,
+}
+
+impl JobEndpoint {
+    pub fn bind() -> Result<JobEndpoint, String> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let (msg_tx, messages) = mpsc::channel();
+        let (commands, mut cmd_rx) = unbounded_channel::<Command>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("job-endpoint".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let mut sock = zeromq::RouterSocket::new();
+                    let endpoint = match sock.bind("tcp://127.0.0.1:0").await {
+                        Ok(e) => e.to_string(),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("cannot bind the job endpoint: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(endpoint));
+                    let mut peer: Option<Bytes> = None;
+                    loop {
+                        tokio::select! {
+                            c = cmd_rx.recv() => {
+                                let Some(c) = c else { break };
+                                let Some(id) = peer.clone() else { continue };
+                                let frames = vec![id, Bytes::from(serde_json::to_vec(&c).expect("json"))];
+                                let _ = sock.send(ZmqMessage::try_from(frames).expect("frames")).await;
+                            }
+                            z = sock.recv() => {
+                                let Ok(z) = z else { break };
+                                let frames = z.into_vec();
+                                if frames.len() < 3 {
+                                    continue;
+                                }
+                                let kind = String::from_utf8_lossy(&frames[1]).into_owned();
+                                let json: serde_json::Value = serde_json::from_slice(&frames[2]).unwrap_or_default();
+                                let m = match kind.as_str() {
+                                    "hello" => {
+                                        peer = Some(frames[0].clone());
+                                        JobMessage::Hello(json)
+                                    }
+                                    "frame" => match serde_json::from_value(json) {
+                                        Ok(h) => JobMessage::Frame(h, frames.get(3).map(|b| b.to_vec()).unwrap_or_default()),
+                                        Err(_) => continue,
+                                    },
+                                    "ack" => JobMessage::Ack(json),
+                                    "end" => JobMessage::End(json),
+                                    _ => continue,
+                                };
+                                if msg_tx.send(m).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+            })
+            .map_err(|e| e.to_string())?;
+        let endpoint = ready_rx.recv().map_err(|_| "the job endpoint thread failed".to_string())??;
+        Ok(JobEndpoint { endpoint, messages, commands })
+    }
+
+    /// `tcp://127.0.0.1:<port>`: what the job's `connect` names.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn recv_timeout(&self, wait: std::time::Duration) -> Option<JobMessage> {
+        self.messages.recv_timeout(wait).ok()
+    }
+
+    pub fn try_recv(&self) -> Option<JobMessage> {
+        self.messages.try_recv().ok()
+    }
+
+    pub fn send(&self, cmd: Command) {
+        let _ = self.commands.send(cmd);
     }
 }
