@@ -63,6 +63,7 @@ pub struct Collector {
     /// The job-level error (the data could not be read).
     pub error: Option<String>,
     stopped: bool,
+    started: Instant,
 }
 
 impl Collector {
@@ -78,6 +79,7 @@ impl Collector {
             max_rows: DEFAULT_MAX_ROWS,
             error: None,
             stopped: false,
+            started: Instant::now(),
         }
     }
 
@@ -277,11 +279,15 @@ impl Collector {
         let (t0, n0) = self.rate[0];
         let dt = now.duration_since(t0).as_secs_f64();
         let rate = if dt > 0.05 { (total - n0) as f64 / dt } else { 0.0 };
+        let silent_since_start = now.duration_since(self.started) > self.stall_after;
         let stalled: Vec<i32> = self
-            .workers
+            .worker_ranks
             .iter()
-            .filter(|(_, w)| !w.dead && !w.done && now.duration_since(w.last_seen) > self.stall_after)
-            .map(|(r, _)| *r)
+            .filter(|r| match self.workers.get(r) {
+                Some(w) => !w.dead && !w.done && now.duration_since(w.last_seen) > self.stall_after,
+                None => silent_since_start,
+            })
+            .copied()
             .collect();
         let dead = self.dead_workers();
         let alive = self.worker_ranks.len() - dead.len();

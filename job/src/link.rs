@@ -185,4 +185,9 @@ impl JobEndpoint {
     pub fn send(&self, cmd: Command) {
         let _ = self.commands.send(cmd);
     }
+
+    /// A handle that sends commands from another thread.
+    pub fn commander(&self) -> UnboundedSender<Command> {
+        self.commands.clone()
+    }
 }

@@ -300,6 +300,8 @@ fn worker(world: &SimpleCommunicator, spec: &JobSpec, reads_itself: bool) -> Res
         stopped |= cmd == Command::Stop;
         w.command(&cmd);
     }
+    // Say who we are at once: the collector can then tell a dead worker from a slow one.
+    out.send(world, COLLECTOR, tag::UPDATE, w.report(false));
     let mut own = if reads_itself && !stopped {
         Some(Distributor::start(&spec.source()?, 1, spec.feed_options()).map_err(|e| e.to_string())?)
     } else {

@@ -83,12 +83,14 @@ pub struct Executor {
     catalog: query::Catalog,
     count: u32,
     rust: crate::rust::RustCells,
+    live: crate::live::Live,
 }
 
 impl Executor {
     pub fn new(shared: Arc<Shared>, requests: Arc<Requests>) -> Self {
         let rust = crate::rust::RustCells::new(requests.rust.clone());
-        Executor { shared, requests, catalog: query::Catalog::new(), count: 0, rust }
+        let live = crate::live::Live::new(shared.outbox.clone());
+        Executor { shared, requests, catalog: query::Catalog::new(), count: 0, rust, live }
     }
 
     pub fn run(mut self, jobs: Receiver<Job>) {
@@ -133,7 +135,9 @@ impl Executor {
             silent,
             allow_stdin: c.get("allow_stdin").and_then(Value::as_bool).unwrap_or(false),
         };
-        let result = run_cell(&mut self.catalog, &mut self.rust, &code, &ctx);
+        // Live results are tables: the newest ones are what this cell sees.
+        self.live.sync(&mut self.catalog);
+        let result = run_cell(&mut self.catalog, &mut self.rust, &mut self.live, &code, &ctx);
         let ok = result.is_ok();
         match result {
             Ok(bundle) => {
@@ -175,11 +179,17 @@ impl Executor {
 }
 
 /// Splits a cell into leading line magics, and the rest: a cell magic with its body, or Rust.
-fn run_cell(catalog: &mut query::Catalog, rust: &mut crate::rust::RustCells, code: &str, ctx: &CellContext) -> Result<Option<Bundle>, CellError> {
+fn run_cell(
+    catalog: &mut query::Catalog,
+    rust: &mut crate::rust::RustCells,
+    live: &mut crate::live::Live,
+    code: &str,
+    ctx: &CellContext,
+) -> Result<Option<Bundle>, CellError> {
     let trimmed = code.trim_start();
     if let Some(rest) = trimmed.strip_prefix("%%") {
         let (line, body) = rest.split_once('\n').unwrap_or((rest, ""));
-        return cell_magic(catalog, line, body, ctx);
+        return cell_magic(catalog, live, line, body, ctx);
     }
     let mut result = None;
     let mut lines = code.lines().peekable();
@@ -192,7 +202,7 @@ fn run_cell(catalog: &mut query::Catalog, rust: &mut crate::rust::RustCells, cod
             continue;
         }
         let Some(magic) = l.strip_prefix('%') else { break };
-        result = line_magic(catalog, magic, ctx)?;
+        result = line_magic(catalog, live, magic, ctx)?;
         lines.next();
         consumed += 1;
     }
@@ -280,7 +290,7 @@ fn unknown_magic(name: &str, cell: bool) -> CellError {
     CellError::new("UsageError", format!("unknown magic {spelled}; the magics are {} (see %help)", known.join(", ")))
 }
 
-fn line_magic(catalog: &mut query::Catalog, line: &str, ctx: &CellContext) -> Result<Option<Bundle>, CellError> {
+fn line_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: &str, ctx: &CellContext) -> Result<Option<Bundle>, CellError> {
     let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     if let Some(base) = name.strip_suffix('?') {
         let m = magics::find(base.trim_start_matches('%')).ok_or_else(|| unknown_magic(base, false))?;
@@ -359,6 +369,18 @@ fn line_magic(catalog: &mut query::Catalog, line: &str, ctx: &CellContext) -> Re
             Ok(None)
         }
         "sql" => Err(CellError::new("UsageError", "%%sql is a cell magic: put the query on the lines below `%%sql`")),
+        "source" => {
+            let args = parse_args("source", rest, &["--calib-dir"])?;
+            let [source] = args.positional.as_slice() else {
+                return Err(usage("source", "%source takes one psana source string"));
+            };
+            let text = live.set_source(source, args.opt("--calib-dir").map(str::to_string))?;
+            Ok(Some(json!({"text/plain": text})))
+        }
+        "live" => {
+            let args = parse_args("live", rest, &[])?;
+            Ok(Some(live.command(&args.positional, catalog)?))
+        }
         other => Err(unknown_magic(other, false)),
     }
 }
@@ -369,9 +391,30 @@ fn unknown_table(catalog: &query::Catalog, name: &str) -> CellError {
     CellError::new("KeyError", format!("no table named '{name}' ({list})"))
 }
 
-fn cell_magic(catalog: &mut query::Catalog, line: &str, body: &str, ctx: &CellContext) -> Result<Option<Bundle>, CellError> {
+fn cell_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: &str, body: &str, ctx: &CellContext) -> Result<Option<Bundle>, CellError> {
     let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     match name.trim() {
+        "live" => {
+            let args = parse_args("live", rest, &["--ranks", "--rate", "--mode", "--window", "--launcher"])?;
+            let [qname] = args.positional.as_slice() else {
+                return Err(usage("live", "%%live takes a name for the result (a table name)"));
+            };
+            if body.trim().is_empty() {
+                return Err(usage("live", "%%live needs a query on the lines below it"));
+            }
+            let num = |o: &str| -> Result<Option<f64>, CellError> {
+                args.opt(o).map(|v| v.parse::<f64>().map_err(|_| usage("live", format!("{o} {v}: a number expected")))).transpose()
+            };
+            let opts = crate::live::LiveOptions {
+                ranks: num("--ranks")?.map(|r| r.max(1.0) as usize),
+                rate: num("--rate")?,
+                mode: args.opt("--window").or(args.opt("--mode")).map(str::to_string),
+                launcher: args.opt("--launcher").map(str::to_string),
+            };
+            live.start_query(qname, body.trim(), &opts, ctx.parent, &|| ctx.interrupted())?;
+            live.sync(catalog);
+            Ok(None)
+        }
         "sql" => {
             let args = parse_args("sql", rest, &["--name", "--rows"])?;
             let rows = match args.opt("--rows") {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 /// Rows shown before eliding the middle of a long table.
 pub const DEFAULT_ROWS: usize = 20;
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

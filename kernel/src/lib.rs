@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod cells;
 pub mod display;
 pub mod install;
+pub mod live;
 pub mod magics;
 pub mod requests;
 pub mod rust;

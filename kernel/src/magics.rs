@@ -63,6 +63,28 @@ pub const MAGICS: &[Magic] = &[
         example: "%drop per_step",
     },
     Magic {
+        name: "source",
+        cell: false,
+        usage: "%source SOURCE [--calib-dir DIR]",
+        summary: "Set the data source of live queries: a psana string, e.g. exp=<exp>:run=<n>:dir=<xtc dir>:live \
+                  (small data as the DAQ writes it) or a finished run without :live.",
+        options: &["--calib-dir"],
+        example: "%source exp=tstx00117:run=1:dir=/tmp/beamtime-sim:live",
+    },
+    Magic {
+        name: "live",
+        cell: true,
+        usage: "%%live NAME [--ranks N] [--rate HZ] [--mode total|run|step] [--window 10s] [--launcher T]\n<SQL over events>\n\
+                %live status | stop [NAME] | reset [NAME] | restart",
+        summary: "Run SQL over every event of the source while it is taken, in parallel (MPI ranks), merged exactly; \
+                  the result updates in the cell and is kept as table NAME (use it in %%sql, %save). The first %%live \
+                  starts the job, later ones join it. Aggregates: count, sum, min, max, avg, var/stddev, first/last, \
+                  bin(x, w), hist(x, lo, hi, n); GROUP BY any expression; row queries stream rows. \
+                  %live status shows events, rate, drops, ranks and freshness; restart starts the job again.",
+        options: &["--ranks", "--rate", "--mode", "--window", "--launcher"],
+        example: "%%live per_step\nSELECT step, count(*) AS n, avg(diode.raw.signal) AS signal FROM events GROUP BY step",
+    },
+    Magic {
         name: "help",
         cell: false,
         usage: "%help [MAGIC]",

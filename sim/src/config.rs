@@ -42,8 +42,8 @@ pub struct SimConfig {
     pub slow_update_hz: f64,
     /// Optional camera frames (width, height) of u16 pixels.
     pub image: Option<(u32, u32)>,
-    /// Run start in seconds since the EPICS epoch (1990-01-01 UTC); `None` = derived from the
-    /// seed (a time in 2025), so runs are reproducible.
+    /// Run start in seconds since the EPICS epoch (1990-01-01 UTC); `None` = now for a paced
+    /// run (`rate_hz` > 0), else derived from the seed (a time in 2025), so runs are reproducible.
     pub start_epics_sec: Option<u32>,
     /// Replace the files of an existing run with the same experiment and number even when the
     /// simulator did not write it (a simulated run, recognised by its truth file, is always

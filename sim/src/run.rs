@@ -53,7 +53,16 @@ pub fn write_run(cfg: &SimConfig) -> Result<Truth, SimError> {
 pub fn write_run_with_progress(cfg: &SimConfig, mut progress: impl FnMut(&Progress)) -> Result<Truth, SimError> {
     cfg.validate()?;
     prepare_dir(cfg)?;
-    let start_sec = cfg.start_epics_sec.unwrap_or_else(|| clock::start_from_seed(cfg.seed));
+    // Paced runs are "now" (live readers measure how fresh their events are); others are
+    // reproducible from the seed.
+    let start_sec = cfg.start_epics_sec.unwrap_or_else(|| {
+        if cfg.rate_hz > 0.0 {
+            let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            unix.saturating_sub(631_152_000) as u32
+        } else {
+            clock::start_from_seed(cfg.seed)
+        }
+    });
     let model = Model::from_seed(cfg.seed);
     let mut beamline = Beamline::new(model.clone(), cfg.seed);
     let nodes: Vec<Node> = (0..cfg.streams).map(|s| Node::new(s, cfg.streams, cfg.seed, cfg.image)).collect();

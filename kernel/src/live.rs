@@ -1,0 +1,456 @@
+//! Live queries from the notebook: `%source`, `%%live`, `%live …`. The kernel starts the job
+//! (in its own process under the launcher, or in-process with `--ranks 1`), sends it query
+//! commands, and turns its frames into kernel tables and display updates. It supervises the
+//! job: a dead job or rank is reported in the live displays and in `%live status`, and the
+//! kernel stays up.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use job::inproc::JobSpec;
+use job::link::{JobEndpoint, JobMessage};
+use job::wire::{Command, FrameHeader};
+use polars::prelude::*;
+use query::{LiveMode, LiveQuery};
+use serde_json::{json, Value};
+
+use crate::cells::CellError;
+use crate::display;
+use crate::server::Outbox;
+use crate::transport::Message;
+
+/// One live query as the notebook sees it.
+struct View {
+    sql: String,
+    mode: String,
+    display_id: String,
+    parent: Message,
+    header: Option<FrameHeader>,
+    result: Option<DataFrame>,
+    /// The frame generation this view waits for (after a replace or reset).
+    min_generation: u64,
+}
+
+/// What the job thread and the executor share.
+#[derive(Default)]
+struct State {
+    views: BTreeMap<String, View>,
+    /// The job said hello / end; its process (when not in-process).
+    running: bool,
+    ended: Option<String>,
+    died: Option<String>,
+    acks: Vec<Value>,
+    stderr_tail: String,
+}
+
+struct Job {
+    child: Option<Arc<Mutex<Child>>>,
+    ranks: usize,
+    source: String,
+}
+
+pub struct Live {
+    source: Option<String>,
+    calib_dir: Option<String>,
+    state: Arc<Mutex<State>>,
+    commands: Option<tokio::sync::mpsc::UnboundedSender<Command>>,
+    endpoint: Option<String>,
+    job: Option<Job>,
+    outbox: Outbox,
+    /// Tables already holding the newest result (by frame seq).
+    synced: BTreeMap<String, u64>,
+}
+
+/// How long a `%%live` cell waits for its first result.
+const FIRST_FRAME: Duration = Duration::from_secs(120);
+
+fn status_line(h: &FrameHeader) -> String {
+    let mut parts = vec![format!("{} events", h.events_read)];
+    if h.events_included != h.events_read {
+        parts.push(format!("{} included", h.events_included));
+    }
+    parts.push(format!("{:.0} Hz", h.rate_hz));
+    parts.push(format!("{} dropped", h.events_dropped));
+    parts.push(format!("ranks {}/{}", h.ranks_alive, h.ranks_total));
+    if !h.ranks_stalled.is_empty() {
+        parts.push(format!("stalled {:?}", h.ranks_stalled));
+    }
+    if !h.ranks_dead.is_empty() {
+        parts.push(format!("dead {:?}", h.ranks_dead));
+    }
+    if let Some(a) = h.newest_age_s {
+        parts.push(format!("age {a:.1} s"));
+    }
+    parts.push(if h.done { "done".into() } else { format!("mode {}", h.mode) });
+    parts.join(" · ")
+}
+
+fn bundle(name: &str, view: &View, extra: Option<&str>) -> Value {
+    let empty = DataFrame::empty();
+    let df = view.result.as_ref().unwrap_or(&empty);
+    let mut status = view.header.as_ref().map(status_line).unwrap_or_else(|| "waiting for the first events…".into());
+    if let Some(e) = extra {
+        status = format!("{status} · {e}");
+    }
+    let b = display::table_bundle(Some(name), df, display::DEFAULT_ROWS);
+    let html = format!("{}<div class=\"beamtime-status\"><small>{}</small></div>", b["text/html"].as_str().unwrap_or(""), display::escape(&status));
+    let plain = format!("{}\n{status}", b["text/plain"].as_str().unwrap_or(""));
+    json!({"text/html": html, "text/plain": plain})
+}
+
+impl Live {
+    pub fn new(outbox: Outbox) -> Self {
+        Live { source: None, calib_dir: None, state: Arc::default(), commands: None, endpoint: None, job: None, outbox, synced: BTreeMap::new() }
+    }
+
+    /// `%source <psana string> [--calib-dir D]`.
+    pub fn set_source(&mut self, source: &str, calib_dir: Option<String>) -> Result<String, CellError> {
+        xtc::Source::parse(source).map_err(|e| CellError::new("SourceError", e.to_string()))?;
+        self.source = Some(source.to_string());
+        self.calib_dir = calib_dir;
+        let note = match &self.job {
+            Some(j) if j.source != source => " (the running job still reads the old source: %live restart switches)",
+            _ => "",
+        };
+        Ok(format!("source: {source}{note}"))
+    }
+
+    /// The latest live results into the catalog, so that %%sql and %save see them.
+    pub fn sync(&mut self, catalog: &mut query::Catalog) {
+        let st = self.state.lock().unwrap();
+        for (name, v) in &st.views {
+            let seq = v.header.as_ref().map(|h| h.seq).unwrap_or(0);
+            if let Some(df) = &v.result {
+                if self.synced.get(name) != Some(&seq) {
+                    let _ = catalog.insert(name, df.clone());
+                    self.synced.insert(name.clone(), seq);
+                }
+            }
+        }
+    }
+
+    fn ensure_endpoint(&mut self) -> Result<(), CellError> {
+        if self.endpoint.is_some() {
+            return Ok(());
+        }
+        let ep = JobEndpoint::bind().map_err(|e| CellError::new("LiveError", e))?;
+        self.endpoint = Some(ep.endpoint().to_string());
+        self.commands = Some(ep.commander());
+        let state = self.state.clone();
+        let outbox = self.outbox.clone();
+        std::thread::Builder::new()
+            .name("beamtime-live".into())
+            .spawn(move || pump(ep, state, outbox))
+            .map_err(|e| CellError::new("LiveError", e.to_string()))?;
+        Ok(())
+    }
+
+    fn job_alive(&self) -> bool {
+        let st = self.state.lock().unwrap();
+        self.job.is_some() && st.died.is_none() && st.ended.is_none()
+    }
+
+    /// `%%live NAME [--ranks N] [--rate HZ] [--mode M] [--window W]` with the SQL below.
+    pub fn start_query(&mut self, name: &str, sql: &str, opts: &LiveOptions, parent: &Message, interrupted: &dyn Fn() -> bool) -> Result<(), CellError> {
+        query::validate_name(name).map_err(|e| CellError::new("UsageError", e.to_string()))?;
+        let source = self.source.clone().ok_or_else(|| {
+            CellError::new("LiveError", "no source yet: %source exp=<exp>:run=<n>:dir=<xtc dir>:live (or shmem=…) first")
+        })?;
+        let mode = opts.mode.clone().unwrap_or_else(|| "total".into());
+        let live_mode = LiveMode::parse(&mode).map_err(|e| CellError::new("LiveQueryError", e.to_string()))?;
+        // Everything but the columns is checked here, before the job sees it.
+        let names = LiveQuery::referenced_names(sql).map_err(|e| CellError::new("LiveQueryError", e.to_string()))?;
+        LiveQuery::plan_mode(sql, &names, live_mode).map_err(|e| CellError::new("LiveQueryError", e.to_string()))?;
+        self.ensure_endpoint()?;
+        let display_id = format!("beamtime-live-{name}-{}", uuid::Uuid::new_v4().simple());
+        let cmd = Command::Set { name: name.into(), sql: sql.into(), mode: mode.clone(), generation: 0 };
+        let min_generation;
+        {
+            let mut st = self.state.lock().unwrap();
+            min_generation = 0;
+            st.views.insert(
+                name.to_string(),
+                View { sql: sql.into(), mode: mode.clone(), display_id: display_id.clone(), parent: parent.clone(), header: None, result: None, min_generation },
+            );
+            st.acks.clear();
+        }
+        if self.job_alive() {
+            self.send(cmd);
+        } else {
+            self.start_job(&source, opts)?;
+        }
+        // Wait for this query's first frame (or its error) so that a bad query fails its cell.
+        let t = Instant::now();
+        loop {
+            {
+                let mut st = self.state.lock().unwrap();
+                if let Some(ack) = st.acks.iter().find(|a| a["ok"] == false) {
+                    let e = ack["error"].as_str().unwrap_or("rejected").to_string();
+                    st.views.remove(name);
+                    return Err(CellError::new("LiveQueryError", e));
+                }
+                if let Some(ack) = st.acks.iter().find(|a| a["command"]["name"] == name) {
+                    let g = ack["command"]["generation"].as_u64().unwrap_or(0);
+                    if let Some(v) = st.views.get_mut(name) {
+                        v.min_generation = g;
+                    }
+                }
+                let died = st.died.clone();
+                if let Some(v) = st.views.get(name) {
+                    if let Some(h) = v.header.as_ref().filter(|h| h.generation >= v.min_generation) {
+                        if let Some(e) = &h.error {
+                            let e = e.clone();
+                            st.views.remove(name);
+                            return Err(CellError::new("LiveQueryError", e));
+                        }
+                        let b = bundle(name, v, None);
+                        drop(st);
+                        self.outbox.publish(Some(parent), "display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": display_id}}));
+                        return Ok(());
+                    }
+                }
+                if let Some(d) = died {
+                    return Err(CellError::new("LiveJobError", d));
+                }
+            }
+            if interrupted() {
+                return Err(CellError::new("KeyboardInterrupt", "stopped waiting for the first result; the query keeps running (%live status)"));
+            }
+            if t.elapsed() > FIRST_FRAME {
+                return Err(CellError::new("LiveJobError", format!("no result within {FIRST_FRAME:?}: is the source producing events? (%live status)")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn send(&self, cmd: Command) {
+        if let Some(c) = &self.commands {
+            let _ = c.send(cmd);
+        }
+    }
+
+    fn start_job(&mut self, source: &str, opts: &LiveOptions) -> Result<(), CellError> {
+        let mut spec = JobSpec::new(source);
+        spec.connect = self.endpoint.clone();
+        spec.frame_rate = opts.rate.unwrap_or(5.0);
+        {
+            let mut st = self.state.lock().unwrap();
+            st.died = None;
+            st.ended = None;
+            st.running = false;
+            st.stderr_tail.clear();
+            spec.queries = st
+                .views
+                .iter()
+                .map(|(n, v)| Command::Set { name: n.clone(), sql: v.sql.clone(), mode: v.mode.clone(), generation: 0 })
+                .collect();
+        }
+        let ranks = opts.ranks.unwrap_or_else(default_ranks);
+        if ranks <= 1 {
+            let state = self.state.clone();
+            std::thread::Builder::new()
+                .name("beamtime-job".into())
+                .spawn(move || {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job::inproc::run_inprocess(&spec, &mut |_| {})));
+                    let mut st = state.lock().unwrap();
+                    match r {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => st.died = Some(format!("the job stopped: {e}")),
+                        Err(_) => st.died = Some("the in-process job panicked (a bug: please report it)".into()),
+                    }
+                })
+                .map_err(|e| CellError::new("LiveJobError", e.to_string()))?;
+            self.job = Some(Job { child: None, ranks: 1, source: source.into() });
+            return Ok(());
+        }
+        let dir = std::env::temp_dir().join(format!("beamtime-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| CellError::new("OSError", e.to_string()))?;
+        let template = opts.launcher.clone().unwrap_or_else(job::launch::default_template);
+        let mut cmd = job::launch::command(&template, ranks, &spec, &dir.join("job.json")).map_err(|e| CellError::new("LiveJobError", e))?;
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| CellError::new("LiveJobError", format!("cannot start `{template}`: {e}")))?;
+        let mut err = child.stderr.take().unwrap();
+        let child = Arc::new(Mutex::new(child));
+        // Keep the tail of the ranks' messages for error reports; watch the process.
+        let state = self.state.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut st = state.lock().unwrap();
+                st.stderr_tail.push_str(&String::from_utf8_lossy(&buf[..n]));
+                let len = st.stderr_tail.len();
+                if len > 4000 {
+                    let cut = st.stderr_tail.char_indices().map(|(i, _)| i).find(|&i| i >= len - 4000).unwrap_or(0);
+                    st.stderr_tail.drain(..cut);
+                }
+            }
+        });
+        let (state, watched) = (self.state.clone(), child.clone());
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let status = watched.lock().unwrap().try_wait();
+            if let Ok(Some(s)) = status {
+                std::thread::sleep(Duration::from_millis(300));
+                let mut st = state.lock().unwrap();
+                if st.ended.is_none() || !s.success() {
+                    let tail = st.stderr_tail.trim().lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                    st.died = Some(format!("the job exited ({s}) before finishing{}", if tail.is_empty() { String::new() } else { format!(":\n{tail}") }));
+                }
+                break;
+            }
+        });
+        self.job = Some(Job { child: Some(child), ranks, source: source.into() });
+        Ok(())
+    }
+
+    /// `%live status|stop [NAME]|reset [NAME]|restart`.
+    pub fn command(&mut self, words: &[String], catalog: &mut query::Catalog) -> Result<Value, CellError> {
+        match words.first().map(String::as_str).unwrap_or("status") {
+            "status" => Ok(self.status()),
+            "stop" => {
+                match words.get(1) {
+                    Some(n) => {
+                        self.state.lock().unwrap().views.remove(n).ok_or_else(|| CellError::new("KeyError", format!("no live query named {n}")))?;
+                        self.send(Command::Remove { name: n.clone() });
+                    }
+                    None => self.send(Command::Stop),
+                }
+                Ok(json!({"text/plain": "stopping"}))
+            }
+            "reset" => {
+                let name = words.get(1).cloned();
+                if let Some(n) = &name {
+                    if !self.state.lock().unwrap().views.contains_key(n) {
+                        return Err(CellError::new("KeyError", format!("no live query named {n}")));
+                    }
+                }
+                self.send(Command::Reset { name, generation: 0 });
+                Ok(json!({"text/plain": "reset"}))
+            }
+            "restart" => {
+                let source = self.source.clone().ok_or_else(|| CellError::new("LiveError", "no source: %source …"))?;
+                let ranks = self.job.as_ref().map(|j| j.ranks);
+                self.kill();
+                // The last results stay as tables until the new job's frames replace them.
+                self.sync(catalog);
+                self.start_job(&source, &LiveOptions { ranks, ..Default::default() })?;
+                Ok(json!({"text/plain": format!("restarted the job on {source}")}))
+            }
+            other => Err(CellError::new("UsageError", format!("%live {other}: use status, stop [NAME], reset [NAME] or restart"))),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let st = self.state.lock().unwrap();
+        let job = match (&self.job, &st.died, &st.ended) {
+            (None, _, _) => "no job (a %%live cell starts one)".to_string(),
+            (Some(_), Some(d), _) => format!("job DEAD: {d}"),
+            (Some(j), None, Some(e)) => format!("job finished ({e}) on {} with {} rank(s)", j.source, j.ranks),
+            (Some(j), None, None) => format!("job running on {} with {} rank(s)", j.source, j.ranks),
+        };
+        let mut names = Vec::new();
+        let mut lines = Vec::new();
+        for (n, v) in &st.views {
+            names.push(n.clone());
+            lines.push(match &v.header {
+                Some(h) => match &h.error {
+                    Some(e) => format!("error: {e}"),
+                    None => status_line(h),
+                },
+                None => "waiting".into(),
+            });
+        }
+        let mut text = job.clone();
+        for (n, l) in names.iter().zip(&lines) {
+            text.push_str(&format!("\n  {n}: {l}"));
+        }
+        let mut html = format!("<div><b>{}</b><ul>", display::escape(&job));
+        for (n, l) in names.iter().zip(&lines) {
+            html.push_str(&format!("<li><code>{}</code>: {}</li>", display::escape(n), display::escape(l)));
+        }
+        html.push_str("</ul></div>");
+        json!({"text/plain": text, "text/html": html})
+    }
+
+    fn kill(&mut self) {
+        if let Some(j) = self.job.take() {
+            self.send(Command::Stop);
+            if let Some(c) = j.child {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(3) {
+                    if let Ok(Some(_)) = c.lock().unwrap().try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c.lock().unwrap().kill();
+            }
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LiveOptions {
+    pub ranks: Option<usize>,
+    pub rate: Option<f64>,
+    pub mode: Option<String>,
+    pub launcher: Option<String>,
+}
+
+/// Three ranks (collector, reader, one worker) where mpirun exists, else in-process.
+fn default_ranks() -> usize {
+    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("mpirun").exists()));
+    if found { 3 } else { 1 }
+}
+
+/// Moves the job's messages into the shared state and the live displays.
+fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox) {
+    let mut last_died: Option<String> = None;
+    loop {
+        let m = ep.recv_timeout(Duration::from_millis(200));
+        let mut st = state.lock().unwrap();
+        match m {
+            Some(JobMessage::Hello(_)) => st.running = true,
+            Some(JobMessage::Ack(a)) => st.acks.push(a),
+            Some(JobMessage::End(e)) => {
+                st.ended = Some(e["error"].as_str().map(|s| format!("error: {s}")).unwrap_or_else(|| "end of data".into()));
+            }
+            Some(JobMessage::Frame(h, ipc)) => {
+                use polars::prelude::SerReader;
+                let Some(v) = st.views.get_mut(&h.query) else { continue };
+                if h.generation < v.min_generation {
+                    continue;
+                }
+                let df = IpcStreamReader::new(std::io::Cursor::new(ipc)).finish().ok();
+                if df.is_some() {
+                    v.result = df;
+                }
+                v.header = Some(h.clone());
+                let b = bundle(&h.query, v, None);
+                outbox.publish(Some(&v.parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
+            }
+            None => {}
+        }
+        // A dead job shows in every live display.
+        if st.died.is_some() && st.died != last_died {
+            last_died = st.died.clone();
+            let note = format!("JOB DEAD: {} (%live restart)", last_died.clone().unwrap());
+            for (n, v) in &st.views {
+                let b = bundle(n, v, Some(&note));
+                outbox.publish(Some(&v.parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
+            }
+        }
+    }
+}

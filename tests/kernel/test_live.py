@@ -1,0 +1,171 @@
+"""Live queries from the notebook through real Jupyter clients: %source, %%live (in-process and
+under mpirun), display updates while a simulated run is written, results as tables, bad
+queries as cell errors, a killed worker reported while the kernel stays up, %live restart."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import beamtime_bin, run_cell
+
+
+def sim(tmp_path, exp, events, rate=0, steps=4):
+    args = [beamtime_bin(), "sim", "--dir", str(tmp_path / "xtc"), "--exp", exp, "--run", "1",
+            "--events", str(events), "--steps", str(steps), "--streams", "2", "--rate", str(rate)]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def source(tmp_path, exp, live=False):
+    return f"exp={exp}:run=1:dir={tmp_path / 'xtc'}" + (":live" if live else "")
+
+
+def texts(msgs, kind=None):
+    out = []
+    for m in msgs:
+        if kind and m["msg_type"] != kind:
+            continue
+        c = m["content"]
+        if "data" in c:
+            out.append(c["data"].get("text/plain", ""))
+        elif m["msg_type"] == "stream":
+            out.append(c["text"])
+        elif m["msg_type"] == "error":
+            out.append(c["ename"] + ": " + c["evalue"])
+    return "\n".join(out)
+
+
+def last_number(table_text, column=-1):
+    """The value in the last data row of a polars text table."""
+    return table_text.strip().splitlines()[-1].strip("│ ").split("│")[column].strip()
+
+
+def drain_updates(kc, seconds):
+    """update_display_data messages on iopub for a while (the job sends them in the background)."""
+    out = []
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            m = kc.get_iopub_msg(timeout=0.2)
+        except Exception:
+            continue
+        if m["msg_type"] == "update_display_data":
+            out.append(m)
+    return out
+
+
+def status(kc):
+    reply, msgs = run_cell(kc, "%live status")
+    assert reply["status"] == "ok"
+    return texts(msgs)
+
+
+def wait_done(kc, name, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        s = status(kc)
+        line = [l for l in s.splitlines() if l.strip().startswith(name + ":")]
+        if line and "done" in line[0]:
+            return s
+        time.sleep(0.5)
+    raise AssertionError("not done: " + s)
+
+
+def test_a_live_query_on_a_finished_run_equals_offline_sql(kernel, tmp_path):
+    km, kc = kernel
+    assert sim(tmp_path, "tstlive2", 6000).wait() == 0
+    reply, msgs = run_cell(kc, f"%source {source(tmp_path, 'tstlive2')}")
+    assert reply["status"] == "ok", msgs
+    reply, msgs = run_cell(kc, "%%live per_step --ranks 1\nSELECT step, count(*) AS n, sum(ipm2.raw.sum) AS s FROM events GROUP BY step ORDER BY step", timeout=120)
+    assert reply["status"] == "ok", texts(msgs)
+    shown = [m for m in msgs if m["msg_type"] == "display_data"]
+    assert shown and shown[0]["content"]["transient"]["display_id"].startswith("beamtime-live-per_step")
+    wait_done(kc, "per_step")
+    # The live result is a table; the same SQL offline gives the same numbers.
+    _, live = run_cell(kc, "%%sql\nSELECT step, n, s FROM per_step ORDER BY step")
+    run_cell(kc, f"%load run events {source(tmp_path, 'tstlive2')}", timeout=120)
+    _, offline = run_cell(kc, "%%sql\nSELECT step, count(*) AS n, sum(ipm2.raw.sum) AS s FROM events GROUP BY step ORDER BY step")
+    # Values alike; live counts are u64 (polars SQL's count is u32), so dtypes are left out.
+    values = lambda t: [l for l in t.splitlines() if not re.search(r"\b[uif](8|16|32|64)\b", l)]
+    assert values(texts(live, "execute_result")) == values(texts(offline, "execute_result"))
+    assert last_number(texts(live, "execute_result"), 1) == "1500"
+
+
+def test_live_under_mpi_updates_while_the_run_is_written(kernel, tmp_path):
+    km, kc = kernel
+    writer = sim(tmp_path, "tstlive3", 8000, rate=2000)
+    run_cell(kc, f"%source {source(tmp_path, 'tstlive3', live=True)}")
+    reply, msgs = run_cell(kc, "%%live n --ranks 3 --rate 10\nSELECT count(*) AS n, avg(ipm2.raw.sum) AS ipm FROM events", timeout=120)
+    assert reply["status"] == "ok", texts(msgs)
+    updates = drain_updates(kc, 2.0)
+    during = [u for u in updates if writer.poll() is None]
+    assert len(during) >= 3, f"{len(updates)} updates"
+    counts = [int(re.search(r"(\d+) events", u["content"]["data"]["text/plain"]).group(1)) for u in updates]
+    assert counts == sorted(counts) and counts[-1] > counts[0], counts
+    assert writer.wait(timeout=60) == 0
+    s = wait_done(kc, "n")
+    assert "8000 events" in s and "ranks 1/1" in s, s
+    _, msgs = run_cell(kc, "%%sql\nSELECT n FROM n")
+    assert last_number(texts(msgs, "execute_result")) == "8000"
+
+
+@pytest.mark.parametrize("sql,needle", [
+    ("SELECT median(ipm2.raw.sum) FROM events", "median() cannot be merged exactly"),
+    ("SELECT avg(ipm2.raw.summ) AS x FROM events", "did you mean ipm2.raw.sum"),
+    ("SELEC count(*) FROM events", "Expected"),
+])
+def test_bad_live_queries_fail_their_cell_and_the_job_goes_on(kernel, tmp_path, sql, needle):
+    km, kc = kernel
+    assert sim(tmp_path, "tstlive4", 3000).wait() == 0
+    run_cell(kc, f"%source {source(tmp_path, 'tstlive4')}")
+    reply, msgs = run_cell(kc, f"%%live bad --ranks 1\n{sql}", timeout=120)
+    assert reply["status"] == "error" and needle in reply["evalue"], reply
+    reply, msgs = run_cell(kc, "%%live good --ranks 1\nSELECT count(*) AS n FROM events", timeout=120)
+    assert reply["status"] == "ok", texts(msgs)
+    wait_done(kc, "good")
+
+
+def worker_pids():
+    """Pids of the running beamtime-job worker ranks (rank 2 and up)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            env = open(f"/proc/{d}/environ", "rb").read()
+        except OSError:
+            continue
+        if b"beamtime-job" not in cmd.split(b"\0")[0]:
+            continue
+        m = re.search(rb"OMPI_COMM_WORLD_RANK=(\d+)", env)
+        if m and int(m.group(1)) >= 2:
+            found.append((int(m.group(1)), int(d)))
+    return [p for _, p in sorted(found)]
+
+
+def test_a_killed_worker_is_shown_the_kernel_stays_up_and_restart_works(kernel, tmp_path):
+    km, kc = kernel
+    writer = sim(tmp_path, "tstlive5", 12000, rate=2000)
+    run_cell(kc, f"%source {source(tmp_path, 'tstlive5', live=True)}")
+    reply, msgs = run_cell(kc, "%%live n --ranks 4 --rate 10\nSELECT count(*) AS n FROM events", timeout=120)
+    assert reply["status"] == "ok", texts(msgs)
+    pids = worker_pids()
+    assert len(pids) == 2, pids
+    os.kill(pids[0], signal.SIGKILL)
+    end = time.time() + 30
+    s = ""
+    while time.time() < end and "dead [" not in s:
+        s = status(kc)
+        time.sleep(0.3)
+    assert "dead [2]" in s and "ranks 1/2" in s, s
+    # The kernel answers, and the last results are still a table.
+    reply, msgs = run_cell(kc, "%%sql\nSELECT n FROM n")
+    assert reply["status"] == "ok" and int(last_number(texts(msgs, "execute_result"))) > 0
+    reply, msgs = run_cell(kc, "%live restart", timeout=60)
+    assert reply["status"] == "ok", texts(msgs)
+    assert writer.wait(timeout=60) == 0
+    s = wait_done(kc, "n")
+    assert "12000 events" in s and "ranks 2/2" in s, s
