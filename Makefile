@@ -18,7 +18,8 @@ test:
 	bash tests/no_collectives.sh
 	cargo test --workspace
 	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/xtc-dump-check.sh
-	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py test_conformance.py test_rust.py
+	BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider tests/cli
+	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py test_conformance.py test_rust.py test_live.py test_notebooks.py
 
 ## The Python environment for the kernel tests.
 venv:
@@ -36,6 +37,7 @@ demo: build
 ## Throughput benchmarks (not part of `make test`); results go into BENCHMARKS.md by hand.
 bench:
 	cargo bench -p beamtime-xtc --bench decode
+	cargo bench -p beamtime-job --bench job
 
 fuzz:
 	cd xtc/fuzz && ./seed.sh && RUSTC_BOOTSTRAP=1 cargo fuzz run dgram -- -max_len=300000 -max_total_time=600

@@ -1,0 +1,134 @@
+//! Live-analysis throughput and latency (`cargo bench -p beamtime-job --bench job`).
+//!
+//! Throughput: a simulated run of `BEAMTIME_BENCH_EVENTS` (default 2 M) events through read →
+//! decode → partial → merge, for (a) filter + bin + sum/avg, (b) a 100-bin histogram, (c) a
+//! row query; in one process and under mpirun with 1, 2 and 4 workers. Latency: paced runs at
+//! 10 kHz and 120 Hz followed live; the age of the newest event when each frame leaves the
+//! collector, p50/p99. Results are printed as Markdown for BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use job::inproc::{run_inprocess, JobSpec};
+use job::link::{JobEndpoint, JobMessage};
+use job::wire::Command;
+
+const QUERIES: &[(&str, &str)] = &[
+    ("(a) filter + bin + sum/avg", "SELECT bin(ipm2.raw.sum, 0.25) AS b, count(*) AS n, sum(hsd.fex.area) AS area, avg(diode.raw.signal) AS sig FROM events WHERE gmd.raw.millijoulesperpulse > 0.5 GROUP BY b"),
+    ("(b) 100-bin histogram", "SELECT hist(ipm2.raw.sum, 0, 4, 100) AS x, count(*) AS n FROM events"),
+    ("(c) row query", "SELECT timestamp, ipm2.raw.sum, diode.raw.signal FROM events WHERE ipm2.raw.sum > 3.9"),
+];
+
+fn set(sql: &str) -> Command {
+    Command::Set { name: "q".into(), sql: sql.into(), mode: String::new(), generation: 0 }
+}
+
+fn bench_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    target.join("bench-job")
+}
+
+fn run_of(events: u64) -> sim::Truth {
+    let dir = bench_dir().join(format!("run-{events}"));
+    let truth = dir.join("tstbench-r0001.truth.json");
+    if let Ok(t) = std::fs::read(&truth) {
+        if let Ok(t) = serde_json::from_slice::<sim::Truth>(&t) {
+            return t;
+        }
+    }
+    eprintln!("writing a simulated run of {events} events into {} …", dir.display());
+    let mut cfg = sim::SimConfig::new(&dir);
+    cfg.exp = "tstbench".into();
+    cfg.events = events;
+    cfg.steps = 20;
+    cfg.streams = 2;
+    cfg.overwrite = true;
+    sim::write_run(&cfg).unwrap()
+}
+
+fn mpi(spec: &JobSpec, ranks: usize) -> f64 {
+    let dir = bench_dir().join("mpi");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = job::launch::command(&job::launch::default_template(), ranks, spec, &dir.join("job.json")).unwrap();
+    cmd.stdout(std::process::Stdio::null());
+    let t = Instant::now();
+    let s = cmd.status().expect("mpirun");
+    assert!(s.success(), "mpirun failed");
+    t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // cargo bench --list
+    }
+    // SAFETY: set before any thread of ours starts.
+    unsafe { std::env::set_var("BEAMTIME_JOB", env!("CARGO_BIN_EXE_beamtime-job")) };
+    let events: u64 = std::env::var("BEAMTIME_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let truth = run_of(events);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("### Throughput: {events} events, {cores} cores\n");
+    println!("| query | in-process (1 worker) | mpirun 1 worker | mpirun 2 workers | mpirun 4 workers |");
+    println!("|---|---|---|---|---|");
+    for (label, sql) in QUERIES {
+        let mut spec = JobSpec::new(&truth.source);
+        spec.queries = vec![set(sql)];
+        spec.output = Some(bench_dir().join("out.arrow"));
+        let t = Instant::now();
+        let c = run_inprocess(&spec, &mut |_| {}).unwrap();
+        assert_eq!(c.events_read(), truth.events);
+        let inproc = t.elapsed().as_secs_f64();
+        let mut row = format!("| {label} | {:.2} M ev/s |", events as f64 / inproc / 1e6);
+        for workers in [1, 2, 4] {
+            let secs = mpi(&spec, workers + 2);
+            row.push_str(&format!(" {:.2} M ev/s |", events as f64 / secs / 1e6));
+        }
+        println!("{row}");
+    }
+    println!("\n(wall-clock rates of the whole job, start-up included; the reader and the collector are ranks too)\n");
+    println!("### Live latency: event written → frame leaves the collector\n");
+    println!("| rate | frames | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    for (rate, secs) in [(10_000.0, 10.0), (120.0, 10.0)] {
+        let dir = bench_dir().join(format!("live-{rate}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = sim::SimConfig::new(&dir);
+        cfg.exp = "tstlat".into();
+        cfg.events = (rate * secs) as u64;
+        cfg.steps = 2;
+        cfg.streams = 2;
+        cfg.rate_hz = rate;
+        cfg.overwrite = true;
+        let c2 = cfg.clone();
+        let writer = std::thread::spawn(move || sim::write_run(&c2).unwrap());
+        let ep = JobEndpoint::bind().unwrap();
+        let mut spec = JobSpec::new(&format!("{}:live", cfg.source()));
+        spec.queries = vec![set(QUERIES[0].1)];
+        spec.connect = Some(ep.endpoint().to_string());
+        spec.frame_rate = 10.0;
+        spec.report_ms = 50;
+        let dirm = bench_dir().join("mpi-live");
+        std::fs::create_dir_all(&dirm).unwrap();
+        let mut cmd = job::launch::command(&job::launch::default_template(), 3, &spec, &dirm.join("job.json")).unwrap();
+        cmd.stdout(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let mut ages = Vec::new();
+        let t = Instant::now();
+        loop {
+            match ep.recv_timeout(Duration::from_millis(200)) {
+                Some(JobMessage::Frame(h, _)) if !h.done && t.elapsed() > Duration::from_secs(1) => {
+                    if let Some(a) = h.newest_age_s {
+                        ages.push(a);
+                    }
+                }
+                Some(JobMessage::End(_)) => break,
+                _ if t.elapsed() > Duration::from_secs(120) => break,
+                _ => {}
+            }
+        }
+        let _ = child.wait();
+        writer.join().unwrap();
+        ages.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let q = |p: f64| ages.get(((ages.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN) * 1e3;
+        println!("| {rate} Hz | {} | {:.0} ms | {:.0} ms | {:.0} ms |", ages.len(), q(0.5), q(0.99), q(1.0));
+    }
+}
