@@ -29,6 +29,9 @@ use crate::rewrite::{quote_dotted_names, quote_ident};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AggKind {
     CountStar,
+    /// count(DISTINCT x): the state is the set of distinct values (exact; memory grows with
+    /// the number of distinct values).
+    CountDistinct,
     Count,
     Sum,
     Min,
@@ -371,6 +374,7 @@ impl LiveQuery {
             let n = |s: &str| format!("__s{j}_{s}");
             match a.kind {
                 AggKind::CountStar => states.push(len().cast(DataType::UInt64).alias(n("n"))),
+                AggKind::CountDistinct => states.push(x.drop_nulls().unique().alias(n("set"))),
                 AggKind::Count => states.push(x.count().cast(DataType::UInt64).alias(n("n"))),
                 AggKind::Sum | AggKind::Avg => {
                     states.push(x.clone().sum().alias(n("sum")));
@@ -401,8 +405,7 @@ impl LiveQuery {
             }
         }
         let lf = rows;
-        let out = if keys.is_empty() { lf.select(states) } else { lf.group_by(keys).agg(states) };
-        Ok(out.collect()?)
+        Ok(self.aggregate(lf, keys, states)?.collect()?)
     }
 
     /// Merges partial states (from any batches, in any order) into one state table.
@@ -429,6 +432,7 @@ impl LiveQuery {
             let n = |s: &str| format!("__s{j}_{s}");
             match a.kind {
                 AggKind::CountStar | AggKind::Count => merged.push(c("n").sum().alias(n("n"))),
+                AggKind::CountDistinct => merged.push(c("set").explode(ExplodeOptions { empty_as_null: false, keep_nulls: false }).unique().alias(n("set"))),
                 AggKind::Sum | AggKind::Avg => {
                     merged.push(c("sum").sum().alias(n("sum")));
                     merged.push(c("n").sum().alias(n("n")));
@@ -458,8 +462,20 @@ impl LiveQuery {
                 }
             }
         }
-        let out = if keys.is_empty() { all.select(merged) } else { all.group_by(keys).agg(merged) };
-        if hidden { self.prune(&out.collect()?) } else { Ok(out.collect()?) }
+        let out = self.aggregate(all, keys, merged)?.collect()?;
+        if hidden { self.prune(&out) } else { Ok(out) }
+    }
+
+    /// `states` per group of `keys`; without keys one row — grouped by a constant when a
+    /// distinct set must come out as one list.
+    fn aggregate(&self, lf: LazyFrame, keys: Vec<PlExpr>, states: Vec<PlExpr>) -> Result<LazyFrame> {
+        if !keys.is_empty() {
+            return Ok(lf.group_by(keys).agg(states));
+        }
+        if self.aggs.iter().any(|a| a.kind == AggKind::CountDistinct) {
+            return Ok(lf.with_column(lit(true).alias("__one")).group_by([col("__one")]).agg(states).drop(cols(["__one"])));
+        }
+        Ok(lf.select(states))
     }
 
     /// Drops the parts of a state the mode no longer covers (older runs, steps, window bins).
@@ -506,6 +522,7 @@ impl LiveQuery {
                         let some = c("n").gt(lit(0u64));
                         match self.aggs[j].kind {
                             AggKind::CountStar | AggKind::Count => c("n"),
+                            AggKind::CountDistinct => c("set").list().len().cast(DataType::UInt64),
                             AggKind::Sum => when(some).then(c("sum")).otherwise(lit(NULL)),
                             AggKind::Avg => when(some).then(c("sum").cast(DataType::Float64) / c("n").cast(DataType::Float64)).otherwise(lit(NULL)),
                             AggKind::Min | AggKind::Max | AggKind::First | AggKind::Last => c("v"),
@@ -595,8 +612,11 @@ fn aggregate_of(e: &Expr) -> Result<Option<(AggKind, Option<String>)>> {
         return Ok(None);
     };
     if let FunctionArguments::List(l) = &f.args {
-        if l.duplicate_treatment.is_some() {
-            return Err(not_live(format!("{name}(DISTINCT …) is not exact across batches yet; group by the column instead and count the groups")));
+        if matches!(l.duplicate_treatment, Some(sqlparser::ast::DuplicateTreatment::Distinct)) {
+            if kind != AggKind::Count {
+                return Err(not_live(format!("{name}(DISTINCT …) is not supported live; count(DISTINCT x) is, or group by x")));
+            }
+            kind = AggKind::CountDistinct;
         }
     }
     if f.over.is_some() || f.filter.is_some() {

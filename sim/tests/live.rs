@@ -51,6 +51,8 @@ fn a_live_reader_follows_a_real_time_run_to_its_end() {
     fast.dir = fast_dir.path().to_path_buf();
     fast.rate_hz = 0.0;
     fast.timestamp_rate_hz = 2000.0;
+    // A paced run starts "now": give the unpaced one the same start.
+    fast.start_epics_sec = Some((truth.first_timestamp >> 32) as u32);
     let fast_truth = write_run(&fast).unwrap();
     assert_eq!(fast_truth.steps, truth.steps);
     for f in common::files_in(tmp.path()).iter().filter(|f| f.ends_with(".xtc2")) {
