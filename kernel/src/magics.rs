@@ -78,7 +78,7 @@ pub const MAGICS: &[Magic] = &[
                 %live status | stop [NAME] | reset [NAME] | restart",
         summary: "Run SQL over every event of the source while it is taken, in parallel (MPI ranks), merged exactly; \
                   the result updates in the cell and is kept as table NAME (use it in %%sql, %save). The first %%live \
-                  starts the job, later ones join it. Aggregates: count, sum, min, max, avg, var/stddev, first/last, \
+                  starts the job, later ones join it. Aggregates: count, count(DISTINCT x), sum, min, max, avg, var/stddev, first/last, \
                   bin(x, w), hist(x, lo, hi, n); GROUP BY any expression; row queries stream rows. \
                   %live status shows events, rate, drops, ranks and freshness; restart starts the job again.",
         options: &["--ranks", "--rate", "--mode", "--window", "--launcher"],
