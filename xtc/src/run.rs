@@ -234,6 +234,11 @@ impl RunReader {
         self.finished = false;
     }
 
+    /// Fetch (or not) the bigdata of stream `i`'s smd L1s from the next step on.
+    pub fn set_fetch_bigdata(&mut self, i: usize, fetch: bool) {
+        self.streams[i].fetch_bigdata = fetch;
+    }
+
     /// Do not fetch the bigdata of smd L1s: `members` gives the smd records themselves.
     pub fn without_bigdata(mut self) -> Self {
         for s in &mut self.streams {

@@ -773,6 +773,19 @@ impl EventsReader {
         let r = &self.reader;
         let states: Vec<(usize, &StreamState)> = (0..r.stream_count()).map(|i| (i, r.stream_state(i))).collect();
         self.builder.set_columns(columns, &states);
+        self.skip_unneeded_bigdata();
+    }
+
+    /// With a projection, streams none of whose event fields are wanted are not fetched from
+    /// bigdata: their rows come from the small-data records alone (timestamps, damage).
+    fn skip_unneeded_bigdata(&mut self) {
+        if self.builder.opts.columns.is_none() {
+            return;
+        }
+        for i in 0..self.reader.stream_count() {
+            let needed = self.builder.routes.get(i).is_some_and(|r| !r.is_empty());
+            self.reader.set_fetch_bigdata(i, needed);
+        }
     }
 
     /// Feeds whole datagrams of stream `i` to a reader made by [`RunReader::open_feeds`];
@@ -802,6 +815,7 @@ impl EventsReader {
                 let members: Vec<(usize, &StreamState)> = reader.members().map(|(i, _)| (i, reader.stream_state(i))).collect();
                 self.builder.configure(&members);
                 if finished.is_some() {
+                    self.skip_unneeded_bigdata();
                     return Ok(finished);
                 }
             }
@@ -816,6 +830,9 @@ impl EventsReader {
                 for (i, dg) in reader.members() {
                     self.builder.transition(i, built.service, reader.stream_state(i), &dg).map_err(|e| reader.locate(i, e))?;
                 }
+            }
+            if built.service == TransitionId::Configure {
+                self.skip_unneeded_bigdata();
             }
         }
         Ok(self.builder.finish())
