@@ -41,6 +41,7 @@ type Transition = Vec<(usize, Vec<u8>)>;
 /// to the log, for the workers that do not get this batch).
 struct ReadBatch {
     events: u64,
+    first_event: u64,
     per_stream: Vec<Vec<u8>>,
     transitions: Vec<Transition>,
     newest: u64,
@@ -231,7 +232,7 @@ impl Distributor {
             }
         }
         self.batches += 1;
-        let work = Work { batch: self.batches, events: batch.events, streams: self.specs.clone(), segments, run_hint: self.run_hint };
+        let work = Work { batch: self.batches, events: batch.events, first_event: batch.first_event, streams: self.specs.clone(), segments, run_hint: self.run_hint };
         let msg = crate::wire::encode(&work, &body);
         self.seen[w] = end;
         self.events_sent += batch.events;
@@ -274,8 +275,9 @@ fn read_loop(
     send: &mut dyn FnMut(ReadBatch) -> bool,
 ) -> Result<(), String> {
     let n = reader.stream_count();
-    let fresh = || ReadBatch { events: 0, per_stream: vec![Vec::new(); n], transitions: Vec::new(), newest: 0 };
-    let mut batch = fresh();
+    let mut next_event = 0u64;
+    let fresh = |first: u64| ReadBatch { events: 0, first_event: first, per_stream: vec![Vec::new(); n], transitions: Vec::new(), newest: 0 };
+    let mut batch = fresh(0);
     let mut started = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -286,7 +288,7 @@ fn read_loop(
             Ok(None) => break,
             Err(e) => {
                 if batch.events > 0 || !batch.transitions.is_empty() {
-                    send(std::mem::replace(&mut batch, fresh()));
+                    send(std::mem::replace(&mut batch, fresh(next_event)));
                 }
                 return Err(e.to_string());
             }
@@ -299,6 +301,7 @@ fn read_loop(
                 batch.per_stream[i].extend_from_slice(dg.bytes());
             }
             batch.events += 1;
+            next_event += 1;
             batch.newest = built.timestamp;
             counters.events_built.fetch_add(1, Ordering::Relaxed);
             counters.newest.store(built.timestamp, Ordering::Relaxed);
@@ -313,7 +316,7 @@ fn read_loop(
         let full = batch.events as usize >= opts.batch_events;
         let ends = matches!(built.service, TransitionId::EndRun | TransitionId::Unconfigure);
         if full || ends || started.elapsed() >= opts.flush {
-            if !send(std::mem::replace(&mut batch, fresh())) {
+            if !send(std::mem::replace(&mut batch, fresh(next_event))) {
                 return Ok(());
             }
         }

@@ -106,8 +106,10 @@ impl StreamSpec {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Work {
     pub batch: u64,
-    /// L1 events in this batch.
+    /// L1 events in this batch, and the run-wide index of its first one.
     pub events: u64,
+    #[serde(default)]
+    pub first_event: u64,
     pub streams: Vec<StreamSpec>,
     /// (stream index, bytes) of each body segment, in order.
     pub segments: Vec<(usize, usize)>,

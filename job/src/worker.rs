@@ -163,6 +163,7 @@ impl Worker {
             at += len;
         }
         self.batches += 1;
+        let mut next_index = work.first_event;
         loop {
             let batch = match self.events.as_mut().unwrap().next_batch() {
                 Ok(Some(b)) => b.batch,
@@ -177,7 +178,13 @@ impl Worker {
             }
             let ts = batch.column(0).as_any().downcast_ref::<arrow_array::UInt64Array>().map(|a| a.value(a.len() - 1));
             self.newest = self.newest.max(ts.unwrap_or(0));
-            let df = batches_to_df(&[batch]).map_err(|e| e.to_string())?;
+            let mut df = batches_to_df(&[batch]).map_err(|e| e.to_string())?;
+            // Each event's index in the run, for windows counted in events.
+            if self.queries.values().any(|q| matches!(q.mode, LiveMode::Events(_))) {
+                let idx: Vec<u64> = (next_index..next_index + df.height() as u64).collect();
+                df.with_column(Column::new(query::EVENT_INDEX.into(), idx)).map_err(|e| e.to_string())?;
+            }
+            next_index += df.height() as u64;
             self.events_read += df.height() as u64;
             self.run_queries(&df);
         }

@@ -62,6 +62,21 @@ fn a_window_covers_the_newest_events_only() {
 }
 
 #[test]
+fn a_window_of_events_covers_the_newest_events() {
+    let cat = common::catalog();
+    let c = run("SELECT count(*) AS n, sum(ipm2.raw.sum) AS s FROM events", "3000", 1000);
+    let r = c.result("q").unwrap();
+    let n = r.column("n").unwrap().u64().unwrap().get(0).unwrap() as usize;
+    // Sixteen bins of 187 events: between 15/16 and 16/16 of the window.
+    assert!((15 * 187..=3000).contains(&n), "{n}");
+    let events = cat.get("events").unwrap().sort(["timestamp"], Default::default()).unwrap();
+    let newest = events.tail(Some(n));
+    let s: f64 = newest.column("ipm2.raw.sum").unwrap().as_materialized_series().sum::<f64>().unwrap();
+    let ours = r.column("s").unwrap().f64().unwrap().get(0).unwrap();
+    assert!((ours - s).abs() <= 1e-12 * s.abs(), "{ours} vs {s}");
+}
+
+#[test]
 fn bad_queries_fail_before_any_data_with_a_reason() {
     let mut spec = JobSpec::new(&common::sim_run().source);
     spec.queries = vec![Command::Set { name: "q".into(), sql: "SELECT median(ipm2.raw.sum) FROM events".into(), mode: String::new(), generation: 0 }];

@@ -19,6 +19,6 @@ pub use catalog::{validate_name, Catalog, LoadOptions, TableInfo};
 pub use convert::{batches_to_df, describe, df_to_ipc_stream, ipc_stream_to_batches, DfBuilder};
 pub use error::{QueryError, Result};
 pub use files::{read_file, write_file, FileFormat};
-pub use live::{parse_duration, LiveMode, LiveQuery};
+pub use live::{parse_duration, LiveMode, LiveQuery, EVENT_INDEX};
 /// Re-exported so the kernel names the same polars version.
 pub use polars;

@@ -85,7 +85,14 @@ pub enum LiveMode {
     Step,
     /// The events of the last `window` of event time, advancing in sixteenths of it.
     Window(std::time::Duration),
+    /// The newest N events (by the reader's event order, column [`EVENT_INDEX`]), advancing
+    /// in sixteenths of N.
+    Events(u64),
 }
+
+/// The column a live reader adds to each batch: the event's index in the run (0, 1, …), for
+/// windows counted in events.
+pub const EVENT_INDEX: &str = "__event";
 
 /// A sliding window is kept as this many bins of event time.
 const WINDOW_BINS: i64 = 16;
@@ -99,8 +106,15 @@ impl LiveMode {
             "total" | "start" | "since-start" | "all" => LiveMode::Total,
             "run" => LiveMode::Run,
             "step" => LiveMode::Step,
+            other if !other.is_empty() && other.bytes().all(|b| b.is_ascii_digit() || b == b'_') => {
+                let n: u64 = other.replace('_', "").parse().map_err(|_| not_live(format!("mode `{s}`: too many events")))?;
+                if n < WINDOW_BINS as u64 {
+                    return Err(not_live(format!("a window of {n} events is too small: at least {WINDOW_BINS}")));
+                }
+                LiveMode::Events(n)
+            }
             other => LiveMode::Window(parse_duration(other).ok_or_else(|| {
-                not_live(format!("mode `{s}`: write total, run, step, or a window of event time such as 10s, 500ms, 2min"))
+                not_live(format!("mode `{s}`: write total, run, step, a window of event time such as 10s, 500ms, 2min, or of events such as 100000"))
             })?),
         })
     }
@@ -111,6 +125,7 @@ impl LiveMode {
             LiveMode::Run => &["run AS __m0"],
             LiveMode::Step => &["run AS __m0", "step AS __m1"],
             LiveMode::Window(_) => &["time AS __m0"],
+            LiveMode::Events(_) => &["__event AS __m0"],
         }
     }
 
@@ -128,6 +143,7 @@ impl std::fmt::Display for LiveMode {
             // Parseable back by `LiveMode::parse`.
             LiveMode::Window(d) if d.subsec_nanos() == 0 => write!(f, "{}s", d.as_secs()),
             LiveMode::Window(d) => write!(f, "{}us", d.as_micros()),
+            LiveMode::Events(n) => write!(f, "{n}"),
         }
     }
 }
@@ -359,9 +375,13 @@ impl LiveQuery {
         let mut ctx = SQLContext::new();
         ctx.register("events", batch.clone().lazy());
         let mut rows = ctx.execute(&self.row_sql).map_err(|e| QueryError::Sql(e.to_string()))?;
-        if let LiveMode::Window(w) = self.mode {
-            let bin_ns = (w.as_nanos() as i64 / WINDOW_BINS).max(1);
-            rows = rows.with_column(col("__m0").cast(DataType::Int64).floor_div(lit(bin_ns)).alias("__m0"));
+        let bin = match self.mode {
+            LiveMode::Window(w) => Some((w.as_nanos() as i64 / WINDOW_BINS).max(1)),
+            LiveMode::Events(n) => Some((n as i64 / WINDOW_BINS).max(1)),
+            _ => None,
+        };
+        if let Some(bin) = bin {
+            rows = rows.with_column(col("__m0").cast(DataType::Int64).floor_div(lit(bin)).alias("__m0"));
         }
         if self.rows {
             return Ok(rows.collect()?);
@@ -489,7 +509,7 @@ impl LiveQuery {
                 let step_in_newest = col("__m1").filter(newest_run.clone()).max();
                 newest_run.and(col("__m1").eq(step_in_newest))
             }
-            LiveMode::Window(_) => col("__m0").gt(col("__m0").max() - lit(WINDOW_BINS)),
+            LiveMode::Window(_) | LiveMode::Events(_) => col("__m0").gt(col("__m0").max() - lit(WINDOW_BINS)),
         };
         if state.height() == 0 {
             return Ok(state.clone());
@@ -505,7 +525,7 @@ impl LiveQuery {
     /// The query's result from a merged state (or the concatenated rows of a row query).
     pub fn finalize(&self, state: &DataFrame) -> Result<DataFrame> {
         let mut state = self.prune(state)?;
-        if matches!(self.mode, LiveMode::Window(_)) && !self.rows && state.height() > 0 {
+        if matches!(self.mode, LiveMode::Window(_) | LiveMode::Events(_)) && !self.rows && state.height() > 0 {
             state = self.merge_with(&[state], false)?;
         }
         let state = &state;
