@@ -57,8 +57,10 @@ pub fn write_run_with_progress(cfg: &SimConfig, mut progress: impl FnMut(&Progre
     // reproducible from the seed.
     let start_sec = cfg.start_epics_sec.unwrap_or_else(|| {
         if cfg.rate_hz > 0.0 {
-            let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            unix.saturating_sub(631_152_000) as u32
+            // Start on a whole second, so that event timestamps match the wall clock.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            std::thread::sleep(Duration::from_nanos(1_000_000_000 - now.subsec_nanos() as u64));
+            (now.as_secs() + 1).saturating_sub(631_152_000) as u32
         } else {
             clock::start_from_seed(cfg.seed)
         }
