@@ -71,6 +71,9 @@ pub struct Emitter<'a> {
     pub link: Option<Link>,
     period: Duration,
     last: Option<Instant>,
+    /// Every query's frame goes out at least this often, so that rate, age and dead or
+    /// stalled ranks show even when no result changes.
+    last_full: Instant,
     on_frame: &'a mut dyn FnMut(&Frame),
 }
 
@@ -81,7 +84,7 @@ impl<'a> Emitter<'a> {
             None => None,
         };
         let period = Duration::from_secs_f64(1.0 / spec.frame_rate.clamp(0.01, 1000.0));
-        Ok(Emitter { link, period, last: None, on_frame })
+        Ok(Emitter { link, period, last: None, last_full: Instant::now(), on_frame })
     }
 
     pub fn hello(&self, info: &serde_json::Value) {
@@ -96,7 +99,11 @@ impl<'a> Emitter<'a> {
             return;
         }
         self.last = Some(Instant::now());
-        for f in c.frames(force, done) {
+        let all = force || self.last_full.elapsed() >= Duration::from_secs(1);
+        if all {
+            self.last_full = Instant::now();
+        }
+        for f in c.frames(all, done) {
             if let Some(l) = &self.link {
                 l.send("frame", &f.header, Some(f.ipc.clone()));
             }

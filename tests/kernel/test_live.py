@@ -152,6 +152,12 @@ def test_a_killed_worker_is_shown_the_kernel_stays_up_and_restart_works(kernel, 
     run_cell(kc, f"%source {source(tmp_path, 'tstlive5', live=True)}")
     reply, msgs = run_cell(kc, "%%live n --ranks 4 --rate 10\nSELECT count(*) AS n FROM events", timeout=120)
     assert reply["status"] == "ok", texts(msgs)
+    # Mid-run: once both workers are reading.
+    end = time.time() + 60
+    s = status(kc)
+    while time.time() < end and int(re.search(r"n: (\d+) events", s).group(1)) < 1000:
+        time.sleep(0.2)
+        s = status(kc)
     pids = worker_pids()
     assert len(pids) == 2, pids
     os.kill(pids[0], signal.SIGKILL)
