@@ -31,6 +31,10 @@ pub struct JobSpec {
     pub connect: Option<String>,
     /// Row queries keep at most this many newest rows.
     pub max_rows: usize,
+    /// The calibration directory (`%source … --calib-dir`), for detector reductions on the
+    /// workers.
+    #[serde(default)]
+    pub calib_dir: Option<String>,
     /// Where rank 0 writes the final result (`.parquet`, `.arrow`, `.csv`); with several
     /// queries, `<stem>.<query>.<ext>`.
     pub output: Option<std::path::PathBuf>,
@@ -49,6 +53,7 @@ impl JobSpec {
             poll_ms: f.poll.as_millis() as u64,
             connect: None,
             max_rows: crate::collector::DEFAULT_MAX_ROWS,
+            calib_dir: None,
             output: None,
         }
     }

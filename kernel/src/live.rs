@@ -235,6 +235,7 @@ impl Live {
     fn start_job(&mut self, source: &str, opts: &LiveOptions) -> Result<(), CellError> {
         let mut spec = JobSpec::new(source);
         spec.connect = self.endpoint.clone();
+        spec.calib_dir = self.calib_dir.clone();
         spec.frame_rate = opts.rate.unwrap_or(5.0);
         {
             let mut st = self.state.lock().unwrap();

@@ -1,8 +1,11 @@
 """Live queries from the notebook through real Jupyter clients: %source, %%live (in-process and
 under mpirun), display updates while a simulated run is written, results as tables, bad
 queries as cell errors, a killed worker reported while the kernel stays up, %live restart."""
+import json
 import os
+import pathlib
 import re
+import tempfile
 import signal
 import subprocess
 import time
@@ -96,9 +99,12 @@ def test_a_live_query_on_a_finished_run_equals_offline_sql(kernel, tmp_path):
 def test_live_under_mpi_updates_while_the_run_is_written(kernel, tmp_path):
     km, kc = kernel
     writer = sim(tmp_path, "tstlive3", 8000, rate=2000)
-    run_cell(kc, f"%source {source(tmp_path, 'tstlive3', live=True)}")
+    run_cell(kc, f"%source {source(tmp_path, 'tstlive3', live=True)} --calib-dir {tmp_path / 'calib'}")
     reply, msgs = run_cell(kc, "%%live n --ranks 3 --rate 10\nSELECT count(*) AS n, avg(ipm2.raw.sum) AS ipm FROM events", timeout=120)
     assert reply["status"] == "ok", texts(msgs)
+    # The job's ranks get the calibration directory with the rest of the job description.
+    specs = sorted(pathlib.Path(tempfile.gettempdir()).glob("beamtime-live-*/job.json"), key=lambda p: p.stat().st_mtime)
+    assert json.loads(specs[-1].read_text())["calib_dir"] == str(tmp_path / "calib")
     updates = drain_updates(kc, 2.0)
     during = [u for u in updates if writer.poll() is None]
     assert len(during) >= 3, f"{len(updates)} updates"
