@@ -62,7 +62,6 @@ pub struct Collector {
     pub max_rows: usize,
     /// The job-level error (the data could not be read).
     pub error: Option<String>,
-    stopped: bool,
     started: Instant,
 }
 
@@ -78,7 +77,6 @@ impl Collector {
             stall_after: Duration::from_secs(3),
             max_rows: DEFAULT_MAX_ROWS,
             error: None,
-            stopped: false,
             started: Instant::now(),
         }
     }
@@ -133,10 +131,7 @@ impl Collector {
                 }
                 Ok(Command::Reset { name, generation })
             }
-            Command::Stop => {
-                self.stopped = true;
-                Ok(Command::Stop)
-            }
+            Command::Stop => Ok(Command::Stop),
         }
     }
 

@@ -246,7 +246,7 @@ impl Worker {
                     q.dirty = true;
                 }
                 Err(e) => {
-                    q.error = Some(explain(&e.to_string(), &columns));
+                    q.error = Some(e.to_string());
                     q.dirty = true;
                 }
             }
@@ -377,28 +377,6 @@ pub(crate) fn to_ipc(df: &mut DataFrame) -> Result<Vec<u8>, String> {
 
 pub(crate) fn from_ipc(bytes: &[u8]) -> Result<DataFrame, String> {
     IpcStreamReader::new(Cursor::new(bytes)).finish().map_err(|e| e.to_string())
-}
-
-/// A polars "not found" error, with the closest column names.
-fn explain(msg: &str, columns: &[String]) -> String {
-    if !msg.contains("not found") {
-        return msg.to_string();
-    }
-    let words: Vec<&str> = msg.split(|c: char| c == '"' || c == '\'' || c == '`' || c.is_whitespace()).filter(|w| w.len() > 1).collect();
-    let mut close: Vec<&str> = Vec::new();
-    for w in &words {
-        for c in columns {
-            let tail = c.rsplit('.').next().unwrap_or(c);
-            if (c.contains(w) || w.contains(tail)) && !close.contains(&c.as_str()) && close.len() < 5 {
-                close.push(c);
-            }
-        }
-    }
-    if close.is_empty() {
-        msg.to_string()
-    } else {
-        format!("{msg} (columns with a similar name: {})", close.join(", "))
-    }
 }
 
 pub(crate) fn hostname() -> String {

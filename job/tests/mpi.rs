@@ -91,16 +91,22 @@ fn live_run(dir: &Path, events: u64, rate: f64) -> (sim::SimConfig, std::thread:
     (cfg, std::thread::spawn(move || sim::write_run(&c).unwrap()))
 }
 
+/// A job following `cfg`'s run live with one query, reporting to a fresh endpoint at 10 Hz.
+fn follow(cfg: &sim::SimConfig, query: Command) -> (JobEndpoint, JobSpec) {
+    let ep = JobEndpoint::bind().unwrap();
+    let mut spec = JobSpec::new(&format!("{}:live", cfg.source()));
+    spec.queries = vec![query];
+    spec.connect = Some(ep.endpoint().to_string());
+    spec.frame_rate = 10.0;
+    (ep, spec)
+}
+
 #[test]
 fn a_live_run_is_followed_while_it_is_written() {
     let _one = MPI.lock().unwrap_or_else(|e| e.into_inner());
     let dir = common::scratch_dir("live");
     let (cfg, writer) = live_run(&dir, 6000, 2000.0);
-    let ep = JobEndpoint::bind().unwrap();
-    let mut spec = JobSpec::new(&format!("{}:live", cfg.source()));
-    spec.queries = vec![set("per_step", "SELECT step, count(*) AS n, sum(ipm2.raw.sum) AS s FROM events GROUP BY step")];
-    spec.connect = Some(ep.endpoint().to_string());
-    spec.frame_rate = 10.0;
+    let (ep, spec) = follow(&cfg, set("per_step", "SELECT step, count(*) AS n, sum(ipm2.raw.sum) AS s FROM events GROUP BY step"));
     let mut child = launch(&spec, 3, &dir);
     let mut during = 0;
     let (frames, ended) = collect(&ep, Duration::from_secs(90), |h| {
@@ -131,11 +137,7 @@ fn a_killed_worker_is_reported_and_the_others_finish() {
     let _one = MPI.lock().unwrap_or_else(|e| e.into_inner());
     let dir = common::scratch_dir("kill");
     let (cfg, writer) = live_run(&dir, 8000, 2000.0);
-    let ep = JobEndpoint::bind().unwrap();
-    let mut spec = JobSpec::new(&format!("{}:live", cfg.source()));
-    spec.queries = vec![set("n", "SELECT count(*) AS n FROM events")];
-    spec.connect = Some(ep.endpoint().to_string());
-    spec.frame_rate = 10.0;
+    let (ep, spec) = follow(&cfg, set("n", "SELECT count(*) AS n FROM events"));
     let mut child = launch(&spec, 5, &dir);
     // Ranks 2–4 are workers; kill one once it has reported.
     let mut victim = None;
@@ -167,11 +169,7 @@ fn a_stopped_worker_shows_as_stalled_while_the_others_go_on() {
     let _one = MPI.lock().unwrap_or_else(|e| e.into_inner());
     let dir = common::scratch_dir("stall");
     let (cfg, writer) = live_run(&dir, 16000, 2000.0);
-    let ep = JobEndpoint::bind().unwrap();
-    let mut spec = JobSpec::new(&format!("{}:live", cfg.source()));
-    spec.queries = vec![set("n", "SELECT count(*) AS n FROM events")];
-    spec.connect = Some(ep.endpoint().to_string());
-    spec.frame_rate = 10.0;
+    let (ep, spec) = follow(&cfg, set("n", "SELECT count(*) AS n FROM events"));
     let mut child = launch(&spec, 4, &dir);
     let t = Instant::now();
     let mut stopped = None;

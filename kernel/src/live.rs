@@ -167,10 +167,10 @@ impl Live {
         self.ensure_endpoint()?;
         let display_id = format!("beamtime-live-{name}-{}", uuid::Uuid::new_v4().simple());
         let cmd = Command::Set { name: name.into(), sql: sql.into(), mode: mode.clone(), generation: 0 };
-        let min_generation;
         {
             let mut st = self.state.lock().unwrap();
-            min_generation = 0;
+            // Raised to the command's generation when the job acknowledges it.
+            let min_generation = 0;
             st.views.insert(
                 name.to_string(),
                 View { sql: sql.into(), mode: mode.clone(), display_id: display_id.clone(), parent: parent.clone(), header: None, result: None, min_generation },

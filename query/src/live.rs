@@ -354,15 +354,10 @@ impl LiveQuery {
 
     /// Events that passed WHERE (and a histogram's range) in a partial or merged state.
     pub fn included(&self, state: &DataFrame) -> u64 {
-        let name = if self.rows { None } else { Some("__included") };
-        match name {
-            None => state.height() as u64,
-            Some(n) => state
-                .column(n)
-                .ok()
-                .and_then(|c| c.as_materialized_series().sum::<u64>().ok())
-                .unwrap_or(0),
+        if self.rows {
+            return state.height() as u64;
         }
+        state.column("__included").ok().and_then(|c| c.as_materialized_series().sum::<u64>().ok()).unwrap_or(0)
     }
 
     /// True for a row query (no aggregate): partial results are rows, merged by concatenation.

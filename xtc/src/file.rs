@@ -66,17 +66,10 @@ pub struct DgramReader {
 impl DgramReader {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok(DgramReader {
-            path: path.to_path_buf(),
-            file: Some(file),
-            buf: vec![0; READ_BLOCK],
-            start: 0,
-            end: 0,
-            buf_offset: 0,
-            follow: None,
-            eof: false,
-            tail: None,
-        })
+        let mut r = DgramReader::from_memory(path);
+        r.file = Some(file);
+        r.buf = vec![0; READ_BLOCK];
+        Ok(r)
     }
 
     /// A reader of datagrams handed to it in memory (a worker fed by the job's reader rank).
