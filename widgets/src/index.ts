@@ -1,0 +1,335 @@
+// beamtime's anywidget ES module: live Arrow results as a table or plots, with a status line.
+//
+// Model traits (set by the kernel): kind, x, y, title, snapshot (Arrow IPC stream bytes),
+// status (JSON). Custom messages in: {type: "append" | "replace", seq} + one Arrow IPC stream
+// buffer, {type: "status", status}. Out: {type: "sync"} on render, {type: "pause", paused},
+// {type: "reset"}. Everything received is merged and painted once per animation frame.
+import { Bytes, Frame, Op, Store } from "./data";
+import { choose, Kind, KINDS, Plan } from "./choose";
+import { Status, statusParts } from "./status";
+import { TableView } from "./table";
+import { PlotView } from "./plot";
+import { HeatmapView } from "./heatmap";
+import uplotCss from "uplot/dist/uPlot.min.css";
+import ownCss from "./style.css";
+
+export interface Model {
+  get(name: string): any;
+  set(name: string, value: unknown): void;
+  save_changes(): void;
+  send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
+  on(event: string, cb: (...args: any[]) => void): void;
+  off(event?: string | null, cb?: ((...args: any[]) => void) | null): void;
+}
+
+const STYLE_ID = "beamtime-widget-style-1";
+
+function injectCss(): void {
+  if (typeof document === "undefined" || document.getElementById(STYLE_ID)) return;
+  const s = document.createElement("style");
+  s.id = STYLE_ID;
+  s.textContent = uplotCss + "\n" + ownCss;
+  document.head.append(s);
+}
+
+function h<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, text = ""): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  e.className = cls;
+  if (text) e.textContent = text;
+  return e;
+}
+
+type ViewImpl = TableView | PlotView | HeatmapView;
+
+/** Latency hook for the benchmark: arrival→paint times (ms) are pushed when it exists. */
+declare global {
+  // eslint-disable-next-line no-var
+  var __beamtimeBench: number[] | undefined;
+}
+
+class Widget {
+  private root: HTMLDivElement;
+  private titleEl: HTMLSpanElement;
+  private select: HTMLSelectElement;
+  private pauseBtn: HTMLButtonElement;
+  private body: HTMLDivElement;
+  private statusEl: HTMLDivElement;
+  private statusText: HTMLSpanElement;
+  private statusWarn: HTMLSpanElement;
+  private statusErr: HTMLSpanElement;
+  private store = new Store();
+  private frame: Frame | null = null;
+  private view: ViewImpl | null = null;
+  private viewKind: Kind | "" = "";
+  private localKind = ""; // the dropdown's choice, "" = the model's kind
+  private raf = 0;
+  private dirtyData = false;
+  private dirtyPlan = true;
+  private dirtyStatus = true;
+  private dirtyScroll = false;
+  private frames = 0;
+  private status: Status | null = null;
+  private statusAt = 0;
+  private paused = false;
+  private timer: ReturnType<typeof setInterval>;
+  private ro: ResizeObserver | null = null;
+  private height: number;
+  private disposed = false;
+
+  constructor(private model: Model, private el: HTMLElement) {
+    injectCss();
+    this.height = Number(model.get("height")) || 320;
+    this.root = h("div", "beamtime-widget");
+    const bar = h("div", "beamtime-bar");
+    this.titleEl = h("span", "beamtime-title");
+    this.select = h("select", "beamtime-kind");
+    this.select.title = "view";
+    for (const k of ["", "auto", ...KINDS]) {
+      const o = document.createElement("option");
+      o.value = k;
+      o.textContent = k === "" ? "view: model" : k;
+      this.select.append(o);
+    }
+    this.select.addEventListener("change", () => {
+      this.localKind = this.select.value;
+      this.dirtyPlan = true;
+      this.schedule();
+    });
+    this.pauseBtn = h("button", "beamtime-pause", "Pause");
+    this.pauseBtn.type = "button";
+    this.pauseBtn.addEventListener("click", () => {
+      this.paused = !this.paused;
+      this.model.send({ type: "pause", paused: this.paused });
+      this.dirtyStatus = true;
+      this.schedule();
+    });
+    const reset = h("button", "beamtime-reset", "Reset");
+    reset.type = "button";
+    reset.title = "restart this query's accumulators";
+    reset.addEventListener("click", () => this.model.send({ type: "reset" }));
+    bar.append(this.titleEl, this.select, this.pauseBtn, reset);
+    this.body = h("div", "beamtime-body");
+    this.body.style.minHeight = `${this.height}px`;
+    this.statusEl = h("div", "beamtime-status");
+    this.statusText = h("span", "bt-status-text");
+    this.statusWarn = h("span", "bt-status-warn");
+    this.statusErr = h("span", "bt-status-error");
+    this.statusEl.append(this.statusText, this.statusWarn, this.statusErr);
+    this.root.append(bar, this.body, this.statusEl);
+    this.root.dataset.kind = "";
+    this.root.dataset.rows = "0";
+    this.root.dataset.frames = "0";
+    this.root.dataset.seq = "-1";
+    el.append(this.root);
+
+    model.on("msg:custom", this.onCustom);
+    model.on("change:snapshot", this.onSnapshot);
+    model.on("change:status", this.onStatus);
+    model.on("change:kind", this.onPlan);
+    model.on("change:x", this.onPlan);
+    model.on("change:y", this.onPlan);
+    model.on("change:title", this.onPlan);
+    this.onStatus();
+    this.onSnapshot();
+    // The current result comes back as a replace (custom messages aren't stored).
+    model.send({ type: "sync" });
+    // The age ticks between status messages.
+    this.timer = setInterval(() => {
+      if (this.status && this.status.age_s != null && !this.status.done) {
+        this.dirtyStatus = true;
+        this.schedule();
+      }
+    }, 250);
+    if (typeof ResizeObserver !== "undefined") {
+      let w = 0;
+      this.ro = new ResizeObserver(() => {
+        const nw = this.body.clientWidth;
+        if (nw !== w) {
+          w = nw;
+          this.view?.resize?.();
+        }
+      });
+      this.ro.observe(this.body);
+    }
+  }
+
+  private onCustom = (msg: any, buffers?: DataView[]) => {
+    if (!msg || typeof msg !== "object") return;
+    const t = performance.now();
+    if (msg.type === "append" || msg.type === "replace") {
+      this.store.push({ kind: msg.type, seq: typeof msg.seq === "number" ? msg.seq : null, buf: buffers?.[0], t });
+      this.dirtyData = true;
+      this.schedule();
+    } else if (msg.type === "status") {
+      this.setStatus(msg.status);
+    }
+  };
+
+  private onSnapshot = () => {
+    const snap = this.model.get("snapshot") as Bytes;
+    if (!snap || (ArrayBuffer.isView(snap) && snap.byteLength === 0)) return;
+    const st = this.model.get("status") as Status | null;
+    const seq = st && typeof st.seq === "number" ? st.seq : null;
+    const op: Op = { kind: "replace", seq, buf: snap, t: performance.now() };
+    // A snapshot older than what we hold is ignored.
+    if (seq != null && this.store.seq >= 0 && seq < this.store.seq) return;
+    this.store.push(op);
+    this.dirtyData = true;
+    this.schedule();
+  };
+
+  private onStatus = () => {
+    this.setStatus(this.model.get("status"));
+  };
+
+  private onPlan = () => {
+    this.dirtyPlan = true;
+    this.schedule();
+  };
+
+  private setStatus(s: Status | null): void {
+    this.status = s && typeof s === "object" ? s : null;
+    this.statusAt = performance.now();
+    if (this.status && typeof this.status.paused === "boolean") this.paused = this.status.paused;
+    this.dirtyStatus = true;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.raf || this.disposed) return;
+    this.raf = requestAnimationFrame(this.paint);
+  }
+
+  /** Scrolling a table repaints its rows on the next frame. */
+  private scheduleScroll = () => {
+    this.dirtyScroll = true;
+    this.schedule();
+  };
+
+  private paint = () => {
+    this.raf = 0;
+    if (this.disposed) return;
+    let painted = false;
+    let arrivals: number[] = [];
+    if (this.dirtyData) {
+      this.dirtyData = false;
+      try {
+        arrivals = this.store.flush();
+      } catch (e) {
+        console.warn("beamtime: could not decode a frame", e);
+        this.statusErr.textContent = `decode error: ${(e as Error).message}`;
+      }
+      const tb = this.store.table;
+      this.frame = tb ? new Frame(tb, this.store.version) : null;
+      this.dirtyPlan = true;
+    }
+    if (this.dirtyPlan) {
+      this.dirtyPlan = false;
+      this.render();
+      painted = true;
+    } else if (this.dirtyScroll && this.view instanceof TableView) {
+      this.view.paint();
+      painted = true;
+    }
+    this.dirtyScroll = false;
+    if (this.dirtyStatus) {
+      this.dirtyStatus = false;
+      this.renderStatus();
+      painted = true;
+    }
+    if (painted) {
+      this.frames++;
+      this.root.dataset.frames = String(this.frames);
+    }
+    const bench = globalThis.__beamtimeBench;
+    if (bench && arrivals.length) {
+      // After uPlot's own microtask commit: the frame's drawing is done.
+      queueMicrotask(() => {
+        const now = performance.now();
+        for (const t of arrivals) bench.push(now - t);
+      });
+    }
+  };
+
+  private render(): void {
+    const fr = this.frame;
+    const want = this.localKind || String(this.model.get("kind") || "auto");
+    const title = String(this.model.get("title") || "") || (this.status?.query ? String(this.status.query) : "");
+    this.titleEl.textContent = title;
+    this.titleEl.title = title;
+    let plan: Plan;
+    if (!fr) plan = { kind: want === "auto" ? "table" : (want as Kind), ys: [], err: {}, time: false };
+    else {
+      try {
+        plan = choose(fr, want, this.model.get("x"), this.model.get("y"));
+      } catch (e) {
+        console.warn("beamtime: view choice failed", e);
+        plan = { kind: "table", ys: [], err: {}, time: false };
+      }
+    }
+    const kind = plan.kind;
+    const impl = kind === "table" ? "table" : kind === "heatmap" ? "heatmap" : "plot";
+    const cur = this.view instanceof TableView ? "table" : this.view instanceof HeatmapView ? "heatmap" : this.view ? "plot" : "";
+    if (impl !== cur) {
+      this.view?.destroy();
+      this.view =
+        impl === "table"
+          ? new TableView(this.height, this.scheduleScroll)
+          : impl === "heatmap"
+            ? new HeatmapView(this.height)
+            : new PlotView(this.height);
+      this.body.replaceChildren(this.view.el);
+    }
+    this.viewKind = kind;
+    if (this.view instanceof TableView) this.view.update(fr);
+    else if (fr && this.view) {
+      try {
+        this.view.update(fr, plan);
+      } catch (e) {
+        console.warn("beamtime: plot failed", e);
+        this.statusErr.textContent = `plot error: ${(e as Error).message}`;
+      }
+    }
+    this.root.dataset.kind = kind;
+    this.root.dataset.rows = String(fr ? fr.rows : 0);
+    this.root.dataset.seq = String(this.store.seq);
+  }
+
+  private renderStatus(): void {
+    const s = this.status;
+    let age: number | null = null;
+    if (s && typeof s.age_s === "number") {
+      age = s.age_s + (s.done ? 0 : (performance.now() - this.statusAt) / 1000);
+    }
+    const p = statusParts(s, age);
+    this.statusText.textContent = p.text;
+    this.statusWarn.textContent = p.warn ? ` · ${p.warn}` : "";
+    if (!this.statusErr.textContent?.startsWith("decode") && !this.statusErr.textContent?.startsWith("plot")) {
+      this.statusErr.textContent = p.error ? ` · error: ${p.error}` : "";
+    }
+    this.statusEl.dataset.ageLevel = p.level;
+    this.pauseBtn.textContent = this.paused ? "Resume" : "Pause";
+    this.pauseBtn.classList.toggle("bt-active", this.paused);
+    this.root.dataset.paused = String(this.paused);
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    if (this.raf) cancelAnimationFrame(this.raf);
+    clearInterval(this.timer);
+    this.ro?.disconnect();
+    this.model.off("msg:custom", this.onCustom);
+    this.model.off("change:snapshot", this.onSnapshot);
+    this.model.off("change:status", this.onStatus);
+    for (const k of ["kind", "x", "y", "title"]) this.model.off(`change:${k}`, this.onPlan);
+    this.view?.destroy();
+    this.root.remove();
+  }
+}
+
+export function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
+  const w = new Widget(model, el);
+  return () => w.dispose();
+}
+
+export default { render };
