@@ -103,6 +103,7 @@ export class HeatmapView {
   constructor(private height: number) {
     this.el = document.createElement("div");
     this.el.className = "bt-heatmap";
+    this.el.style.minHeight = `${height}px`;
     this.canvas = document.createElement("canvas");
     this.el.append(this.canvas);
   }

@@ -109,7 +109,6 @@ class Widget {
     reset.addEventListener("click", () => this.model.send({ type: "reset" }));
     bar.append(this.titleEl, this.select, this.pauseBtn, reset);
     this.body = h("div", "beamtime-body");
-    this.body.style.minHeight = `${this.height}px`;
     this.statusEl = h("div", "beamtime-status");
     this.statusText = h("span", "bt-status-text");
     this.statusWarn = h("span", "bt-status-warn");

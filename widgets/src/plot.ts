@@ -122,6 +122,7 @@ export class PlotView {
   constructor(private height: number) {
     this.el = document.createElement("div");
     this.el.className = "bt-plot";
+    this.el.style.minHeight = `${height}px`;
   }
 
   private width(): number {
@@ -203,7 +204,10 @@ export class PlotView {
         x: { time: plan.time, ...(xRange ? { range: xRange } : {}) },
         y: { range: yRange },
       },
-      axes: [axis, axis],
+      axes: [
+        { ...axis, label: plan.time ? undefined : b.xLabel, labelSize: 18 },
+        { ...axis, label: names.length === 1 ? names[0] : undefined, labelSize: 18 },
+      ],
       legend: { show: true },
       cursor: { drag: { x: true, y: false } },
       hooks: { draw: [(u: uPlot) => drawErrorBars(u, self.built)] },

@@ -137,6 +137,8 @@ export class TableView {
     }
     const rows = fr ? fr.rows : 0;
     this.inner.style.height = `${HEAD_H + rows * ROW_H}px`;
+    // A short table takes only the room it needs (plus a horizontal scroll bar).
+    this.el.style.height = `${Math.min(this.height, HEAD_H + Math.max(rows, 1) * ROW_H + 18)}px`;
     if (atBottom && this.sortCol < 0) this.el.scrollTop = this.el.scrollHeight;
     this.paint();
   }
