@@ -90,6 +90,7 @@ export class TableView {
   private sortDir = 0; // 1 ascending, -1 descending
   private pool: HTMLDivElement[] = [];
   private template = "";
+  private widths: number[] = [];
   private shown = "";
 
   constructor(private height: number, private schedule: () => void) {
@@ -131,10 +132,11 @@ export class TableView {
     this.cols = fr ? columns(fr) : [];
     if (key !== this.schemaKey) {
       this.schemaKey = key;
+      this.widths = [];
       if (this.sortCol >= this.cols.length) this.sortCol = -1;
       this.layout();
       this.renderHead();
-    }
+    } else this.layout();
     const rows = fr ? fr.rows : 0;
     this.inner.style.height = `${HEAD_H + rows * ROW_H}px`;
     // A short table takes only the room it needs (plus a horizontal scroll bar).
@@ -143,13 +145,19 @@ export class TableView {
     this.paint();
   }
 
+  /** Column widths from the header and a sample of rows across the table; they only grow. */
   private layout(): void {
     const fr = this.frame;
-    const widths = this.cols.map((c) => {
+    const n = fr ? fr.rows : 0;
+    const step = Math.max(1, Math.floor(n / 50));
+    const widths = this.cols.map((c, k) => {
       let chars = c.name.length + 2;
-      if (fr) for (let i = 0; i < Math.min(fr.rows, 50); i++) chars = Math.max(chars, c.cell(i).length);
-      return Math.max(56, Math.min(320, Math.round(chars * 7.5 + 16)));
+      for (let i = 0; i < n; i += step) chars = Math.max(chars, c.cell(i).length);
+      if (n) chars = Math.max(chars, c.cell(n - 1).length);
+      return Math.max(this.widths[k] ?? 0, 56, Math.min(320, Math.round(chars * 7.5 + 16)));
     });
+    if (widths.length === this.widths.length && widths.every((w, k) => w === this.widths[k])) return;
+    this.widths = widths;
     this.template = widths.map((w) => `${w}px`).join(" ");
     this.inner.style.minWidth = `${widths.reduce((a, b) => a + b, 0)}px`;
     this.head.style.gridTemplateColumns = this.template;
