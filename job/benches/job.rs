@@ -57,6 +57,14 @@ fn mpi(spec: &JobSpec, ranks: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// CPU time of the calling thread.
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer; CLOCK_THREAD_CPUTIME_ID is always available on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // cargo bench --list
@@ -66,25 +74,41 @@ fn main() {
     let events: u64 = std::env::var("BEAMTIME_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
     let truth = run_of(events);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // In-process only (for profiling and quick ratios): BEAMTIME_BENCH_QUICK=1.
+    let quick = std::env::var_os("BEAMTIME_BENCH_QUICK").is_some();
     println!("### Throughput: {events} events, {cores} cores\n");
-    println!("| query | in-process (1 worker) | mpirun 1 worker | mpirun 2 workers | mpirun 4 workers |");
-    println!("|---|---|---|---|---|");
+    println!("| query | per worker core | in-process (1 worker) | mpirun 1 worker | mpirun 2 workers | mpirun 4 workers |");
+    println!("|---|---|---|---|---|---|");
+    // One query only (for profiling): BEAMTIME_BENCH_QUERY=a|b|c.
+    let only = std::env::var("BEAMTIME_BENCH_QUERY").ok();
     for (label, sql) in QUERIES {
+        if only.as_ref().is_some_and(|q| !label.starts_with(&format!("({q})"))) {
+            continue;
+        }
         let mut spec = JobSpec::new(&truth.source);
         spec.queries = vec![set(sql)];
         spec.output = Some(bench_dir().join("out.arrow"));
         let t = Instant::now();
+        let cpu = thread_cpu_secs();
         let c = run_inprocess(&spec, &mut |_| {}).unwrap();
+        // This thread is the worker (and the collector); the reader has its own thread.
+        let worker_cpu = thread_cpu_secs() - cpu;
         assert_eq!(c.events_read(), truth.events);
         let inproc = t.elapsed().as_secs_f64();
-        let mut row = format!("| {label} | {:.2} M ev/s |", events as f64 / inproc / 1e6);
+        let mut row = format!("| {label} | {:.2} M ev/s | {:.2} M ev/s |", events as f64 / worker_cpu / 1e6, events as f64 / inproc / 1e6);
         for workers in [1, 2, 4] {
+            if quick {
+                break;
+            }
             let secs = mpi(&spec, workers + 2);
             row.push_str(&format!(" {:.2} M ev/s |", events as f64 / secs / 1e6));
         }
         println!("{row}");
     }
-    println!("\n(wall-clock rates of the whole job, start-up included; the reader and the collector are ranks too)\n");
+    println!("\n(per worker core: events per CPU-second of the in-process worker thread, which also collects; the others are wall-clock rates of the whole job, start-up included; under mpirun the reader and the collector are ranks too)\n");
+    if quick {
+        return;
+    }
     println!("### Live latency: event written → frame leaves the collector\n");
     println!("| rate | frames | p50 | p99 | max |");
     println!("|---|---|---|---|---|");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xtc::{RunReader, Source, TransitionId};
 
@@ -266,6 +266,15 @@ impl Drop for Distributor {
     }
 }
 
+/// A monotonic clock read per event: the coarse clock (a few ms resolution, far below the
+/// flush interval) costs a fraction of the precise one.
+fn coarse_now() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE exists on every Linux since 2.6.32.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Reads built steps into batches until the end of the data, an error, or `stop`.
 fn read_loop(
     mut reader: RunReader,
@@ -276,9 +285,17 @@ fn read_loop(
 ) -> Result<(), String> {
     let n = reader.stream_count();
     let mut next_event = 0u64;
-    let fresh = |first: u64| ReadBatch { events: 0, first_event: first, per_stream: vec![Vec::new(); n], transitions: Vec::new(), newest: 0 };
-    let mut batch = fresh(0);
-    let mut started = Instant::now();
+    // Each batch's buffers start at the previous batch's sizes: no regrowing (and copying,
+    // and page-faulting) their way up for every batch.
+    let fresh = |first: u64, like: &ReadBatch| ReadBatch {
+        events: 0,
+        first_event: first,
+        per_stream: like.per_stream.iter().map(|v| Vec::with_capacity(v.len())).collect(),
+        transitions: Vec::new(),
+        newest: 0,
+    };
+    let mut batch = ReadBatch { events: 0, first_event: 0, per_stream: vec![Vec::new(); n], transitions: Vec::new(), newest: 0 };
+    let mut started = coarse_now();
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -288,13 +305,16 @@ fn read_loop(
             Ok(None) => break,
             Err(e) => {
                 if batch.events > 0 || !batch.transitions.is_empty() {
-                    send(std::mem::replace(&mut batch, fresh(next_event)));
+                    {
+                    let next = fresh(next_event, &batch);
+                    send(std::mem::replace(&mut batch, next));
+                }
                 }
                 return Err(e.to_string());
             }
         };
         if batch.events == 0 && batch.transitions.is_empty() {
-            started = Instant::now();
+            started = coarse_now();
         }
         if built.service.is_event() {
             for (i, dg) in reader.members() {
@@ -315,8 +335,9 @@ fn read_loop(
         }
         let full = batch.events as usize >= opts.batch_events;
         let ends = matches!(built.service, TransitionId::EndRun | TransitionId::Unconfigure);
-        if full || ends || started.elapsed() >= opts.flush {
-            if !send(std::mem::replace(&mut batch, fresh(next_event))) {
+        if full || ends || coarse_now().saturating_sub(started) >= opts.flush {
+            let next = fresh(next_event, &batch);
+            if !send(std::mem::replace(&mut batch, next)) {
                 return Ok(());
             }
         }

@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -272,21 +271,22 @@ impl DgramReader {
     }
 }
 
-/// Random-access reads of datagrams in one bigdata chunk, with a read-ahead window so that
-/// consecutive smd records cost one system call per window rather than one per event.
+/// Random-access reads of datagrams in one bigdata chunk, through a read-only memory map of
+/// the file: no copy per event, and the kernel's read-ahead works as for sequential reads.
+/// The map covers the file as it was when mapped; a datagram past its end (a live file that
+/// grew) maps the file again. DAQ files only grow: a file truncated by someone else while it is
+/// mapped would be a bus error, as for every mmap reader.
 pub struct ChunkReader {
     path: PathBuf,
     file: File,
-    window: Vec<u8>,
-    window_offset: u64,
-    window_len: usize,
+    map: Option<memmap2::Mmap>,
     follow: Option<Follow>,
 }
 
 impl ChunkReader {
     pub fn open(path: &Path, follow: Option<Follow>) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok(ChunkReader { path: path.to_path_buf(), file, window: Vec::new(), window_offset: 0, window_len: 0, follow })
+        Ok(ChunkReader { path: path.to_path_buf(), file, map: None, follow })
     }
 
     pub fn path(&self) -> &Path {
@@ -301,8 +301,12 @@ impl ChunkReader {
 
     /// The datagram checked by the last `ensure(offset, size)`.
     pub fn get(&self, offset: u64, size: usize) -> Dgram<'_> {
-        let at = (offset - self.window_offset) as usize;
-        Dgram::new(&self.window[at..at + size]).expect("ensure() checked this datagram")
+        let map = self.map.as_ref().expect("ensure() mapped the file");
+        Dgram::new(&map[offset as usize..offset as usize + size]).expect("ensure() checked this datagram")
+    }
+
+    fn mapped_len(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.len() as u64)
     }
 
     /// Makes the datagram of `size` bytes at `offset` available to `get`, checking that it is
@@ -314,12 +318,11 @@ impl ChunkReader {
         let Some(end) = offset.checked_add(size as u64) else {
             return Err(Error::format_msg(&self.path, offset, format!("smd record gives an impossible offset {offset}")));
         };
-        let inside = offset >= self.window_offset && end <= self.window_offset + self.window_len as u64;
-        if !inside {
-            self.fill(offset, size)?;
+        if end > self.mapped_len() {
+            self.map_to(offset, size, end)?;
         }
-        let at = (offset - self.window_offset) as usize;
-        Dgram::new(&self.window[at..at + size]).map(|_| ()).map_err(|e| {
+        let map = self.map.as_ref().expect("mapped");
+        Dgram::new(&map[offset as usize..end as usize]).map(|_| ()).map_err(|e| {
             Error::format_msg(
                 &self.path,
                 offset,
@@ -328,39 +331,38 @@ impl ChunkReader {
         })
     }
 
-    fn fill(&mut self, offset: u64, size: usize) -> Result<()> {
-        let want = size.max(READ_BLOCK);
-        if self.window.len() < want {
-            self.window.resize(want, 0);
-        }
-        let mut got = 0usize;
+    /// Maps the file once it holds `end` bytes (waiting for a live file within the follow
+    /// policy).
+    fn map_to(&mut self, offset: u64, size: usize, end: u64) -> Result<()> {
         let mut retries = 0u32;
-        while got < size {
-            match self.file.read_at(&mut self.window[got..want], offset + got as u64) {
-                Ok(0) => {
-                    let Some(follow) = self.follow else {
-                        return Err(Error::format_msg(
-                            &self.path,
-                            offset,
-                            format!("datagram of {size} bytes at offset {offset} runs past the end of the file ({} bytes read)", got),
-                        ));
-                    };
-                    if retries >= follow.max_retries {
-                        return Err(Error::Timeout {
-                            path: self.path.clone(),
-                            msg: format!("datagram at offset {offset} ({size} bytes) did not arrive within {:?}", follow.patience()),
-                        });
-                    }
-                    retries += 1;
-                    std::thread::sleep(follow.poll);
+        loop {
+            let len = self.file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
+            if len >= end {
+                if usize::try_from(len).is_err() {
+                    return Err(Error::format_msg(&self.path, offset, "file too large to map on this machine"));
                 }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(&self.path, e)),
+                // SAFETY: the map is read-only and DAQ files are append-only (see the type's
+                // comment); the bytes are only ever read through bounds-checked slices.
+                let map = unsafe { memmap2::Mmap::map(&self.file) }.map_err(|e| Error::io(&self.path, e))?;
+                let _ = map.advise(memmap2::Advice::Sequential);
+                self.map = Some(map);
+                return Ok(());
             }
+            let Some(follow) = self.follow else {
+                return Err(Error::format_msg(
+                    &self.path,
+                    offset,
+                    format!("datagram of {size} bytes at offset {offset} runs past the end of the file ({len} bytes)"),
+                ));
+            };
+            if retries >= follow.max_retries {
+                return Err(Error::Timeout {
+                    path: self.path.clone(),
+                    msg: format!("datagram at offset {offset} ({size} bytes) did not arrive within {:?}", follow.patience()),
+                });
+            }
+            retries += 1;
+            std::thread::sleep(follow.poll);
         }
-        self.window_offset = offset;
-        self.window_len = got;
-        Ok(())
     }
 }

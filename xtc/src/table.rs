@@ -18,8 +18,8 @@ use arrow_array::{
 use arrow_buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::decode::{ArrayView, Value};
-use crate::dgram::{unix_nanos, Dgram, TransitionId};
+use crate::decode::{ArrayView, ShapesData, Value};
+use crate::dgram::{type_id, unix_nanos, walk, Dgram, TransitionId};
 use crate::error::{FormatError, Result};
 use crate::names::{DataType, IdMap, Name, Names};
 use crate::run::RunReader;
@@ -107,6 +107,29 @@ impl Store {
 
     fn push_default(&mut self, n: usize) {
         each_store!(self, v => v.resize(v.len() + n, Default::default()))
+    }
+
+    /// Appends `n` copies of a scalar of the matching type; false when the types differ.
+    fn push_repeat(&mut self, v: &Value, n: usize) -> bool {
+        macro_rules! rep {
+            ($s:expr, $x:expr) => {
+                $s.resize($s.len() + n, $x)
+            };
+        }
+        match (self, *v) {
+            (Store::U8(s), Value::U8(x)) => rep!(s, x),
+            (Store::U16(s), Value::U16(x)) => rep!(s, x),
+            (Store::U32(s), Value::U32(x)) => rep!(s, x),
+            (Store::U64(s), Value::U64(x)) => rep!(s, x),
+            (Store::I8(s), Value::I8(x)) => rep!(s, x),
+            (Store::I16(s), Value::I16(x)) => rep!(s, x),
+            (Store::I32(s), Value::I32(x) | Value::Enum(x) | Value::EnumDict(x)) => rep!(s, x),
+            (Store::I64(s), Value::I64(x)) => rep!(s, x),
+            (Store::F32(s), Value::F32(x)) => rep!(s, x),
+            (Store::F64(s), Value::F64(x)) => rep!(s, x),
+            _ => return false,
+        }
+        true
     }
 
     /// Appends a scalar of the matching type; false when the types do not match.
@@ -301,28 +324,37 @@ impl Column {
         ok
     }
 
-    /// Ends a row this column got no value in: a null, or the sticky value.
-    fn fill_missing(&mut self, row: usize) {
-        while self.rows() <= row {
-            let done = match (&self.sticky, &mut self.kind) {
-                (Some(Some(Sticky::Num(v))), Kind::Scalar) => self.store.push(v),
-                (Some(Some(Sticky::Str(s))), Kind::Str(b)) => {
-                    b.append_value(s);
-                    true
-                }
-                _ => false,
-            };
-            if done {
-                self.valid.push(true);
-                continue;
-            }
-            match &mut self.kind {
-                Kind::Scalar => self.store.push_default(1),
-                Kind::Str(b) => b.append_null(),
-                Kind::Array { offsets, .. } => offsets.push(self.store.len() as i32),
-            }
-            self.valid.push(false);
+    /// Ends the rows up to `rows` this column got no value in: nulls, or the sticky value.
+    /// Called lazily (before the next value, at a sticky change, at the end of a batch), so
+    /// a column missing from many events is filled in one go.
+    fn fill_to(&mut self, rows: usize) {
+        let n = rows.saturating_sub(self.rows());
+        if n == 0 {
+            return;
         }
+        let filled = match (&self.sticky, &mut self.kind) {
+            (Some(Some(Sticky::Num(v))), Kind::Scalar) => self.store.push_repeat(v, n),
+            (Some(Some(Sticky::Str(s))), Kind::Str(b)) => {
+                for _ in 0..n {
+                    b.append_value(s);
+                }
+                true
+            }
+            _ => false,
+        };
+        if filled {
+            self.valid.resize(rows, true);
+            return;
+        }
+        match &mut self.kind {
+            Kind::Scalar => self.store.push_default(n),
+            Kind::Str(b) => b.append_nulls(n),
+            Kind::Array { offsets, .. } => {
+                let at = self.store.len() as i32;
+                offsets.resize(offsets.len() + n, at);
+            }
+        }
+        self.valid.resize(rows, false);
     }
 
     fn field(&self) -> Field {
@@ -578,6 +610,11 @@ impl EventsBuilder {
 
     /// Updates run, step, scan and epics state from a transition of one stream.
     pub fn transition(&mut self, stream: usize, service: TransitionId, state: &StreamState, dg: &Dgram<'_>) -> std::result::Result<(), FormatError> {
+        // Rows so far keep the scan/epics values they were taken with.
+        let rows = self.rows();
+        for c in self.columns.iter_mut().filter(|c| c.sticky.is_some()) {
+            c.fill_to(rows);
+        }
         match service {
             TransitionId::BeginRun => {
                 self.run = self.opts.run_hint;
@@ -634,35 +671,41 @@ impl EventsBuilder {
             let Some(routes) = self.routes.get(i) else { continue };
             let columns = &mut self.columns;
             let pulse_id = &mut self.pulse_id;
-            state
-                .for_each_shapes_data(&dg, |names, sd| {
-                    let Some(route) = routes.get(&names.names_id) else { return Ok(()) };
-                    sd.for_each_field_upto(names, route.needed, |k, _, v| {
-                        if Some(k) == route.pulse_id {
-                            if let Value::U64(p) = v {
-                                *pulse_id = Some(p);
-                            }
+            walk(dg.bytes(), &mut |node| {
+                if node.header.type_id() != type_id::SHAPES_DATA {
+                    return Ok(());
+                }
+                // Projected-away detectors are skipped before their Names or Shapes are looked at
+                // (still checked to exist: an unknown NamesId means a corrupt datagram).
+                let Some(route) = routes.get(&node.header.src) else {
+                    state.names_for(node.header.src, node.at)?;
+                    return Ok(());
+                };
+                let names = state.names_for(node.header.src, node.at)?;
+                let sd = ShapesData::parse(&node)?;
+                sd.for_each_field_upto(names, route.needed, |k, _, v| {
+                    if Some(k) == route.pulse_id {
+                        if let Value::U64(p) = v {
+                            *pulse_id = Some(p);
                         }
-                        if let Some(c) = route.columns[k] {
-                            let col = &mut columns[c];
-                            if col.rows() == row && !matches!(v, Value::Array(a) if a.len() > max_array) {
-                                col.set(&v);
-                            }
+                    }
+                    if let Some(c) = route.columns[k] {
+                        let col = &mut columns[c];
+                        // A field repeated in one event keeps its first value.
+                        if col.rows() <= row && !matches!(v, Value::Array(a) if a.len() > max_array) {
+                            col.fill_to(row);
+                            col.set(&v);
                         }
-                    })
+                    }
                 })
-                .map_err(|e| (i, e))?;
+            })
+            .map_err(|e: FormatError| (i, e))?;
         }
         self.timestamps.push(timestamp);
         self.runs.push(self.run);
         self.steps.push(self.step);
         self.pulse_ids.push(self.pulse_id);
         self.damages.push(damage);
-        for c in self.columns.iter_mut() {
-            if c.rows() <= row {
-                c.fill_missing(row);
-            }
-        }
         Ok(())
     }
 
@@ -672,6 +715,10 @@ impl EventsBuilder {
             return None;
         }
         self.batch_bytes = 0;
+        let rows = self.rows();
+        for c in self.columns.iter_mut() {
+            c.fill_to(rows);
+        }
         let ts = std::mem::take(&mut self.timestamps);
         let time: Vec<i64> = ts.iter().map(|&t| unix_nanos(t)).collect();
         let mut fields = vec![
