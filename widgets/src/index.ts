@@ -1,9 +1,24 @@
 // beamtime's anywidget ES module: live Arrow results as a table or plots, with a status line.
 //
-// Model traits (set by the kernel): kind, x, y, title, snapshot (Arrow IPC stream bytes),
-// status (JSON). Custom messages in: {type: "append" | "replace", seq} + one Arrow IPC stream
-// buffer, {type: "status", status}. Out: {type: "sync"} on render, {type: "pause", paused},
-// {type: "reset"}. Everything received is merged and painted once per animation frame.
+// The contract with the kernel (anywidget AnyModel; all traits optional):
+//   kind      "auto" | "table" | "line" | "scatter" | "hist" | "heatmap" | "strip" (default auto)
+//   x, y      column name(s) overriding the choice (y: a string or a list); heatmap: x = the
+//             horizontal key, y = [vertical key, value]
+//   title     string (else status.query)
+//   snapshot  Arrow IPC stream bytes of the whole current result (buffer_paths [["snapshot"]]);
+//             its seq is status.seq sent in the same update; empty bytes = nothing yet
+//   status    {query, seq, mode, events, included, dropped, rate, ranks_alive, ranks_total,
+//              stalled: [], dead: [], age_s, done, error, paused}, any key null or missing
+//   max_rows  rows kept in the browser (default 100 000; appends beyond drop the oldest)
+//   height    plot/table height in px (default 320)
+// Custom messages kernel → front end: {type: "replace", seq} + one buffer (a self-contained IPC
+// stream: the whole table; zero rows with the schema clears it), {type: "append", seq} + one
+// buffer (new rows; an append whose seq ≤ the table's is skipped, one with another schema starts
+// a new table), {type: "status", status}. Front end → kernel: {type: "sync"} on every render
+// (answer with a replace), {type: "pause", paused: bool}, {type: "reset"}.
+// Everything received is queued and applied once per animation frame (never per message).
+// Optional schema metadata "beamtime:keys" = the GROUP BY key columns, comma-separated ("" for a
+// row query), makes the auto choice exact; without it the choice comes from names and values.
 import { Bytes, Frame, Op, Store } from "./data";
 import { choose, Kind, KINDS, Plan } from "./choose";
 import { Status, statusParts } from "./status";
@@ -79,6 +94,7 @@ class Widget {
   constructor(private model: Model, private el: HTMLElement) {
     injectCss();
     this.height = Number(model.get("height")) || 320;
+    this.store.maxRows = Number(model.get("max_rows")) || 100_000;
     this.root = h("div", "beamtime-widget");
     const bar = h("div", "beamtime-bar");
     this.titleEl = h("span", "beamtime-title");
