@@ -51,6 +51,14 @@ test("auto view from the schema", async () => {
     assert.equal(h.kind, kind, name);
     assert.ok(await page.$(`.beamtime-widget >> nth=${i} >> ${kind === "table" ? ".beamtime-table" : "canvas"}`), `${name}: element`);
   }
+  // Zero rows (a reset) in every view: no error, the view stays.
+  for (const kind of ["line", "scatter", "hist", "heatmap", "strip", "table"]) {
+    const i = await mount({ kind });
+    await send(i, { type: "replace", seq: 1 }, ipc({ px: i64([]), py: i64([]), v: f64([]) }));
+    const h = await hooks(i);
+    assert.equal(h.kind, kind, `empty ${kind}`);
+    assert.equal(h.rows, 0);
+  }
   // The model's kind, x and y override the choice; the dropdown overrides it for this view.
   const i = await mount({ kind: "table" });
   await send(i, { type: "replace", seq: 1 }, ipc(cases[0][1]));
@@ -62,6 +70,7 @@ test("auto view from the schema", async () => {
   await page.locator(".beamtime-kind").nth(i).selectOption("hist");
   assert.equal((await hooks(i)).kind, "hist");
   await shot(page, "esm-views");
+  assert.deepEqual(pg.errors, []);
 });
 
 test("replace, append, seq and the bounded snapshot", async () => {
