@@ -17,6 +17,13 @@
 // a new table), {type: "status", status}. Front end → kernel: {type: "sync"} on every render
 // (answer with a replace), {type: "pause", paused: bool}, {type: "reset"}.
 // Everything received is queued and applied once per animation frame (never per message).
+// kind "auto" (src/choose.ts): a list column named hist* → bars of its last row; a list-of-lists
+// column → image; first column a timestamp/date (or named time, timestamp, window, t…) → strip;
+// (hist|bin|edge… lower edges or any x, a count column n|count|…) → bars; two numeric keys that fill a
+// grid + a value → heatmap; a numeric first column that is unique and sorted (or whole numbers)
+// → line, else two numeric columns → scatter; otherwise a table. Error bars on a line series y:
+// ±y_err|y_sem as given, else ±y_std (or sqrt(y_var)) divided by sqrt(n) when a y_n, y_count, n or
+// count column exists (the standard error of the mean), ±y_std alone otherwise.
 // Optional schema metadata "beamtime:keys" = the GROUP BY key columns, comma-separated ("" for a
 // row query), makes the auto choice exact; without it the choice comes from names and values.
 import { Bytes, Frame, Op, Store } from "./data";
