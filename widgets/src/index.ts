@@ -93,6 +93,8 @@ class Widget {
   private status: Status | null = null;
   private statusAt = 0;
   private paused = false;
+  /** A Pause/Resume click not yet confirmed by a status (older statuses don't undo it). */
+  private pausePending: { value: boolean; until: number } | null = null;
   private timer: ReturnType<typeof setInterval>;
   private ro: ResizeObserver | null = null;
   private height: number;
@@ -122,6 +124,7 @@ class Widget {
     this.pauseBtn.type = "button";
     this.pauseBtn.addEventListener("click", () => {
       this.paused = !this.paused;
+      this.pausePending = { value: this.paused, until: performance.now() + 3000 };
       this.model.send({ type: "pause", paused: this.paused });
       this.dirtyStatus = true;
       this.schedule();
@@ -212,7 +215,12 @@ class Widget {
   private setStatus(s: Status | null): void {
     this.status = s && typeof s === "object" ? s : null;
     this.statusAt = performance.now();
-    if (this.status && typeof this.status.paused === "boolean") this.paused = this.status.paused;
+    const sp = this.status?.paused;
+    if (typeof sp === "boolean") {
+      const pend = this.pausePending;
+      if (pend && (sp === pend.value || performance.now() > pend.until)) this.pausePending = null;
+      if (!this.pausePending) this.paused = sp;
+    }
     this.dirtyStatus = true;
     this.schedule();
   }
