@@ -329,7 +329,6 @@ impl Server {
                 d.service().name(),
                 dg.len()
             );
-            self.inner.error(&msg);
             return Err(Error::Datagram(msg));
         }
         if d.service().is_event() { Ok(self.inner.publish_event(dg)) } else { Ok(self.inner.publish_transition(d.service(), dg)) }
@@ -369,9 +368,11 @@ impl Server {
         self.inner.drain_return(&mut st);
         st.pool.len()
     }
-    /// Waits until an event buffer is free, as the MEB does before it asks the DAQ for the
-    /// next event (spec §5.1); false on timeout. A publisher that waits here loses no event
-    /// while its clients keep up.
+    /// Waits until an event can be published without taking one a connected client would
+    /// read: a buffer is free (the MEB asks the DAQ for the next event only then, spec §5.1),
+    /// or the connected clients' queues are empty while buffers sit in the queues of slots no
+    /// client holds (stealing those loses nothing). False on timeout. A publisher that waits
+    /// here loses no event while its clients keep up.
     pub fn wait_free_buffer(&self, timeout: Duration) -> bool {
         let until = Instant::now() + timeout;
         let mut st = self.inner.lock();
@@ -380,12 +381,20 @@ impl Server {
             if !st.pool.is_empty() {
                 return true;
             }
+            let queued = |q: usize| self.inner.queues[q].attr().map_or(0, |a| a.curmsgs);
+            let (mut parked, mut waiting) = (0, 0);
+            for q in 0..self.inner.n_q() {
+                if st.clients[q].is_some() { waiting += queued(q) } else { parked += queued(q) }
+            }
+            if parked > 0 && waiting == 0 {
+                return true;
+            }
             let now = Instant::now();
             if now >= until {
                 return false;
             }
             // The task thread signals returns; the short cap also covers returns that arrive
-            // between its poll and ours.
+            // between its poll and ours, and clients taking from their queues.
             st = self.inner.freed.wait_timeout(st, (until - now).min(Duration::from_millis(5))).map(|r| r.0).unwrap_or_else(|p| p.into_inner().0);
         }
     }

@@ -306,6 +306,76 @@ impl Raw {
         assert_eq!(got.len(), n, "received events");
         got
     }
+
+    /// The transition buffers sent on TCP within `wait`.
+    fn transitions(&mut self, wait: Duration) -> Vec<i32> {
+        self.sock.set_read_timeout(Some(wait)).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; MSG_SIZE];
+        while self.sock.read_exact(&mut b).is_ok() {
+            got.push(Msg::decode(&b).buffer_index);
+        }
+        got
+    }
+
+    fn release(&mut self, index: i32) {
+        self.sock.write_all(&self.first.with_index(index).encode()).unwrap();
+    }
+}
+
+/// The service of the datagram in buffer `index`.
+fn service_in(seg: &ShmSegment, size: usize, index: i32) -> TransitionId {
+    let b = &seg.bytes()[index as usize * size..];
+    TransitionId::from_env(u32::from_le_bytes(b[8..12].try_into().unwrap()))
+}
+
+#[test]
+fn a_client_holding_an_enable_lags_and_catches_up_when_it_releases() {
+    let tag = tag("lag");
+    let _c = Cleanup(tag.clone());
+    let server = Server::start(config(&tag, 2, 2)).unwrap();
+    let seg = ShmSegment::open_readonly(&segment_name(&tag), (2 + NTR) * 4096).unwrap();
+    let mut raw = raw_connect(&tag);
+    let mut good = Client::connect(&tag, options(StopAt::Never)).unwrap();
+    let svc = |v: &[i32]| v.iter().map(|&i| service_in(&seg, 4096, i)).collect::<Vec<_>>();
+    let mut ts = 1;
+    let mut good_got = Vec::new();
+    // The well-behaved client reads (and so releases) each transition at once: a client that
+    // still holds an Enable when a begin comes is "not ready", whether slow or stuck.
+    let mut publish = |s: TransitionId| {
+        server.publish(&tr(s, ts)).unwrap();
+        ts += 1;
+        good_got.extend(services(&drain(&mut good, Duration::from_millis(100))));
+    };
+    for s in RUN_START {
+        publish(s);
+    }
+    let held = raw.transitions(Duration::from_millis(200));
+    assert_eq!(svc(&held), RUN_START);
+    publish(Disable);
+    publish(EndStep);
+    let ends = raw.transitions(Duration::from_millis(200));
+    assert_eq!(svc(&ends), [Disable, EndStep], "ends reach a client that is still ready");
+    // A begin while the raw client holds an Enable: it is not ready any more and gets only
+    // older ends and SlowUpdates.
+    publish(BeginStep);
+    publish(Enable);
+    publish(SlowUpdate);
+    let slow = raw.transitions(Duration::from_millis(200));
+    assert_eq!(svc(&slow), [SlowUpdate]);
+    // The well-behaved client got everything.
+    assert_eq!(good_got, [&RUN_START[..], &[Disable, EndStep, BeginStep, Enable, SlowUpdate]].concat());
+    // Releasing everything, EndStep last: it re-enters the current step (BeginStep, Enable).
+    for &i in held.iter().chain(&slow).chain(&ends[..1]) {
+        raw.release(i);
+    }
+    assert!(raw.transitions(Duration::from_millis(200)).is_empty(), "still holding the EndStep: still lagging");
+    raw.release(ends[1]);
+    let caught_up = raw.transitions(Duration::from_millis(300));
+    assert_eq!(svc(&caught_up), [BeginStep, Enable]);
+    assert_eq!(server.stats().bad_messages, 0);
+    drop((raw, good, seg, server));
+    check_clean(&tag);
 }
 
 #[test]
