@@ -51,6 +51,45 @@ pub struct SimArgs {
     /// (an earlier simulated run is always replaced)
     #[arg(long)]
     pub force: bool,
+    /// Serve the run live through the DAQ's shared-memory protocol under this tag instead of
+    /// writing files (read it with `beamtime dump shmem=TAG`, psana's DataSource(shmem=TAG) or
+    /// AMI); each pulse's streams are event-built into one datagram. Waits for the first
+    /// client; with --rate 0 it goes as fast as the clients take the events
+    #[arg(long, value_name = "TAG")]
+    pub shmem: Option<String>,
+    /// Client queues = the most clients at a time [--shmem]
+    #[arg(long, default_value_t = 1, requires = "shmem")]
+    pub clients: usize,
+    /// Event buffers (at most /proc/sys/fs/mqueue/msg_max unless root) [--shmem]
+    #[arg(long, default_value_t = 8, requires = "shmem")]
+    pub buffers: usize,
+    /// Bytes per buffer, e.g. 1048576, 0x100000, 4M [default: 1M, or what the largest datagram needs] [--shmem]
+    #[arg(long, value_parser = parse_size, requires = "shmem")]
+    pub buffer_size: Option<usize>,
+    /// Serial mode: every event passes through every client in turn (default: distributed,
+    /// each event to one client) [--shmem]
+    #[arg(long, requires = "shmem")]
+    pub serial: bool,
+    /// Serve these xtc2 files as stored instead of simulating, like shmemServer [--shmem]
+    #[arg(long, num_args = 1.., value_name = "FILE", requires = "shmem")]
+    pub replay: Vec<PathBuf>,
+    /// Replay the files this many times; 0 = until stopped [--replay]
+    #[arg(long, default_value_t = 1, requires = "replay")]
+    pub loops: u64,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let bad = || format!("'{s}': a size in bytes is expected, e.g. 1048576, 0x100000, 512K or 4M");
+    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        return usize::from_str_radix(hex, 16).map_err(|_| bad());
+    }
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        _ => (t, 1),
+    };
+    num.parse::<usize>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(bad)
 }
 
 fn parse_image(s: &str) -> Result<(u32, u32), String> {
@@ -84,6 +123,9 @@ impl SimArgs {
 }
 
 pub fn run(args: SimArgs) -> Result<(), Box<dyn Error>> {
+    if args.shmem.is_some() {
+        return run_shmem(args);
+    }
     let cfg = args.config()?;
     let pacing = if cfg.rate_hz > 0.0 { format!("at {} Hz in real time", cfg.rate_hz) } else { "as fast as possible".into() };
     println!(
@@ -135,6 +177,71 @@ pub fn run(args: SimArgs) -> Result<(), Box<dyn Error>> {
     }
     println!("  truth: {}", cfg.truth_path().display());
     println!("read it with: {}", truth.source);
+    Ok(())
+}
+
+/// `--shmem`: a shared-memory server fed with the simulated run or the replayed files.
+fn run_shmem(args: SimArgs) -> Result<(), Box<dyn Error>> {
+    let tag = args.shmem.clone().unwrap_or_default();
+    let replay = !args.replay.is_empty();
+    let cfg = if replay { None } else { Some(args.config()?) };
+    let needed = match &cfg {
+        // A camera frame is the largest datagram by far.
+        Some(c) => c.image.map_or(0, |(w, h)| (w * h) as usize * 2) + (64 << 10),
+        None => crate::shmem::largest_datagram(&args.replay)?,
+    };
+    let size = args.buffer_size.unwrap_or_else(|| (needed.max(1 << 20)).div_ceil(4096) * 4096);
+    let mut sc = shmem::ServerConfig::new(&tag);
+    sc.n_events = args.buffers;
+    sc.n_queues = args.clients;
+    sc.buffer_size = size;
+    sc.mode = if args.serial { shmem::Mode::Serial } else { shmem::Mode::Distributed };
+    let what = match &cfg {
+        Some(c) => format!("run {} of {} ({} events, {} steps, {} streams)", c.run, c.exp, c.events, c.steps, c.streams),
+        None => format!("{} file(s), {}", args.replay.len(), if args.loops == 0 { "looping until stopped".to_string() } else { format!("{} time(s)", args.loops) }),
+    };
+    let pacing = if args.rate > 0.0 { format!("at {} Hz", args.rate) } else { "as fast as the clients take the events".into() };
+    let server = crate::shmem::start_server(sc, |s| {
+        println!(
+            "beamtime sim: serving {what} on shared memory '{tag}' ({} × {:.1} MiB buffers, {} client queue(s), {} mode), {pacing}",
+            s.config().n_events,
+            s.config().buffer_size as f64 / MIB,
+            s.config().n_queues,
+            if args.serial { "serial" } else { "distributed" }
+        );
+        println!("waiting for the first client, e.g. `beamtime dump shmem={tag}` (Ctrl-C stops and removes the queues)");
+    })?;
+    println!("client connected: serving");
+    let started = Instant::now();
+    let served = match &cfg {
+        Some(c) => {
+            let (truth, served) = crate::shmem::serve_run(c, &server, |p| {
+                if p.events < p.total {
+                    eprintln!("  {} / {} events, step {} of {}, {:.1} s", p.events, p.total, p.step + 1, p.steps, p.elapsed.as_secs_f64());
+                }
+            })?;
+            println!("served run {} of {}: {} events, timestamps {} to {}", c.run, c.exp, truth.events, truth.first_time_utc, truth.last_time_utc);
+            served
+        }
+        None => crate::shmem::serve_files(&server, &args.replay, args.rate, args.loops, |round, n| eprintln!("  round {round}: {n} datagrams"))?,
+    };
+    let st = &served.stats;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "events: {} published in {secs:.2} s, {} queued (per queue {:?}), {} stolen from queues, {} dropped (no free buffer), {} dropped (queues full); transitions: {} published, {} skipped; {} refused (too large); clients: {} connected, {} rejected",
+        st.events_published,
+        st.events_queued,
+        st.queued_per_queue,
+        st.stolen,
+        st.dropped_no_buffer,
+        st.dropped_queues_full,
+        st.transitions_published,
+        st.transitions_skipped,
+        served.refused,
+        st.clients_accepted,
+        st.clients_rejected
+    );
+    drop(server);
     Ok(())
 }
 

@@ -19,13 +19,14 @@ pub mod config;
 pub mod detectors;
 pub mod model;
 pub mod run;
+pub mod shmem;
 pub mod truth;
 
 use std::path::{Path, PathBuf};
 
 pub use config::{existing_run_files, next_free_run, SimConfig, DAQ_CHUNK_BYTES, DEFAULT_EXP};
 pub use model::Model;
-pub use run::{events_in_step, write_run, write_run_with_progress, Progress};
+pub use run::{events_in_step, make_nodes, simulate, write_run, write_run_with_progress, Progress, Sink};
 pub use truth::Truth;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,10 @@ pub enum SimError {
 
     #[error("{}: {msg}", path.display())]
     Truth { path: PathBuf, msg: String },
+
+    /// Serving through shared memory (`beamtime sim --shmem`).
+    #[error(transparent)]
+    Shmem(#[from] ::shmem::Error),
 }
 
 impl SimError {

@@ -50,9 +50,50 @@ pub fn write_run(cfg: &SimConfig) -> Result<Truth, SimError> {
 }
 
 /// [`write_run`], calling `progress` about once a second of wall time.
-pub fn write_run_with_progress(cfg: &SimConfig, mut progress: impl FnMut(&Progress)) -> Result<Truth, SimError> {
+pub fn write_run_with_progress(cfg: &SimConfig, progress: impl FnMut(&Progress)) -> Result<Truth, SimError> {
     cfg.validate()?;
     prepare_dir(cfg)?;
+    let nodes = make_nodes(cfg);
+    let outs = nodes.iter().map(|n| StreamOut::create(cfg, n.stream, n.smdinfo())).collect::<Result<_, _>>()?;
+    let truth = simulate(cfg, nodes, &mut Files { outs, chunk_bytes: cfg.chunk_bytes }, progress)?;
+    truth.save(&cfg.truth_path())?;
+    Ok(truth)
+}
+
+/// Where the simulated DAQ's datagrams go: the run's files ([`write_run`]) or, event-built
+/// pulse by pulse, a shared-memory server (`crate::shmem`). Both get the same datagrams.
+pub trait Sink {
+    /// Stream `stream`'s datagram of the current pulse; `fill` writes its Names/ShapesData.
+    fn put(&mut self, stream: usize, service: TransitionId, timestamp: u64, env: u32, fill: &mut dyn FnMut(&mut DgramWriter)) -> Result<(), SimError>;
+    /// Every stream that records the current pulse has been put.
+    fn end_pulse(&mut self) -> Result<(), SimError> {
+        Ok(())
+    }
+    /// At an Enable: the chunk stream `stream` goes on in, as (chunk id, bare file name), when
+    /// it switches chunks there (files only); the Enable then carries `chunkinfo`.
+    fn next_chunk(&mut self, _stream: usize) -> Option<(u32, String)> {
+        None
+    }
+    /// The Enable announcing the next chunk has been put: switch to it.
+    fn switch_chunk(&mut self, _stream: usize) -> Result<(), SimError> {
+        Ok(())
+    }
+    /// Makes everything put so far visible (paced runs call it while they wait).
+    fn flush(&mut self) -> Result<(), SimError> {
+        Ok(())
+    }
+    /// The run is over: what each stream holds.
+    fn finish(&mut self) -> Result<Vec<StreamTruth>, SimError>;
+}
+
+/// The DRP nodes of a run, one per stream.
+pub fn make_nodes(cfg: &SimConfig) -> Vec<Node> {
+    (0..cfg.streams).map(|s| Node::new(s, cfg.streams, cfg.seed, cfg.image)).collect()
+}
+
+/// Runs the simulated DAQ of `cfg` (validated) into `sink` and returns the ground truth (not
+/// saved). The datagrams are the same whatever the sink.
+pub fn simulate<S: Sink>(cfg: &SimConfig, nodes: Vec<Node>, sink: &mut S, mut progress: impl FnMut(&Progress)) -> Result<Truth, SimError> {
     // Paced runs are "now" (live readers measure how fresh their events are); others are
     // reproducible from the seed.
     let start_sec = cfg.start_epics_sec.unwrap_or_else(|| {
@@ -67,19 +108,16 @@ pub fn write_run_with_progress(cfg: &SimConfig, mut progress: impl FnMut(&Progre
     });
     let model = Model::from_seed(cfg.seed);
     let mut beamline = Beamline::new(model.clone(), cfg.seed);
-    let nodes: Vec<Node> = (0..cfg.streams).map(|s| Node::new(s, cfg.streams, cfg.seed, cfg.image)).collect();
     let detectors = nodes
         .iter()
         .flat_map(|n| n.names().into_iter().map(|(def, data_in)| DetectorTruth::new(n.stream, def, data_in)))
         .collect();
-    let outs = nodes.iter().map(|n| StreamOut::create(cfg, n.stream, n.smdinfo())).collect::<Result<_, _>>()?;
     let mut run = RunWriter {
         clock: Clock::new(start_sec, cfg.data_rate_hz()),
         nodes,
-        outs,
+        sink,
         transitions: BTreeMap::new(),
         groups: if cfg.streams > 2 { GROUP_0 | GROUP_1 } else { GROUP_0 },
-        chunk_bytes: cfg.chunk_bytes,
     };
     let clock_info = run.clock.info().clone();
 
@@ -107,7 +145,7 @@ pub fn write_run_with_progress(cfg: &SimConfig, mut progress: impl FnMut(&Progre
                 // Let a live reader see everything so far while we wait, and regularly when
                 // writing cannot keep up with the rate.
                 if due > now || now - last_flush >= LIVE_FLUSH_INTERVAL {
-                    run.flush()?;
+                    run.sink.flush()?;
                     last_flush = now;
                 }
                 if due > now {
@@ -133,10 +171,10 @@ pub fn write_run_with_progress(cfg: &SimConfig, mut progress: impl FnMut(&Progre
         steps.push(acc.finish(step, delay));
     }
     let last_timestamp = run.transition(TransitionId::EndRun, |_, _| {})?;
-    let streams = run.finish()?;
+    let streams = run.sink.finish()?;
     progress(&Progress { events: index, total: cfg.events, step: cfg.steps.saturating_sub(1), steps: cfg.steps, elapsed: started.elapsed() });
 
-    let truth = Truth {
+    Ok(Truth {
         format: TRUTH_FORMAT.into(),
         source: cfg.source(),
         config: cfg.clone(),
@@ -151,9 +189,7 @@ pub fn write_run_with_progress(cfg: &SimConfig, mut progress: impl FnMut(&Progre
         streams,
         steps,
         detectors,
-    };
-    truth.save(&cfg.truth_path())?;
-    Ok(truth)
+    })
 }
 
 /// Events of step `step`: an even share, the first `events % steps` steps getting one more.
@@ -180,23 +216,23 @@ fn prepare_dir(cfg: &SimConfig) -> Result<(), SimError> {
     Ok(())
 }
 
-struct RunWriter {
+struct RunWriter<'s, S: Sink> {
     clock: Clock,
     nodes: Vec<Node>,
-    outs: Vec<StreamOut>,
+    sink: &'s mut S,
     transitions: BTreeMap<String, u64>,
     /// Readout groups of the partition.
     groups: u32,
-    chunk_bytes: u64,
 }
 
-impl RunWriter {
+impl<S: Sink> RunWriter<'_, S> {
     /// Writes a transition into every stream, with the same timestamp; returns it.
     fn transition(&mut self, service: TransitionId, mut fill: impl FnMut(&mut Node, &mut DgramWriter)) -> Result<u64, SimError> {
         let ts = pulse_timestamp(self.clock.transition());
-        for (node, out) in self.nodes.iter_mut().zip(&mut self.outs) {
-            out.put(service, ts, self.groups, |w| fill(node, w))?;
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            self.sink.put(i, service, ts, self.groups, &mut |w| fill(node, w))?;
         }
+        self.sink.end_pulse()?;
         *self.transitions.entry(service.name().into()).or_default() += 1;
         Ok(ts)
     }
@@ -205,13 +241,16 @@ impl RunWriter {
     /// `chunkinfo` into it, ends the chunk with it and goes on in the next one (spec §13.4).
     fn enable(&mut self) -> Result<(), SimError> {
         let ts = pulse_timestamp(self.clock.transition());
-        for (node, out) in self.nodes.iter_mut().zip(&mut self.outs) {
-            let next = (out.chunk_len > self.chunk_bytes).then(|| (out.chunk + 1, chunk_name(&out.base, out.chunk + 1)));
-            out.put(TransitionId::Enable, ts, self.groups, |w| node.write_enable(w, next.as_ref().map(|(id, n)| (*id, n.as_str()))))?;
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let next = self.sink.next_chunk(i);
+            self.sink.put(i, TransitionId::Enable, ts, self.groups, &mut |w| {
+                node.write_enable(w, next.as_ref().map(|(id, n)| (*id, n.as_str())))
+            })?;
             if next.is_some() {
-                out.next_chunk()?;
+                self.sink.switch_chunk(i)?;
             }
         }
+        self.sink.end_pulse()?;
         *self.transitions.entry(TransitionId::Enable.name().into()).or_default() += 1;
         Ok(())
     }
@@ -220,16 +259,38 @@ impl RunWriter {
     fn l1(&mut self, shot: &Shot, acc: &mut StepAcc) -> Result<(), SimError> {
         let slow_group = if self.nodes.len() > 2 && shot.index.is_multiple_of(MIXED_RATE_EVERY) { GROUP_1 } else { 0 };
         let env = L0_ACCEPT | GROUP_0 | slow_group;
-        for (node, out) in self.nodes.iter_mut().zip(&mut self.outs) {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
             if !node.records(shot.index) {
                 continue;
             }
             let mut rec = L1Record::default();
-            out.put(TransitionId::L1Accept, shot.timestamp, env, |w| rec = node.write_l1(w, shot))?;
+            self.sink.put(i, TransitionId::L1Accept, shot.timestamp, env, &mut |w| rec = node.write_l1(w, shot))?;
             acc.record(node.stream, &rec);
         }
+        self.sink.end_pulse()?;
         acc.shot(shot);
         Ok(())
+    }
+}
+
+/// The run's files, stream by stream.
+struct Files {
+    outs: Vec<StreamOut>,
+    chunk_bytes: u64,
+}
+
+impl Sink for Files {
+    fn put(&mut self, stream: usize, service: TransitionId, timestamp: u64, env: u32, fill: &mut dyn FnMut(&mut DgramWriter)) -> Result<(), SimError> {
+        self.outs[stream].put(service, timestamp, env, fill)
+    }
+
+    fn next_chunk(&mut self, stream: usize) -> Option<(u32, String)> {
+        let out = &self.outs[stream];
+        (out.chunk_len > self.chunk_bytes).then(|| (out.chunk + 1, chunk_name(&out.base, out.chunk + 1)))
+    }
+
+    fn switch_chunk(&mut self, stream: usize) -> Result<(), SimError> {
+        self.outs[stream].next_chunk()
     }
 
     fn flush(&mut self) -> Result<(), SimError> {
@@ -312,7 +373,7 @@ impl StreamOut {
     }
 
     /// Appends one datagram built by `fill` and its smd record.
-    fn put(&mut self, service: TransitionId, timestamp: u64, env: u32, fill: impl FnOnce(&mut DgramWriter)) -> Result<(), SimError> {
+    fn put(&mut self, service: TransitionId, timestamp: u64, env: u32, fill: &mut dyn FnMut(&mut DgramWriter)) -> Result<(), SimError> {
         let start = self.big.len();
         let mut w = DgramWriter::begin(&mut self.big, service, timestamp, env);
         fill(&mut w);
