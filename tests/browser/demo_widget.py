@@ -143,12 +143,13 @@ class Demo(anywidget.AnyWidget):
                 self.send({"type": "status", "status": self.status_now()})
                 return
             self.since_reset += 1
+            prev = self.seq
             self.seq += 1
             new = self.make(self.tick)
             if self.appends:
                 t = pa.concat_tables([self.table, new]) if self.table.num_rows else new
                 self.table = t.slice(max(0, t.num_rows - self.max_rows))
-                self.send({"type": "append", "seq": self.seq}, buffers=[ipc(new)])
+                self.send({"type": "append", "seq": self.seq, "prev": prev}, buffers=[ipc(new)])
             else:
                 self.table = new
                 self.send({"type": "replace", "seq": self.seq}, buffers=[ipc(new)])

@@ -94,6 +94,12 @@ test("replace, append, seq and the bounded snapshot", async () => {
   assert.equal(h.rows, 45);
   assert.equal(h.seq, 44);
   assert.ok(h.frames - f0 <= 2, `40 messages painted in ${h.frames - f0} frames`);
+  // An append that extends a newer table than ours (rows missed): the widget asks for a sync.
+  await new Promise((r) => setTimeout(r, 1100)); // syncs are at most once a second
+  await send(i, { type: "append", seq: 47, prev: 46 }, ipc({ a: i64([7]) }));
+  h = await hooks(i);
+  assert.equal(h.rows, 46);
+  assert.deepEqual(await page.evaluate((i) => window.models[i].sent, i), [{ type: "sync" }, { type: "sync" }]);
   // A replace starts over; an append with another schema starts a new table.
   await send(i, { type: "replace", seq: 50 }, ipc({ a: i64([]) }));
   assert.equal((await hooks(i)).rows, 0);

@@ -22,6 +22,8 @@ export function decode(b: Bytes): Table | null {
 export interface Op {
   kind: "replace" | "append";
   seq: number | null;
+  /** append: the seq of the table these rows extend (optional; a newer one means rows were missed). */
+  prev?: number | null;
   buf: Bytes;
   /** performance.now() at arrival (latency benchmark). */
   t: number;
@@ -45,6 +47,8 @@ export class Store {
   table: Table | null = null;
   seq = -1;
   version = 0;
+  /** Set when an append extended a newer table than ours: rows are missing, ask for a sync. */
+  gap = false;
   maxRows = 100_000;
   private queue: Op[] = [];
 
@@ -78,6 +82,7 @@ export class Store {
       }
       // An append the table already holds (seq not newer) is skipped.
       if (op.seq != null && this.seq >= 0 && op.seq <= this.seq) continue;
+      if (op.prev != null && this.seq >= 0 && op.prev > this.seq) this.gap = true;
       const t = decode(op.buf);
       if (op.seq != null) this.seq = op.seq;
       if (!t) continue;

@@ -14,7 +14,9 @@
 // Custom messages kernel → front end: {type: "replace", seq} + one buffer (a self-contained IPC
 // stream: the whole table; zero rows with the schema clears it), {type: "append", seq} + one
 // buffer (new rows; an append whose seq ≤ the table's is skipped, one with another schema starts
-// a new table), {type: "status", status}. Front end → kernel: {type: "sync"} on every render
+// a new table; optional `prev` = the seq of the table it extends: when that is newer than the
+// widget's, rows were missed and the widget sends a sync, at most once a second),
+// {type: "status", status}. Front end → kernel: {type: "sync"} on every render
 // (answer with a replace), {type: "pause", paused: bool}, {type: "reset"}.
 // Everything received is queued and applied once per animation frame (never per message).
 // kind "auto" (src/choose.ts): a list column named hist* → bars of its last row; a list-of-lists
@@ -99,6 +101,7 @@ class Widget {
   private ro: ResizeObserver | null = null;
   private height: number;
   private disposed = false;
+  private lastSync = 0;
 
   constructor(private model: Model, private el: HTMLElement) {
     injectCss();
@@ -158,6 +161,7 @@ class Widget {
     this.onSnapshot();
     // The current result comes back as a replace (custom messages aren't stored).
     model.send({ type: "sync" });
+    this.lastSync = performance.now();
     // The age ticks between status messages.
     this.timer = setInterval(() => {
       if (this.status && this.status.age_s != null && !this.status.done) {
@@ -182,7 +186,8 @@ class Widget {
     if (!msg || typeof msg !== "object") return;
     const t = performance.now();
     if (msg.type === "append" || msg.type === "replace") {
-      this.store.push({ kind: msg.type, seq: typeof msg.seq === "number" ? msg.seq : null, buf: buffers?.[0], t });
+      const num = (v: unknown) => (typeof v === "number" ? v : null);
+      this.store.push({ kind: msg.type, seq: num(msg.seq), prev: num(msg.prev), buf: buffers?.[0], t });
       this.dirtyData = true;
       this.schedule();
     } else if (msg.type === "status") {
@@ -251,6 +256,16 @@ class Widget {
       }
       const tb = this.store.table;
       this.frame = tb ? new Frame(tb, this.store.version) : null;
+      if (this.store.gap) {
+        // Rows were missed (e.g. a reload between the stored snapshot and now): ask for the whole
+        // table again, at most once a second.
+        this.store.gap = false;
+        const now = performance.now();
+        if (now - this.lastSync > 1000) {
+          this.lastSync = now;
+          this.model.send({ type: "sync" });
+        }
+      }
       this.dirtyPlan = true;
     }
     if (this.dirtyPlan) {
