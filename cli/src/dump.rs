@@ -28,6 +28,9 @@ pub struct Options {
 /// Dumps `source` to stdout. Returns the first decoding error after printing all that came
 /// before it, so nothing readable is lost.
 pub fn run(source: &Source, opts: &Options) -> Result<(), Error> {
+    if let Source::Shmem { tag, stop, .. } = source {
+        return run_shmem(tag, *stop, opts).map_err(Error::Usage);
+    }
     let mut reader = RunReader::open(source)?;
     let show_stream = reader.stream_count() > 1 && matches!(source, Source::Run(_));
     let stdout = io::stdout();
@@ -72,6 +75,113 @@ pub fn run(source: &Source, opts: &Options) -> Result<(), Error> {
         eprintln!("warning: {}: ends inside a datagram at offset {offset} (file truncated or still being written)", path.display());
     }
     Ok(())
+}
+
+/// Dumps what a shared-memory client receives (`shmem=<tag>.<index>[:stop=…]`; the index is
+/// ignored: the server assigns the slot), then the counts of events received and dropped.
+/// Waits for a server, reconnects when it goes away, stops at `stop` or on Ctrl-C.
+fn run_shmem(tag: &str, stop: xtc::StopAt, opts: &Options) -> Result<(), String> {
+    let interrupted = shmem::catch_interrupt();
+    eprintln!("waiting for the shared-memory server '{tag}' (Ctrl-C to stop)");
+    let copts = shmem::ClientOptions { stop, ..Default::default() };
+    let mut client = shmem::Client::connect(tag, copts).map_err(|e| e.to_string())?;
+    let announce = |c: &shmem::Client| {
+        if let Some(m) = c.first_message() {
+            eprintln!(
+                "connected to '{tag}' as client {}: {} buffers of {} bytes, {} queue(s), {} mode",
+                m.buffer_index,
+                m.number_of_buffers,
+                m.size_of_buffers,
+                m.number_of_queues,
+                if m.distributed() { "distributed" } else { "serial" }
+            );
+        }
+    };
+    announce(&client);
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut state = StreamState::new();
+    let mut stats = Stats::default();
+    let started = Instant::now();
+    let (mut seq, mut offset, mut errors) = (0u64, 0u64, 0u64);
+    let result = loop {
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) || opts.limit.is_some_and(|l| seq >= l) {
+            break Ok(());
+        }
+        let got = match client.next(std::time::Duration::from_millis(100)) {
+            Ok(g) => g,
+            // A bad message or buffer: report it, go on (the client stays usable).
+            Err(e @ shmem::Error::Protocol { .. }) => {
+                errors += 1;
+                let _ = out.flush();
+                eprintln!("error: {e}");
+                continue;
+            }
+            Err(e) => break Err(e.to_string()),
+        };
+        let d = match got {
+            None => {
+                let _ = out.flush();
+                continue;
+            }
+            Some(shmem::Received::Stopped) => break Ok(()),
+            Some(shmem::Received::ServerGone { reason }) => {
+                let _ = out.flush();
+                eprintln!("{reason}; waiting for a server to connect again");
+                continue;
+            }
+            Some(shmem::Received::Reconnected { .. }) => {
+                announce(&client);
+                continue;
+            }
+            Some(shmem::Received::Dgram(d)) => d,
+        };
+        seq += 1;
+        let dg = d.dgram();
+        let r = state.observe(&dg).map_err(DumpError::from).and_then(|_| {
+            if opts.stats {
+                stats.built[dg.service() as usize] += 1;
+                return stats.add(&state, &dg, dg.service()).map_err(DumpError::from);
+            }
+            match opts.format {
+                Format::Json => write_json(&mut out, &state, &dg, offset, None, opts.max_array),
+                Format::Xtcreader => write_xtcreader(&mut out, &state, &dg, seq),
+                Format::Text => write_text(&mut out, &state, &dg, offset, None, opts.max_array),
+            }
+        });
+        offset += dg.bytes().len() as u64;
+        match r {
+            Ok(()) => {}
+            Err(DumpError::Format(e)) => {
+                errors += 1;
+                let _ = out.flush();
+                eprintln!("error: shmem '{tag}': {} #{seq}: {e}", dg.service().name());
+            }
+            Err(DumpError::Io(e)) => break Err(format!("writing output: {e}")),
+        }
+    };
+    if opts.stats {
+        stats.print(&mut out, started.elapsed().as_secs_f64()).ok();
+    }
+    let c = client.stats();
+    let counts = format!(
+        "shmem '{tag}': {} events and {} transitions received ({} bytes); dropped: about {} events not seen (timestamp gaps), {} older than a Disable discarded; {} errors, {} reconnects",
+        c.events,
+        c.transitions,
+        c.bytes,
+        c.missed_estimate,
+        c.stale_events,
+        errors,
+        c.connects.saturating_sub(1)
+    );
+    // JSON lines and the reference format stay parseable: the counts go to stderr there.
+    if opts.format == Format::Text {
+        let _ = writeln!(out, "{counts}");
+    } else {
+        eprintln!("{counts}");
+    }
+    out.flush().map_err(|e| format!("writing output: {e}"))?;
+    result
 }
 
 enum DumpError {

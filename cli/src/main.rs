@@ -21,7 +21,8 @@ struct Cli {
 enum Command {
     /// Print the datagrams of a file, a run, or a psana source string.
     Dump(DumpArgs),
-    /// Run the simulated DAQ: write a run in the LCLS layout (xtc2 + smd), optionally in real time.
+    /// Run the simulated DAQ: write a run in the LCLS layout (xtc2 + smd), optionally in real time,
+    /// or serve it live through shared memory (--shmem).
     Sim(sim::cli::SimArgs),
     /// The Jupyter kernel (started by Jupyter through the kernelspec).
     Kernel {
@@ -95,7 +96,9 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct DumpArgs {
-    /// A file, `files=a,b`, `exp=<exp>:run=<n>[:dir=<xtc dir>][:live]`, or `xtc://<dir>?exp=…&run=…`.
+    /// A file, `files=a,b`, `exp=<exp>:run=<n>[:dir=<xtc dir>][:live]`, `xtc://<dir>?exp=…&run=…`,
+    /// or a shared-memory server: `shmem=<tag>.<index>[:stop=endrun|endstep|unconfigure|no]`,
+    /// `shmem://<tag>?stop=no`.
     source: Option<String>,
     /// Experiment (with --run, instead of a source string).
     #[arg(long)]

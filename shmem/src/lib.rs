@@ -22,6 +22,7 @@ pub mod error;
 pub mod msg;
 pub mod server;
 mod signals;
+pub use signals::catch_interrupt;
 pub mod sys;
 
 pub use build::{event_build, event_build_into};

@@ -82,3 +82,28 @@ extern "C" fn handler(sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut 
         }
     }
 }
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static CATCH: Once = Once::new();
+
+extern "C" fn set_interrupted(_sig: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Turns SIGINT and SIGTERM into a flag a client loop checks (e.g. to print its counts
+/// before it exits). Blocking calls return early (EINTR), so the loop sees it at once.
+pub fn catch_interrupt() -> &'static std::sync::atomic::AtomicBool {
+    CATCH.call_once(|| {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: zeroed sigaction is valid; the handler only stores an atomic. No
+            // SA_RESTART, so poll() and friends return EINTR.
+            unsafe {
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = set_interrupted as *const () as usize;
+                libc::sigemptyset(&mut new.sa_mask);
+                libc::sigaction(sig, &new, std::ptr::null_mut());
+            }
+        }
+    });
+    &INTERRUPTED
+}

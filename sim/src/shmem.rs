@@ -19,12 +19,13 @@ use crate::SimError;
 /// slow it down, stalled ones do not stop it.
 const FLOW_CONTROL_WAIT: Duration = Duration::from_secs(1);
 
-/// Flow control of an unpaced feeder, so that clients that keep up lose nothing: an event
-/// waits for a free buffer (the MEB asks the DAQ for the next event only then); a transition
-/// waits until the clients have taken the events before it, because a client takes
-/// transitions first and drops events older than the last Disable (psana's rule).
-fn wait_for_clients(server: &Server, service: TransitionId) {
-    if service.is_event() {
+/// Flow control of an unpaced feeder, so that clients that keep up lose nothing and see
+/// the datagrams in order: an event waits for a free buffer (the MEB asks the DAQ for the
+/// next event only then); a transition waits until the clients have taken the events before
+/// it, because a client takes transitions first and drops events older than the last Disable
+/// (psana's rule); the first event after a transition waits until they have taken that.
+fn wait_for_clients(server: &Server, service: TransitionId, after_transition: bool) {
+    if service.is_event() && !after_transition {
         server.wait_free_buffer(FLOW_CONTROL_WAIT);
     } else {
         server.wait_drained(FLOW_CONTROL_WAIT);
@@ -50,6 +51,7 @@ pub struct ShmemSink<'a> {
     refused: u64,
     /// Wait for the clients (unpaced runs), see [`wait_for_clients`].
     flow_control: bool,
+    last_was_transition: bool,
 }
 
 impl<'a> ShmemSink<'a> {
@@ -62,13 +64,16 @@ impl<'a> ShmemSink<'a> {
             l1: vec![0; streams],
             refused: 0,
             flow_control,
+            last_was_transition: false,
         }
     }
 
     fn publish(&mut self, dg: &[u8]) {
+        let service = xtc::Dgram::new(dg).map(|d| d.service()).unwrap_or(TransitionId::L1Accept);
         if self.flow_control {
-            wait_for_clients(self.server, xtc::Dgram::new(dg).map(|d| d.service()).unwrap_or(TransitionId::L1Accept));
+            wait_for_clients(self.server, service, self.last_was_transition);
         }
+        self.last_was_transition = !service.is_event();
         if let Err(e) = self.server.publish(dg) {
             self.refused += 1;
             if self.refused == 1 {
@@ -159,6 +164,7 @@ pub fn serve_files(server: &Server, files: &[PathBuf], rate_hz: f64, loops: u64,
     let started = Instant::now();
     let (mut n, mut refused, mut last_report) = (0u64, 0u64, Instant::now());
     let mut round = 0u64;
+    let mut after_transition = false;
     while loops == 0 || round < loops {
         round += 1;
         for f in files {
@@ -171,8 +177,9 @@ pub fn serve_files(server: &Server, files: &[PathBuf], rate_hz: f64, loops: u64,
                         std::thread::sleep(due - now);
                     }
                 } else {
-                    wait_for_clients(server, dg.service());
+                    wait_for_clients(server, dg.service(), after_transition);
                 }
+                after_transition = !dg.service().is_event();
                 match server.publish(dg.bytes()) {
                     Ok(_) => {}
                     Err(e) => {
