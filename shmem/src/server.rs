@@ -84,14 +84,8 @@ impl ServerConfig {
         if self.buffer_size < 24 || self.buffer_size > MAX_BUFFER_SIZE {
             return bad(format!("buffer size {} bytes: 24 to {MAX_BUFFER_SIZE} (28-bit sizeOfBuffers)", self.buffer_size));
         }
-        if let Some(max) = sys::read_proc_limit("msg_max")
-            && nev as u64 > max
-            && !sys::may_exceed_mqueue_limits()
-        {
-            return bad(format!(
-                "{nev} event buffers need message queues of {nev} messages, but /proc/sys/fs/mqueue/msg_max is {max}: \
-                 raise it with `sudo sysctl fs.mqueue.msg_max={nev}`, or use at most {max} buffers"
-            ));
+        if let Some(max) = sys::read_proc_limit("msg_max") {
+            check_msg_max(nev, max, sys::may_exceed_mqueue_limits())?;
         }
         let total = (nev + NTR) as u64 * self.buffer_size as u64;
         // SAFETY: zeroed statvfs is valid and filled by the call.
@@ -107,6 +101,18 @@ impl ServerConfig {
         }
         Ok(())
     }
+}
+
+/// `mq_open` with `maxmsg` above `fs.mqueue.msg_max` fails for unprivileged users; the return
+/// queue has nEv messages (spec §10).
+fn check_msg_max(nev: usize, max: u64, privileged: bool) -> Result<()> {
+    if nev as u64 > max && !privileged {
+        return Err(Error::Config(format!(
+            "{nev} event buffers need message queues of {nev} messages, but /proc/sys/fs/mqueue/msg_max is {max}: \
+             raise it with `sudo sysctl fs.mqueue.msg_max={nev}`, or use at most {max} buffers"
+        )));
+    }
+    Ok(())
 }
 
 /// What happened to one published datagram.
@@ -894,5 +900,18 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_limit_message_says_what_to_do() {
+        let e = check_msg_max(16, 10, false).unwrap_err().to_string();
+        assert!(e.contains("msg_max is 10") && e.contains("sysctl fs.mqueue.msg_max=16") && e.contains("at most 10 buffers"), "{e}");
+        assert!(check_msg_max(16, 10, true).is_ok());
+        assert!(check_msg_max(10, 10, false).is_ok());
     }
 }
