@@ -89,7 +89,7 @@ pub struct Executor {
 impl Executor {
     pub fn new(shared: Arc<Shared>, requests: Arc<Requests>) -> Self {
         let rust = crate::rust::RustCells::new(requests.rust.clone());
-        let live = crate::live::Live::new(shared.outbox.clone());
+        let live = crate::live::Live::new(shared.outbox.clone(), shared.widgets.clone());
         Executor { shared, requests, catalog: query::Catalog::new(), count: 0, rust, live }
     }
 
@@ -117,6 +117,7 @@ impl Executor {
     fn execute(&mut self, m: &Message) -> bool {
         let out = self.shared.outbox.clone();
         out.status(m, "busy");
+        self.shared.widgets.set_current(m);
         let c = &m.content;
         let code = c.get("code").and_then(Value::as_str).unwrap_or_default().to_string();
         let silent = c.get("silent").and_then(Value::as_bool).unwrap_or(false);
@@ -395,10 +396,25 @@ fn cell_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: 
     let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     match name.trim() {
         "live" => {
-            let args = parse_args("live", rest, &["--ranks", "--rate", "--mode", "--window", "--launcher"])?;
-            let [qname] = args.positional.as_slice() else {
-                return Err(usage("live", "%%live takes a name for the result (a table name)"));
+            let args = parse_args("live", rest, &["--ranks", "--rate", "--mode", "--window", "--launcher", "--view"])?;
+            // `x=COL` and `y=COL[,COL]` choose the plotted columns.
+            let (axes, names): (Vec<&String>, Vec<&String>) = args.positional.iter().partition(|a| a.contains('='));
+            let [qname] = names.as_slice() else {
+                return Err(usage("live", "%%live takes a name for the result (a table name), then options"));
             };
+            let mut view = crate::live::ViewOptions { kind: args.opt("--view").map(str::to_string), ..Default::default() };
+            if let Some(k) = &view.kind {
+                if !crate::live::VIEW_KINDS.contains(&k.as_str()) {
+                    return Err(usage("live", format!("--view {k}: one of {}", crate::live::VIEW_KINDS.join(", "))));
+                }
+            }
+            for a in axes {
+                match a.split_once('=') {
+                    Some(("x", v)) if !v.is_empty() => view.x = Some(v.to_string()),
+                    Some(("y", v)) if !v.is_empty() => view.y = Some(v.split(',').map(str::to_string).collect()),
+                    _ => return Err(usage("live", format!("{a}: expected x=COLUMN or y=COLUMN[,COLUMN]"))),
+                }
+            }
             if body.trim().is_empty() {
                 return Err(usage("live", "%%live needs a query on the lines below it"));
             }
@@ -410,6 +426,7 @@ fn cell_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: 
                 rate: num("--rate")?,
                 mode: args.opt("--window").or(args.opt("--mode")).map(str::to_string),
                 launcher: args.opt("--launcher").map(str::to_string),
+                view,
             };
             live.start_query(qname, body.trim(), &opts, ctx.parent, &|| ctx.interrupted())?;
             live.sync(catalog);

@@ -11,6 +11,7 @@ pub mod requests;
 pub mod rust;
 pub mod server;
 pub mod transport;
+pub mod widgets;
 
 pub use rust::runtime_hook;
 

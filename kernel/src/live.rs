@@ -21,6 +21,8 @@ use crate::cells::CellError;
 use crate::display;
 use crate::server::Outbox;
 use crate::transport::Message;
+use crate::widgets::{OnCustom, Widgets};
+use bytes::Bytes;
 
 /// One live query as the notebook sees it.
 struct View {
@@ -32,6 +34,68 @@ struct View {
     result: Option<DataFrame>,
     /// The frame generation this view waits for (after a replace or reset).
     min_generation: u64,
+    /// The widget showing this result (None: plain HTML displays, `--view html`).
+    widget: Option<String>,
+    look: ViewOptions,
+    /// The widget gets no new data while paused (status still updates).
+    paused: bool,
+    /// A result the widget has not been sent yet, and when it was last sent one.
+    widget_dirty: bool,
+    widget_sent: Option<Instant>,
+}
+
+/// How a live result is shown: `--view KIND [x=COL] [y=COL[,COL]]`.
+#[derive(Clone, Debug, Default)]
+pub struct ViewOptions {
+    /// auto, table, line, scatter, hist, heatmap, strip, or html (no widget).
+    pub kind: Option<String>,
+    pub x: Option<String>,
+    pub y: Option<Vec<String>>,
+}
+
+impl ViewOptions {
+    fn html_only(&self) -> bool {
+        self.kind.as_deref() == Some("html")
+    }
+}
+
+/// The views the widget knows (`html` = no widget, the static table only).
+pub const VIEW_KINDS: &[&str] = &["auto", "table", "line", "scatter", "hist", "heatmap", "strip", "html"];
+
+/// Widget updates per second at most (the display's rate; frames in between are coalesced).
+fn display_rate_hz() -> f64 {
+    std::env::var("BEAMTIME_DISPLAY_HZ").ok().and_then(|v| v.parse().ok()).filter(|r: &f64| *r > 0.0).unwrap_or(10.0)
+}
+
+/// Rows a widget snapshot holds at most (the newest): keeps comm messages and saved widget
+/// state small whatever the result's size.
+const WIDGET_MAX_ROWS: usize = 10_000;
+
+/// Arrow IPC stream bytes for the browser: the oldest compatibility level (no view types,
+/// which apache-arrow JS may not read), at most the newest `WIDGET_MAX_ROWS` rows.
+fn widget_ipc(df: &DataFrame) -> Bytes {
+    let mut df = if df.height() > WIDGET_MAX_ROWS { df.tail(Some(WIDGET_MAX_ROWS)) } else { df.clone() };
+    let mut buf = Vec::new();
+    match IpcStreamWriter::new(&mut buf).with_compat_level(CompatLevel::oldest()).finish(&mut df) {
+        Ok(()) => Bytes::from(buf),
+        Err(e) => {
+            eprintln!("beamtime kernel: cannot encode a widget snapshot: {e}");
+            Bytes::new()
+        }
+    }
+}
+
+/// The status trait of the widget (names as the front end expects them).
+fn widget_status(name: &str, h: Option<&FrameHeader>, paused: bool, note: Option<&str>) -> Value {
+    match h {
+        None => json!({"query": name, "paused": paused}),
+        Some(h) => json!({
+            "query": name, "seq": h.seq, "mode": h.mode, "events": h.events_read, "included": h.events_included,
+            "dropped": h.events_dropped, "rate": h.rate_hz, "ranks_alive": h.ranks_alive, "ranks_total": h.ranks_total,
+            "stalled": h.ranks_stalled, "dead": h.ranks_dead, "age_s": h.newest_age_s, "done": h.done,
+            "error": note.map(str::to_string).or_else(|| h.error.clone()), "paused": paused,
+        }),
+    }
 }
 
 /// What the job thread and the executor share.
@@ -60,6 +124,7 @@ pub struct Live {
     endpoint: Option<String>,
     job: Option<Job>,
     outbox: Outbox,
+    widgets: Arc<Widgets>,
     /// Tables already holding the newest result (by frame seq).
     synced: BTreeMap<String, u64>,
 }
@@ -102,8 +167,8 @@ fn bundle(name: &str, view: &View, extra: Option<&str>) -> Value {
 }
 
 impl Live {
-    pub fn new(outbox: Outbox) -> Self {
-        Live { source: None, calib_dir: None, state: Arc::default(), commands: None, endpoint: None, job: None, outbox, synced: BTreeMap::new() }
+    pub fn new(outbox: Outbox, widgets: Arc<Widgets>) -> Self {
+        Live { source: None, calib_dir: None, state: Arc::default(), commands: None, endpoint: None, job: None, outbox, widgets, synced: BTreeMap::new() }
     }
 
     /// `%source <psana string> [--calib-dir D]`.
@@ -141,9 +206,10 @@ impl Live {
         self.commands = Some(ep.commander());
         let state = self.state.clone();
         let outbox = self.outbox.clone();
+        let widgets = self.widgets.clone();
         std::thread::Builder::new()
             .name("beamtime-live".into())
-            .spawn(move || pump(ep, state, outbox))
+            .spawn(move || pump(ep, state, outbox, widgets))
             .map_err(|e| CellError::new("LiveError", e.to_string()))?;
         Ok(())
     }
@@ -173,7 +239,20 @@ impl Live {
             let min_generation = 0;
             st.views.insert(
                 name.to_string(),
-                View { sql: sql.into(), mode: mode.clone(), display_id: display_id.clone(), parent: parent.clone(), header: None, result: None, min_generation },
+                View {
+                    sql: sql.into(),
+                    mode: mode.clone(),
+                    display_id: display_id.clone(),
+                    parent: parent.clone(),
+                    header: None,
+                    result: None,
+                    min_generation,
+                    widget: None,
+                    look: opts.view.clone(),
+                    paused: false,
+                    widget_dirty: false,
+                    widget_sent: None,
+                },
             );
             st.acks.clear();
         }
@@ -206,7 +285,15 @@ impl Live {
                             st.views.remove(name);
                             return Err(CellError::new("LiveQueryError", e));
                         }
-                        let b = bundle(name, v, None);
+                        let mut b = bundle(name, v, None);
+                        if !v.look.html_only() {
+                            let id = self.open_widget(name, v);
+                            b["application/vnd.jupyter.widget-view+json"] = Widgets::view(&id);
+                            if let Some(v) = st.views.get_mut(name) {
+                                v.widget = Some(id);
+                                v.widget_sent = Some(Instant::now());
+                            }
+                        }
                         drop(st);
                         self.outbox.publish(Some(parent), "display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": display_id}}));
                         return Ok(());
@@ -224,6 +311,50 @@ impl Live {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The widget of live query `name`, showing its current result; front-end messages act on
+    /// the query: sync (send the result again), pause, reset.
+    fn open_widget(&self, name: &str, v: &View) -> String {
+        let mut traits = serde_json::Map::new();
+        traits.insert("kind".into(), json!(v.look.kind.clone().unwrap_or_else(|| "auto".into())));
+        traits.insert("x".into(), json!(v.look.x));
+        traits.insert("y".into(), json!(v.look.y));
+        traits.insert("title".into(), json!(name));
+        traits.insert("status".into(), widget_status(name, v.header.as_ref(), false, None));
+        let snapshot = v.result.as_ref().map(widget_ipc).unwrap_or_default();
+        let (state, widgets, commands, query) = (self.state.clone(), self.widgets.clone(), self.commands.clone(), name.to_string());
+        let on_custom: OnCustom = Arc::new(move |msg: &Value| {
+            let mut st = state.lock().unwrap();
+            let Some(v) = st.views.get_mut(&query) else { return };
+            let Some(id) = v.widget.clone() else { return };
+            match msg.get("type").and_then(Value::as_str) {
+                Some("sync") => {
+                    if let Some(df) = &v.result {
+                        let seq = v.header.as_ref().map(|h| h.seq).unwrap_or(0);
+                        widgets.custom(&id, json!({"type": "replace", "seq": seq}), vec![widget_ipc(df)]);
+                    }
+                }
+                Some("pause") => {
+                    v.paused = msg.get("paused").and_then(Value::as_bool).unwrap_or(!v.paused);
+                    v.widget_dirty = !v.paused;
+                    let status = widget_status(&query, v.header.as_ref(), v.paused, None);
+                    widgets.update(&id, [("status".to_string(), status)].into_iter().collect(), Vec::new());
+                }
+                Some("reset") => {
+                    if let Some(c) = &commands {
+                        let _ = c.send(Command::Reset { name: Some(query.clone()), generation: 0 });
+                    }
+                    // Empty now; the job's next frames (of the new generation) refill it.
+                    if let Some(df) = &v.result {
+                        let seq = v.header.as_ref().map(|h| h.seq).unwrap_or(0);
+                        widgets.custom(&id, json!({"type": "replace", "seq": seq}), vec![widget_ipc(&df.clear())]);
+                    }
+                }
+                _ => {}
+            }
+        });
+        self.widgets.open(&v.parent, traits, vec![("snapshot".into(), snapshot)], Some(on_custom))
     }
 
     fn send(&self, cmd: Command) {
@@ -334,6 +465,46 @@ impl Live {
                 self.send(Command::Reset { name, generation: 0 });
                 Ok(json!({"text/plain": "reset"}))
             }
+            "wait" => {
+                // Until the named (or every) query has its final result: lets a notebook run
+                // headless end with complete results (and their widget state saved with it).
+                let name = words.get(1).filter(|w| !w.starts_with("--")).cloned();
+                let timeout = words
+                    .iter()
+                    .position(|w| w == "--timeout")
+                    .and_then(|i| words.get(i + 1))
+                    .map(|t| t.parse::<f64>().map_err(|_| CellError::new("UsageError", format!("--timeout {t}: seconds expected"))))
+                    .transpose()?
+                    .unwrap_or(600.0);
+                if let Some(n) = &name {
+                    if !self.state.lock().unwrap().views.contains_key(n) {
+                        return Err(CellError::new("KeyError", format!("no live query named {n}")));
+                    }
+                }
+                let t = Instant::now();
+                loop {
+                    {
+                        let mut st = self.state.lock().unwrap();
+                        let finished = st.views.iter().filter(|(n, _)| name.as_ref().is_none_or(|x| x == *n)).all(|(_, v)| v.header.as_ref().is_some_and(|h| h.done));
+                        if let Some(d) = &st.died {
+                            return Err(CellError::new("LiveJobError", d.clone()));
+                        }
+                        if finished || (st.ended.is_some() && t.elapsed() > Duration::from_secs(2)) {
+                            // The final results, sent again in this cell (where nbclient records them).
+                            for (n, v) in st.views.iter_mut() {
+                                flush_widget(&self.widgets, n, v);
+                            }
+                            break;
+                        }
+                    }
+                    if t.elapsed().as_secs_f64() > timeout {
+                        return Err(CellError::new("TimeoutError", format!("the live queries were not finished after {timeout} s (%live status)")));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                self.sync(catalog);
+                Ok(self.status())
+            }
             "restart" => {
                 let source = self.source.clone().ok_or_else(|| CellError::new("LiveError", "no source: %source …"))?;
                 let ranks = self.job.as_ref().map(|j| j.ranks);
@@ -343,7 +514,7 @@ impl Live {
                 self.start_job(&source, &LiveOptions { ranks, ..Default::default() })?;
                 Ok(json!({"text/plain": format!("restarted the job on {source}")}))
             }
-            other => Err(CellError::new("UsageError", format!("%live {other}: use status, stop [NAME], reset [NAME] or restart"))),
+            other => Err(CellError::new("UsageError", format!("%live {other}: use status, wait [NAME] [--timeout S], stop [NAME], reset [NAME] or restart"))),
         }
     }
 
@@ -408,6 +579,7 @@ pub struct LiveOptions {
     pub rate: Option<f64>,
     pub mode: Option<String>,
     pub launcher: Option<String>,
+    pub view: ViewOptions,
 }
 
 /// Three ranks (collector, reader, one worker) where mpirun exists, else in-process.
@@ -416,15 +588,30 @@ fn default_ranks() -> usize {
     if found { 3 } else { 1 }
 }
 
-/// Moves the job's messages into the shared state and the live displays.
-fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox) {
+/// Moves the job's messages into the shared state and the live displays: widgets get the
+/// newest result at most at the display rate; the static fallback (HTML/text) of a widget's
+/// display is rewritten only when the result is final (rewriting it re-creates the views).
+fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox, widgets: Arc<Widgets>) {
     let mut last_died: Option<String> = None;
+    let period = Duration::from_secs_f64(1.0 / display_rate_hz());
     loop {
-        let m = ep.recv_timeout(Duration::from_millis(200));
+        let m = ep.recv_timeout(Duration::from_millis(20));
         let mut st = state.lock().unwrap();
         match m {
             Some(JobMessage::Hello(_)) => st.running = true,
-            Some(JobMessage::Ack(a)) => st.acks.push(a),
+            Some(JobMessage::Ack(a)) => {
+                // Frames older than an acknowledged set or reset are not shown.
+                if a["ok"] == true {
+                    let g = a["command"]["generation"].as_u64().unwrap_or(0);
+                    let name = a["command"]["name"].as_str().map(str::to_string);
+                    for (n, v) in st.views.iter_mut() {
+                        if name.as_ref().is_none_or(|x| x == n) && a["command"].get("generation").is_some() {
+                            v.min_generation = v.min_generation.max(g);
+                        }
+                    }
+                }
+                st.acks.push(a)
+            }
             Some(JobMessage::End(e)) => {
                 st.ended = Some(e["error"].as_str().map(|s| format!("error: {s}")).unwrap_or_else(|| "end of data".into()));
             }
@@ -439,19 +626,63 @@ fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox) {
                     v.result = df;
                 }
                 v.header = Some(h.clone());
-                let b = bundle(&h.query, v, None);
-                outbox.publish(Some(&v.parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
+                if v.widget.is_none() || h.done {
+                    let b = fallback_bundle(&h.query, v, None);
+                    // Parented like ipykernel's background output: to the cell running now, so
+                    // headless runners (nbclient) record the final fallback too.
+                    let parent = widgets.current().unwrap_or_else(|| v.parent.clone());
+                    outbox.publish(Some(&parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
+                }
+                v.widget_dirty = true;
+                if h.done {
+                    flush_widget(&widgets, &h.query, v);
+                }
             }
             None => {}
+        }
+        for (n, v) in st.views.iter_mut() {
+            if v.widget_dirty && v.widget_sent.is_none_or(|t| t.elapsed() >= period) {
+                flush_widget(&widgets, n, v);
+            }
         }
         // A dead job shows in every live display.
         if st.died.is_some() && st.died != last_died {
             last_died = st.died.clone();
             let note = format!("JOB DEAD: {} (%live restart)", last_died.clone().unwrap());
-            for (n, v) in &st.views {
-                let b = bundle(n, v, Some(&note));
+            for (n, v) in st.views.iter_mut() {
+                let b = fallback_bundle(n, v, Some(&note));
                 outbox.publish(Some(&v.parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
+                if let Some(id) = &v.widget {
+                    let status = widget_status(n, v.header.as_ref(), v.paused, Some(&note));
+                    widgets.update(id, [("status".to_string(), status)].into_iter().collect(), Vec::new());
+                }
             }
         }
     }
+}
+
+/// Sends the view's newest result and status to its widget (only the status while paused).
+fn flush_widget(widgets: &Widgets, name: &str, v: &mut View) {
+    let Some(id) = &v.widget else {
+        v.widget_dirty = false;
+        return;
+    };
+    let mut changes = serde_json::Map::new();
+    changes.insert("status".into(), widget_status(name, v.header.as_ref(), v.paused, None));
+    let binary = match (&v.result, v.paused) {
+        (Some(df), false) => vec![("snapshot".to_string(), widget_ipc(df))],
+        _ => Vec::new(),
+    };
+    widgets.update(id, changes, binary);
+    v.widget_dirty = false;
+    v.widget_sent = Some(Instant::now());
+}
+
+/// The display bundle of a view: its widget (when it has one) and the static fallbacks.
+fn fallback_bundle(name: &str, v: &View, extra: Option<&str>) -> Value {
+    let mut b = bundle(name, v, extra);
+    if let Some(id) = &v.widget {
+        b["application/vnd.jupyter.widget-view+json"] = Widgets::view(id);
+    }
+    b
 }

@@ -74,14 +74,18 @@ pub const MAGICS: &[Magic] = &[
     Magic {
         name: "live",
         cell: true,
-        usage: "%%live NAME [--ranks N] [--rate HZ] [--mode total|run|step] [--window 10s] [--launcher T]\n<SQL over events>\n\
-                %live status | stop [NAME] | reset [NAME] | restart",
+        usage: "%%live NAME [--ranks N] [--rate HZ] [--mode total|run|step] [--window 10s] [--launcher T] \
+                [--view auto|table|line|scatter|hist|heatmap|strip|html] [x=COL] [y=COL[,COL]]\n<SQL over events>\n\
+                %live status | wait [NAME] [--timeout S] | stop [NAME] | reset [NAME] | restart",
         summary: "Run SQL over every event of the source while it is taken, in parallel (MPI ranks), merged exactly; \
                   the result updates in the cell and is kept as table NAME (use it in %%sql, %save). The first %%live \
                   starts the job, later ones join it. Aggregates: count, count(DISTINCT x), sum, min, max, avg, var/stddev, first/last, \
                   bin(x, w), hist(x, lo, hi, n); GROUP BY any expression; row queries stream rows. \
-                  %live status shows events, rate, drops, ranks and freshness; restart starts the job again.",
-        options: &["--ranks", "--rate", "--mode", "--window", "--launcher"],
+                  The result shows as a live widget (table or plot chosen from its shape, or --view; needs \
+                  `pip install anywidget` where Jupyter runs; --view html shows a plain table). \
+                  %live status shows events, rate, drops, ranks and freshness; wait blocks until the results are final; \
+                  restart starts the job again.",
+        options: &["--ranks", "--rate", "--mode", "--window", "--launcher", "--view"],
         example: "%%live per_step\nSELECT step, count(*) AS n, avg(diode.raw.signal) AS signal FROM events GROUP BY step",
     },
     Magic {

@@ -20,15 +20,13 @@ pub struct Requests {
     pub history: Mutex<Vec<(u32, String)>>,
     /// The `text/plain` result of stored executions that had one (history with `output`).
     pub outputs: Mutex<BTreeMap<u32, String>>,
-    /// Open comms: id → target.
-    pub comms: Mutex<BTreeMap<String, String>>,
     /// The evcxr context, for completing and inspecting Rust code.
     pub rust: crate::rust::RustShared,
 }
 
 impl Requests {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Requests { shared, index: RwLock::default(), history: Mutex::default(), outputs: Mutex::default(), comms: Mutex::default(), rust: Default::default() }
+        Requests { shared, index: RwLock::default(), history: Mutex::default(), outputs: Mutex::default(), rust: Default::default() }
     }
 
     pub fn kernel_info(&self) -> Value {
@@ -65,15 +63,15 @@ impl Requests {
             "is_complete_request" => Some(("is_complete_reply", is_complete(str_of(c, "code")))),
             "history_request" => Some(("history_reply", self.history_reply(c))),
             "comm_info_request" => Some(("comm_info_reply", self.comm_info(c.get("target_name").and_then(Value::as_str)))),
-            "comm_open" => {
-                let id = str_of(c, "comm_id").to_string();
-                let target = str_of(c, "target_name");
-                // No comm targets yet (widgets come later): close what we cannot serve.
-                eprintln!("beamtime kernel: closing comm {id} for unknown target '{target}'");
-                out.publish(Some(m), "comm_close", json!({"comm_id": id, "data": {}}));
+            "comm_open" | "comm_msg" | "comm_close" => {
+                if !self.shared.widgets.handle(m) && m.msg_type() == "comm_open" {
+                    // Only widget models and the widget control comm are served here.
+                    let id = str_of(c, "comm_id").to_string();
+                    eprintln!("beamtime kernel: closing comm {id} for unknown target '{}'", str_of(c, "target_name"));
+                    out.publish(Some(m), "comm_close", json!({"comm_id": id, "data": {}}));
+                }
                 None
             }
-            "comm_msg" | "comm_close" => None,
             other => {
                 eprintln!("beamtime kernel: ignored shell message {other}");
                 None
@@ -86,13 +84,7 @@ impl Requests {
     }
 
     fn comm_info(&self, target: Option<&str>) -> Value {
-        let comms = self.comms.lock().unwrap();
-        let listed: serde_json::Map<String, Value> = comms
-            .iter()
-            .filter(|(_, t)| target.is_none_or(|want| want == t.as_str()))
-            .map(|(id, t)| (id.clone(), json!({"target_name": t})))
-            .collect();
-        json!({"status": "ok", "comms": listed})
+        json!({"status": "ok", "comms": self.shared.widgets.comm_info(target)})
     }
 
     fn history_reply(&self, c: &Value) -> Value {

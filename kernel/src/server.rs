@@ -60,6 +60,8 @@ pub struct Shared {
     /// Set by interrupt_request (and SIGINT); long operations poll it.
     pub interrupt: Arc<AtomicBool>,
     pub shutdown: Notify,
+    /// Widget models (comms), reached from the shell handlers and the live displays.
+    pub widgets: Arc<crate::widgets::Widgets>,
 }
 
 async fn bind<S: Socket>(mut s: S, url: &str) -> Result<S, String> {
@@ -74,8 +76,10 @@ pub async fn serve(info: ConnectionInfo) -> Result<(), String> {
     let (iopub_tx, iopub_rx) = mpsc::unbounded_channel();
     let (shell_tx, shell_rx) = mpsc::unbounded_channel();
     let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
+    let outbox = Outbox { session: session.clone(), iopub: iopub_tx, shell: shell_tx, stdin: stdin_tx };
     let shared = Arc::new(Shared {
-        outbox: Outbox { session: session.clone(), iopub: iopub_tx, shell: shell_tx, stdin: stdin_tx },
+        widgets: Arc::new(crate::widgets::Widgets::new(outbox.clone())),
+        outbox,
         interrupt: Arc::new(AtomicBool::new(false)),
         shutdown: Notify::new(),
     });
