@@ -207,8 +207,7 @@ mod tests {
         let su = serve(&mut c, SlowUpdate, &mut nr).unwrap();
         assert!(c.deliver_ok(su, 1, nr));
         // Every buffer held: allocation fails (the transition is skipped).
-        let mut c = Cache::default();
-        c.holders = [1; NTR];
+        let mut c = Cache { holders: [1; NTR], ..Default::default() };
         assert_eq!(c.allocate(Configure, &mut nr, &mut Vec::new()), None);
     }
 }

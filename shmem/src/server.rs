@@ -240,8 +240,8 @@ impl Server {
             e
         };
         let mut queues = Vec::with_capacity(nq + 1);
-        for i in 0..nq {
-            queues.push(MessageQueue::create(&queue_names[i], nev / nq, MSG_SIZE, true).map_err(cleanup)?);
+        for name in &queue_names[..nq] {
+            queues.push(MessageQueue::create(name, nev / nq, MSG_SIZE, true).map_err(cleanup)?);
         }
         queues.push(MessageQueue::create(&queue_names[nq], nev, MSG_SIZE, true).map_err(cleanup)?);
         let discovery = MessageQueue::create(&queue_names[nq + 1], 2, MSG_SIZE, true).map_err(cleanup)?;
