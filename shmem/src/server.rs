@@ -506,9 +506,14 @@ fn bind_listener() -> Result<TcpListener> {
                 return Err(Error::os_with("bind", format!("{}", SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)), e));
             }
             if libc::listen(fd, 10) != 0 {
-                let e = Error::os("listen", format!("127.0.0.1:{port}"));
+                let e = std::io::Error::last_os_error();
                 libc::close(fd);
-                return Err(e);
+                // With SO_REUSEADDR two servers can bind the same port at once; the second
+                // to listen loses it and tries the next.
+                if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                    continue;
+                }
+                return Err(Error::os_with("listen", format!("127.0.0.1:{port}"), e));
             }
             let l = TcpListener::from_raw_fd(fd);
             l.set_nonblocking(true).map_err(|e| Error::os_with("fcntl", "TCP listener", e))?;
