@@ -10,8 +10,9 @@ DEMO_DIR ?= $(CURDIR)/target-demo
 
 PYTHON ?= $(HOME)/.cache/beamtime/venv/bin/python
 
-## Every test of the project: Rust unit/integration tests, the reference-dump checks, and the
-## kernel through real Jupyter clients (jupyter_client; the venv comes from `.ci/run`/`make venv`).
+## Every test of the project: Rust unit/integration tests, the reference-dump checks, the
+## kernel through real Jupyter clients (jupyter_client, nbclient; the venv comes from
+## `.ci/run`/`make venv`), and the widgets in Debian's Chromium (JupyterLab and Notebook 7).
 ## The Rust-cell tests need a Rust toolchain at run time (evcxr compiles each cell).
 test:
 	cargo build --workspace
@@ -19,7 +20,10 @@ test:
 	cargo test --workspace
 	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/xtc-dump-check.sh
 	BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider tests/cli
-	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py test_conformance.py test_rust.py test_live.py test_notebooks.py
+	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py test_conformance.py test_rust.py test_live.py test_widgets.py test_notebooks.py
+	cd widgets && npm ci --no-audit --no-fund --loglevel=error && npm run check
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1
+	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/browser/beamtime.sh
 
 ## The Python environment for the kernel tests.
 venv:

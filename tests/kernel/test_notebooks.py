@@ -38,3 +38,53 @@ def test_kernel_tour():
     rust = text_of(cells[7])
     assert "scan delays: [-2.0, -0.75, 0.5, 1.75, 3.0]" in rust and rust.strip().endswith("5")
     (ROOT / "notebooks" / "summary.parquet").unlink(missing_ok=True)
+
+
+def test_live_ffb_follows_a_run_being_written_and_recovers_the_pump_probe_step(tmp_path, monkeypatch):
+    """notebooks/live-ffb.ipynb against the simulator writing a run live (the job under mpirun
+    where it exists): every cell runs, the widgets' saved state holds the final Arrow results,
+    and the pump-probe curve's time zero comes back from the live result."""
+    import base64
+    import io
+    import json
+    import subprocess
+
+    import pyarrow as pa
+
+    from conftest import beamtime_bin
+
+    monkeypatch.setenv("BEAMTIME_DEMO_DIR", str(tmp_path))
+    writer = subprocess.Popen([beamtime_bin(), "sim", "--dir", str(tmp_path / "ffb"), "--exp", "tstdemo", "--run", "1",
+                               "--events", "30000", "--steps", "10", "--streams", "2", "--rate", "5000", "--seed", "7"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    nb = nbformat.read(ROOT / "notebooks" / "live-ffb.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("%live wait --timeout 300"))
+    NotebookClient(nb, kernel_name="beamtime", timeout=600, store_widget_state=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert writer.wait(timeout=120) == 0, writer.stderr.read()
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, errors
+    truth = json.loads((tmp_path / "ffb" / "tstdemo-r0001.truth.json").read_text())
+    assert "30000 events" in text_of(cells[-1]) and "done" in text_of(cells[-1])
+
+    states = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    final = {}
+    for st in states.values():
+        [buf] = st["buffers"]
+        final[st["state"]["title"]] = pa.ipc.open_stream(io.BytesIO(base64.b64decode(buf["data"]))).read_all()
+    assert set(final) == {"curve", "i0", "bright"}
+    curve = final["curve"].to_pydict()
+    assert curve["step"] == list(range(10))
+    assert curve["n"] == [s["laser_on"] for s in truth["steps"]]
+    assert [round(d, 9) for d in curve["delay_ps"]] == [round(s["delay_ps"], 9) for s in truth["steps"]]
+    # Time zero: where the normalised signal crosses halfway between its first and last steps.
+    d, y = curve["delay_ps"], curve["signal"]
+    half = (y[0] + y[-1]) / 2
+    up = y[-1] > y[0]
+    k = next(i for i in range(1, 10) if (y[i] >= half) == up)
+    t0 = d[k - 1] + (half - y[k - 1]) * (d[k] - d[k - 1]) / (y[k] - y[k - 1])
+    spacing = abs(d[1] - d[0])
+    assert abs(t0 - truth["model"]["t0_ps"]) < spacing, (t0, truth["model"]["t0_ps"], spacing)
+    assert sum(final["i0"].column("n").to_pylist()) <= 30000
+    assert final["bright"].num_rows > 0 and min(final["bright"].column("i0").to_pylist()) > 3.0
