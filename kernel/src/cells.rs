@@ -319,7 +319,8 @@ fn line_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: 
         }
         "load" => {
             let args = parse_args("load", rest, &["--columns"])?;
-            let info = match args.positional.as_slice() {
+            let positional = args.positional.iter().map(|a| expand_env(a)).collect::<Result<Vec<_>, _>>()?;
+            let info = match positional.as_slice() {
                 [kind, name, source] if kind == "run" => {
                     let columns = args.opt("--columns").map(|c| c.split(',').map(|s| s.trim().to_string()).collect());
                     let opts = query::LoadOptions { columns, ..Default::default() };

@@ -76,7 +76,8 @@ def test_live_ffb_follows_a_run_being_written_and_recovers_the_pump_probe_step(t
     assert set(final) == {"curve", "i0", "bright"}
     curve = final["curve"].to_pydict()
     assert curve["step"] == list(range(10))
-    assert curve["n"] == [s["laser_on"] for s in truth["steps"]]
+    # Laser-on shots with x-rays (about 1 % are dropped and left out).
+    assert all(0.95 * s["laser_on"] <= n <= s["laser_on"] for n, s in zip(curve["n"], truth["steps"])), curve["n"]
     assert [round(d, 9) for d in curve["delay_ps"]] == [round(s["delay_ps"], 9) for s in truth["steps"]]
     # Time zero: where the normalised signal crosses halfway between its first and last steps.
     d, y = curve["delay_ps"], curve["signal"]
@@ -88,3 +89,36 @@ def test_live_ffb_follows_a_run_being_written_and_recovers_the_pump_probe_step(t
     assert abs(t0 - truth["model"]["t0_ps"]) < spacing, (t0, truth["model"]["t0_ps"], spacing)
     assert sum(final["i0"].column("n").to_pylist()) <= 30000
     assert final["bright"].num_rows > 0 and min(final["bright"].column("i0").to_pylist()) > 3.0
+
+
+def test_post_run_gives_the_live_numbers_offline_and_a_rust_cell_finds_time_zero(tmp_path, monkeypatch):
+    """notebooks/post-run.ipynb on a finished simulated run: the %%live result equals the same
+    SQL over the loaded table (live ≡ offline), the curve is saved to Parquet, and the Rust cell's
+    time zero is the simulator's within a step."""
+    import json
+    import re
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    from conftest import beamtime_bin
+
+    monkeypatch.setenv("BEAMTIME_DEMO_DIR", str(tmp_path))
+    subprocess.run([beamtime_bin(), "sim", "--dir", str(tmp_path / "offline"), "--exp", "tstdemo", "--run", "1",
+                    "--events", "60000", "--steps", "10", "--streams", "2", "--seed", "3"], check=True, capture_output=True)
+    nb = nbformat.read(ROOT / "notebooks" / "post-run.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "%%sql\nSELECT max(abs(a.signal - b.signal) / abs(b.signal)) AS rel, sum(CASE WHEN a.n = b.n THEN 0 ELSE 1 END) AS bad, "
+        "count(*) AS steps FROM curve a JOIN curve_offline b ON a.step = b.step"))
+    NotebookClient(nb, kernel_name="beamtime", timeout=900, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, errors
+    rel, bad, steps = [v.strip() for v in text_of(cells[-1]).strip().splitlines()[-1].strip("│ ").split("│")]
+    assert float(rel) < 1e-12 and bad == "0" and steps == "10", text_of(cells[-1])
+    saved = pq.read_table(tmp_path / "curve.parquet")
+    truth = json.loads((tmp_path / "offline" / "tstdemo-r0001.truth.json").read_text())
+    assert all(0.95 * s["laser_on"] <= n <= s["laser_on"] for n, s in zip(saved.column("n").to_pylist(), truth["steps"]))
+    t0 = float(re.search(r"time zero ≈ (-?[\d.]+) ps", text_of(cells[-2])).group(1))
+    d = saved.column("delay_ps").to_pylist()
+    assert abs(t0 - truth["model"]["t0_ps"]) < abs(d[1] - d[0]), (t0, truth["model"]["t0_ps"])
