@@ -224,6 +224,10 @@ impl Server {
             MessageQueue::unlink(name)?;
         }
         let nbuf = nev + NTR;
+        // A fresh segment rather than resizing the old one in place: a client of a previous
+        // server that still maps it keeps valid (orphaned) memory instead of a SIGBUS when the
+        // size shrinks. Unlinking may fail (another user's segment): then it is reused.
+        let _ = ShmSegment::unlink(&segment_name(&tag));
         let seg = ShmSegment::create(&segment_name(&tag), nbuf * size)?;
         for t in 0..NTR {
             // SAFETY: nobody else writes the new mapping yet; the range is inside it.

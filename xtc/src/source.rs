@@ -148,10 +148,11 @@ fn split_tag_index(s: &str) -> Result<(String, u32)> {
 fn parse_stop(v: &str) -> Result<StopAt> {
     Ok(match v {
         "endrun" | "" => StopAt::EndRun,
-        "endstep" => StopAt::EndStep,
-        "unconfigure" => StopAt::Unconfigure,
-        "no" => StopAt::Never,
-        _ => return Err(Error::Usage(format!("stop={v}: expected endrun, endstep, unconfigure or no"))),
+        // LCLS-I psana's names too (shmem spec §9).
+        "endstep" | "endcalibcycle" => StopAt::EndStep,
+        "unconfigure" | "unmap" => StopAt::Unconfigure,
+        "no" | "none" => StopAt::Never,
+        _ => return Err(Error::Usage(format!("stop={v}: expected endrun, endstep (endcalibcycle), unconfigure (unmap) or no (none)"))),
     })
 }
 
@@ -223,6 +224,9 @@ mod tests {
             Source::parse("shmem=tmo.0:stop=endstep").unwrap(),
             Source::Shmem { tag: "tmo".into(), index: 0, stop: StopAt::EndStep }
         );
+        for (v, stop) in [("endcalibcycle", StopAt::EndStep), ("unmap", StopAt::Unconfigure), ("none", StopAt::Never)] {
+            assert_eq!(Source::parse(&format!("shmem=psana.0:stop={v}")).unwrap(), Source::Shmem { tag: "psana".into(), index: 0, stop });
+        }
         assert_eq!(Source::parse("files=a.xtc2,b.xtc2").unwrap(), Source::Files(vec!["a.xtc2".into(), "b.xtc2".into()]));
         assert_eq!(Source::parse("x/y.xtc2").unwrap(), Source::Files(vec!["x/y.xtc2".into()]));
     }
