@@ -32,14 +32,12 @@ venv:
 build:
 	cargo build --release -p beamtime
 
-## The main job on the built-in simulated DAQ: write a run, read and decode all of it, then the
-## live-analysis job's pump-probe curve (laser-on diode signal per delay step; in one process —
-## `beamtime run --ranks N` runs it under mpirun).
+## The main job on the built-in simulated DAQ (scripts/demo.sh): a finished run decoded and its
+## pump-probe curve from the live-analysis job, then the DAQ taking a run (growing FFB files) and
+## JupyterLab on notebooks/ with the Beamtime kernel; Ctrl-C stops everything. `make demo CHECK=1`
+## executes the demo notebooks headless instead and fails on any error or wrong value.
 demo: build
-	$(BIN) sim --dir $(DEMO_DIR) --exp tst00001 --run 1 --events 200000 --steps 10 --streams 2
-	$(BIN) dump --stats exp=tst00001:run=1:dir=$(DEMO_DIR)
-	$(BIN) dump --limit 12 exp=tst00001:run=1:dir=$(DEMO_DIR)
-	$(BIN) run --source exp=tst00001:run=1:dir=$(DEMO_DIR) --sql "SELECT step, first(scan.motor) AS delay_ps, count(*) AS n, avg(diode.raw.signal) AS signal, stddev(diode.raw.signal) AS spread FROM events WHERE lasr.raw.laser_on = 1 GROUP BY step ORDER BY step"
+	BEAMTIME_BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) CHECK=$(CHECK) bash scripts/demo.sh
 
 ## Throughput benchmarks (not part of `make test`); results go into BENCHMARKS.md by hand.
 bench:
