@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,7 @@ def session():
         kc.stop_channels()
         km.shutdown_kernel(now=False)
     yield s
+    shutil.rmtree(s.work, ignore_errors=True)
 
 
 def truth(s, run):
