@@ -84,23 +84,40 @@ pub struct Executor {
     count: u32,
     rust: crate::rust::RustCells,
     live: crate::live::Live,
+    /// When the last failed cell's error reply was made (what `stop_on_error` aborts is
+    /// what was sent before it).
+    failed_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Executor {
     pub fn new(shared: Arc<Shared>, requests: Arc<Requests>) -> Self {
         let rust = crate::rust::RustCells::new(requests.rust.clone());
         let live = crate::live::Live::new(shared.outbox.clone(), shared.widgets.clone());
-        Executor { shared, requests, catalog: query::Catalog::new(), count: 0, rust, live }
+        Executor { shared, requests, catalog: query::Catalog::new(), count: 0, rust, live, failed_at: None }
     }
 
     pub fn run(mut self, jobs: Receiver<Job>) {
-        while let Ok(Job::Execute(m)) = jobs.recv() {
+        let mut next: Option<Message> = None;
+        loop {
+            let m = match next.take() {
+                Some(m) => m,
+                None => match jobs.recv() {
+                    Ok(Job::Execute(m)) => m,
+                    Err(_) => break,
+                },
+            };
             let ok = self.execute(&m);
             let stop_on_error = m.content.get("stop_on_error").and_then(Value::as_bool).unwrap_or(true);
             if !ok && stop_on_error {
-                // Like ipykernel: executes already queued behind a failed cell are aborted.
+                // Like ipykernel: executes already queued behind a failed cell are aborted —
+                // only those sent before it failed, not one a client sent after seeing the error.
                 while let Ok(Job::Execute(q)) = jobs.try_recv() {
-                    self.abort(&q);
+                    if self.failed_at.is_none_or(|t| q.header.date <= t) {
+                        self.abort(&q);
+                    } else {
+                        next = Some(q);
+                        break;
+                    }
                 }
             }
         }
@@ -151,6 +168,7 @@ impl Executor {
                 out.shell_reply(m, "execute_reply", json!({"status": "ok", "execution_count": self.count, "payload": [], "user_expressions": {}}));
             }
             Err(e) => {
+                self.failed_at = Some(chrono::Utc::now());
                 out.publish(Some(m), "error", json!({"ename": e.ename, "evalue": e.evalue, "traceback": e.traceback}));
                 out.shell_reply(
                     m,
@@ -441,6 +459,10 @@ fn unknown_table(catalog: &query::Catalog, name: &str) -> CellError {
 
 fn cell_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: &str, body: &str, ctx: &CellContext) -> Result<Option<Bundle>, CellError> {
     let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    if let Some(base) = name.trim().strip_suffix('?') {
+        let m = magics::find(base).ok_or_else(|| unknown_magic(base, true))?;
+        return Ok(Some(json!({"text/plain": m.help_text()})));
+    }
     match name.trim() {
         "live" => {
             let args = parse_args("live", rest, &["--ranks", "--rate", "--mode", "--window", "--launcher", "--view"])?;

@@ -108,12 +108,16 @@ struct State {
     died: Option<String>,
     acks: Vec<Value>,
     stderr_tail: String,
+    /// Which job is current: a watcher of an earlier job must not report on this one.
+    job_id: u64,
 }
 
 struct Job {
     child: Option<Arc<Mutex<Child>>>,
     ranks: usize,
     source: String,
+    /// How it was started (`%live restart` starts the next one the same way).
+    opts: LiveOptions,
 }
 
 pub struct Live {
@@ -177,7 +181,7 @@ impl Live {
         self.source = Some(source.to_string());
         self.calib_dir = calib_dir;
         let note = match &self.job {
-            Some(j) if j.source != source => " (the running job still reads the old source: %live restart switches)",
+            Some(j) if j.source != source && self.job_alive() => " (the running job still reads the old source: %live restart switches)",
             _ => "",
         };
         Ok(format!("source: {source}{note}"))
@@ -263,6 +267,7 @@ impl Live {
         }
         // Wait for this query's first frame (or its error) so that a bad query fails its cell.
         let t = Instant::now();
+        let mut restarted = !self.job_alive();
         loop {
             {
                 let mut st = self.state.lock().unwrap();
@@ -301,6 +306,14 @@ impl Live {
                 }
                 if let Some(d) = died {
                     return Err(CellError::new("LiveJobError", d));
+                }
+                // The job was ending when the query was sent (end of a finished run): the
+                // query goes to a new job, which reads the source again.
+                let unanswered = st.views.get(name).is_some_and(|v| v.header.is_none());
+                if st.ended.is_some() && unanswered && !restarted {
+                    drop(st);
+                    restarted = true;
+                    self.start_job(&source, opts)?;
                 }
             }
             if interrupted() {
@@ -368,18 +381,27 @@ impl Live {
         spec.connect = self.endpoint.clone();
         spec.calib_dir = self.calib_dir.clone();
         spec.frame_rate = opts.rate.unwrap_or(5.0);
-        {
+        self.synced.clear();
+        let job_id = {
             let mut st = self.state.lock().unwrap();
             st.died = None;
             st.ended = None;
             st.running = false;
             st.stderr_tail.clear();
+            st.job_id += 1;
+            // A new job numbers generations from 0 again; its first frames are awaited (the
+            // last results stay shown and as tables meanwhile).
+            for v in st.views.values_mut() {
+                v.min_generation = 0;
+                v.header = None;
+            }
             spec.queries = st
                 .views
                 .iter()
                 .map(|(n, v)| Command::Set { name: n.clone(), sql: v.sql.clone(), mode: v.mode.clone(), generation: 0 })
                 .collect();
-        }
+            st.job_id
+        };
         let ranks = opts.ranks.unwrap_or_else(default_ranks);
         if ranks <= 1 {
             let state = self.state.clone();
@@ -388,6 +410,9 @@ impl Live {
                 .spawn(move || {
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job::inproc::run_inprocess(&spec, &mut |_| {})));
                     let mut st = state.lock().unwrap();
+                    if st.job_id != job_id {
+                        return;
+                    }
                     match r {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => st.died = Some(format!("the job stopped: {e}")),
@@ -395,7 +420,7 @@ impl Live {
                     }
                 })
                 .map_err(|e| CellError::new("LiveJobError", e.to_string()))?;
-            self.job = Some(Job { child: None, ranks: 1, source: source.into() });
+            self.job = Some(Job { child: None, ranks: 1, source: source.into(), opts: opts.clone() });
             return Ok(());
         }
         let dir = std::env::temp_dir().join(format!("beamtime-live-{}", std::process::id()));
@@ -430,14 +455,14 @@ impl Live {
             if let Ok(Some(s)) = status {
                 std::thread::sleep(Duration::from_millis(300));
                 let mut st = state.lock().unwrap();
-                if st.ended.is_none() || !s.success() {
+                if st.job_id == job_id && (st.ended.is_none() || !s.success()) {
                     let tail = st.stderr_tail.trim().lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
                     st.died = Some(format!("the job exited ({s}) before finishing{}", if tail.is_empty() { String::new() } else { format!(":\n{tail}") }));
                 }
                 break;
             }
         });
-        self.job = Some(Job { child: Some(child), ranks, source: source.into() });
+        self.job = Some(Job { child: Some(child), ranks, source: source.into(), opts: opts.clone() });
         Ok(())
     }
 
@@ -507,11 +532,11 @@ impl Live {
             }
             "restart" => {
                 let source = self.source.clone().ok_or_else(|| CellError::new("LiveError", "no source: %source …"))?;
-                let ranks = self.job.as_ref().map(|j| j.ranks);
+                let opts = self.job.as_ref().map(|j| LiveOptions { ranks: Some(j.ranks), ..j.opts.clone() }).unwrap_or_default();
                 self.kill();
                 // The last results stay as tables until the new job's frames replace them.
                 self.sync(catalog);
-                self.start_job(&source, &LiveOptions { ranks, ..Default::default() })?;
+                self.start_job(&source, &opts)?;
                 Ok(json!({"text/plain": format!("restarted the job on {source}")}))
             }
             other => Err(CellError::new("UsageError", format!("%live {other}: use status, wait [NAME] [--timeout S], stop [NAME], reset [NAME] or restart"))),

@@ -692,6 +692,21 @@ fn hist_range(e: &Expr) -> Option<String> {
 
 /// Rewrites `bin(x, w)` and `hist(x, lo, hi, n)` calls into arithmetic, in SQL text.
 fn rewrite_fns(sql: &str) -> String {
+    rewrite_calls(sql, false)
+}
+
+/// The functions live queries know, for `%%sql` over whole tables: `bin`, `hist` (out-of-range
+/// values in a NULL bin, where a live query leaves them out), `var_pop`, `stddev_pop`. The same
+/// SQL then gives the same numbers live and afterwards.
+pub fn rewrite_for_tables(sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    if !["bin(", "hist(", "var_pop(", "stddev_pop("].iter().any(|f| lower.contains(f)) {
+        return sql.to_string();
+    }
+    rewrite_calls(sql, true)
+}
+
+fn rewrite_calls(sql: &str, tables: bool) -> String {
     let Ok(mut stmts) = Parser::parse_sql(&GenericDialect {}, sql) else { return sql.to_string() };
     let _ = sqlparser::ast::visit_expressions_mut(&mut stmts, |e: &mut Expr| {
         if let Expr::Function(f) = e {
@@ -705,9 +720,15 @@ fn rewrite_fns(sql: &str) -> String {
                 .collect();
             let text = match (name.as_str(), args.as_slice()) {
                 ("bin", [x, w]) => Some(format!("(floor(({x}) / ({w})) * ({w}))")),
+                ("hist", [x, lo, hi, n]) if tables => Some(format!(
+                    "(CASE WHEN ({x}) >= ({lo}) AND ({x}) < ({hi}) THEN \
+                     ({lo}) + floor((({x}) - ({lo})) / ((({hi}) - ({lo})) / ({n}))) * ((({hi}) - ({lo})) / ({n})) END)"
+                )),
                 ("hist", [x, lo, hi, n]) => Some(format!(
                     "(({lo}) + floor((({x}) - ({lo})) / ((({hi}) - ({lo})) / ({n}))) * ((({hi}) - ({lo})) / ({n})))"
                 )),
+                ("var_pop", [x]) if tables => Some(format!("(var({x}) * (count({x}) - 1) / count({x}))")),
+                ("stddev_pop", [x]) if tables => Some(format!("sqrt(var({x}) * (count({x}) - 1) / count({x}))")),
                 _ => None,
             };
             if let Some(t) = text {

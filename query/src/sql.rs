@@ -133,6 +133,7 @@ impl Catalog {
             return Err(QueryError::Syntax("the query is empty".into()));
         }
         let mut ctx = self.context();
+        let query = &crate::live::rewrite_for_tables(query);
         let files = file_schemas(&ctx, query);
         let known = self.known_columns(&files);
         let rewritten = quote_dotted_names(query, &|s| known.contains(s));
@@ -293,7 +294,9 @@ pub fn suggest(name: &str, columns: &[String]) -> Vec<String> {
         })
         .collect();
     scored.sort();
-    scored.into_iter().take(MAX_SUGGESTIONS).map(|(_, _, c)| c.clone()).collect()
+    // A column offered by several sources (streams, batches) is suggested once.
+    let mut seen = std::collections::HashSet::new();
+    scored.into_iter().filter(|(_, _, c)| seen.insert(c.as_str())).take(MAX_SUGGESTIONS).map(|(_, _, c)| c.clone()).collect()
 }
 
 /// Edit distance (insertions, deletions, substitutions) over chars.
@@ -325,5 +328,26 @@ mod tests {
         assert_eq!(suggest("sum", &cols), ["ipm2.raw.sum"]);
         assert!(suggest("zzzzzz", &cols).is_empty());
         assert_eq!(levenshtein("kitten", "sitting"), 3);
+        let twice: Vec<String> = ["ipm2.raw.sum", "ipm2.raw.sum", "ipm2.raw.xpos"].map(String::from).to_vec();
+        assert_eq!(suggest("ipm2.raw.summ", &twice), ["ipm2.raw.sum", "ipm2.raw.xpos"]);
+    }
+
+    #[test]
+    fn live_functions_work_over_tables_with_the_same_numbers() {
+        let mut cat = Catalog::new();
+        let df = df!("x" => [0.1, 0.4, 0.6, 1.2, 5.0], "y" => [1.0, 2.0, 3.0, 4.0, 10.0]).unwrap();
+        cat.insert("t", df).unwrap();
+        let r = cat.sql("SELECT bin(x, 0.5) AS b, count(*) AS n FROM t GROUP BY b ORDER BY b").unwrap();
+        assert_eq!(r.column("b").unwrap().f64().unwrap().into_no_null_iter().collect::<Vec<_>>(), [0.0, 0.5, 1.0, 5.0]);
+        assert_eq!(r.column("n").unwrap().cast(&DataType::UInt32).unwrap().u32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [2, 1, 1, 1]);
+        // hist: the out-of-range value goes to a NULL bin (a live query leaves it out).
+        let r = cat.sql("SELECT hist(x, 0, 2, 4) AS h, count(*) AS n FROM t GROUP BY h ORDER BY h NULLS LAST").unwrap();
+        let h: Vec<Option<f64>> = r.column("h").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(h, [Some(0.0), Some(0.5), Some(1.0), None]);
+        let r = cat.sql("SELECT var_pop(y) AS v, stddev_pop(y) AS s FROM t").unwrap();
+        let v = r.column("v").unwrap().f64().unwrap().get(0).unwrap();
+        let mean = 20.0 / 5.0;
+        let want = [1.0f64, 2.0, 3.0, 4.0, 10.0].iter().map(|y| (y - mean) * (y - mean)).sum::<f64>() / 5.0;
+        assert!((v - want).abs() < 1e-12 && (r.column("s").unwrap().f64().unwrap().get(0).unwrap() - want.sqrt()).abs() < 1e-12);
     }
 }

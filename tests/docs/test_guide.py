@@ -114,13 +114,7 @@ def session():
                 if code.rstrip().endswith("&"):
                     background.append(code)
             else:
-                if re.match(r"%%live\s|%live\s+restart", code.lstrip()):
-                    # Kernel races (reported): a query sent to a job that is just ending waits
-                    # 120 s for a first frame, and the watcher of a job that exited marks the
-                    # next job, started within ~0.5 s, dead. A pause avoids both.
-                    time.sleep(1.5)
-                # A cell meant to fail must not abort the next one (stop_on_error).
-                reply, msgs = run_cell(kc, code, stop_on_error=not expect_error)
+                reply, msgs = run_cell(kc, code)
                 errors = [m for m in msgs if m["msg_type"] == "error"]
                 stderr = [m for m in msgs if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
                 ok = reply["status"] == "ok" and not errors and not stderr
