@@ -41,6 +41,7 @@ struct WorkerInfo {
     done: bool,
     dead: bool,
     error: Option<String>,
+    shmem: Option<crate::wire::ShmemCounts>,
 }
 
 /// One result frame: header and the result as an Arrow IPC stream (apache-arrow readable).
@@ -176,8 +177,12 @@ impl Collector {
             done: false,
             dead: false,
             error: None,
+            shmem: None,
         });
         w.last_seen = Instant::now();
+        if u.shmem.is_some() {
+            w.shmem = u.shmem.clone();
+        }
         w.events_read = u.events_read;
         w.newest = w.newest.max(u.newest);
         w.done |= u.done;
@@ -298,7 +303,10 @@ impl Collector {
             .iter()
             .filter(|(_, w)| w.dead)
             .map(|(r, w)| sent.get(r).copied().unwrap_or(0).saturating_sub(w.events_read))
-            .sum();
+            .sum::<u64>();
+        // Shared memory: events the server gave to no client (dropped or stolen).
+        let clients: Vec<&crate::wire::ShmemCounts> = self.workers.values().filter_map(|w| w.shmem.as_ref()).collect();
+        let dropped = dropped + crate::wire::shmem_missed(&clients);
         (alive, stalled, dead, rate, age, dropped)
     }
 

@@ -162,6 +162,9 @@ pub fn write_output(c: &Collector, path: &std::path::Path) -> Result<(), String>
 /// Runs the whole job in this process; returns the collector with the final results.
 pub fn run_inprocess(spec: &JobSpec, on_frame: &mut dyn FnMut(&Frame)) -> Result<Collector, String> {
     let source = spec.source()?;
+    if let Source::Shmem { tag, stop, .. } = &source {
+        return run_inprocess_shmem(spec, tag, *stop, on_frame);
+    }
     let mut dist = Distributor::start(&source, 1, spec.feed_options()).map_err(|e| e.to_string())?;
     let mut collector = Collector::new(vec![1]);
     collector.max_rows = spec.max_rows;
@@ -199,6 +202,50 @@ pub fn run_inprocess(spec: &JobSpec, on_frame: &mut dyn FnMut(&Frame)) -> Result
                 done: finished.is_some(),
                 error: finished.clone().flatten(),
             });
+            last_report = Instant::now();
+            if done {
+                emitter.tick(&mut collector, true, true);
+                break;
+            }
+        }
+        emitter.tick(&mut collector, false, false);
+    }
+    if let Some(path) = &spec.output {
+        write_output(&collector, path)?;
+    }
+    emitter.finish(&collector);
+    Ok(collector)
+}
+
+/// [`run_inprocess`] on shared memory: one client, one worker, the collector.
+fn run_inprocess_shmem(spec: &JobSpec, tag: &str, stop: xtc::StopAt, on_frame: &mut dyn FnMut(&Frame)) -> Result<Collector, String> {
+    let mut feed = crate::shmem_feed::ShmemFeed::new(tag, stop);
+    let mut collector = Collector::new(vec![1]);
+    collector.max_rows = spec.max_rows;
+    let mut worker = Worker::new();
+    for q in &spec.queries {
+        let cmd = collector.command(q.clone())?;
+        worker.command(&cmd);
+    }
+    let mut emitter = Emitter::new(spec, on_frame)?;
+    emitter.hello(&serde_json::json!({"ranks": 1, "workers": [1], "source": spec.source, "pid": std::process::id()}));
+    collector.reader_status(ReaderStatus { done: true, ..Default::default() });
+    let report_every = Duration::from_millis(spec.report_ms);
+    let mut last_report = Instant::now();
+    let mut stopped = false;
+    loop {
+        for cmd in emitter.commands(&mut collector) {
+            stopped |= cmd == Command::Stop;
+            worker.command(&cmd);
+        }
+        if !stopped {
+            if let Err(e) = feed.pump(&mut worker, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
+                worker.error.get_or_insert(e);
+            }
+        }
+        let done = stopped || feed.done() || worker.error.is_some();
+        if done || last_report.elapsed() >= report_every {
+            collector.update(1, &worker.report(done))?;
             last_report = Instant::now();
             if done {
                 emitter.tick(&mut collector, true, true);

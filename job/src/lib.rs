@@ -6,6 +6,7 @@ pub mod feed;
 pub mod inproc;
 pub mod launch;
 pub mod link;
+pub mod shmem_feed;
 pub mod wire;
 pub mod worker;
 

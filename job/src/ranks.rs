@@ -17,6 +17,7 @@ use mpi::Threading;
 use crate::collector::Collector;
 use crate::feed::Distributor;
 use crate::inproc::{Emitter, JobSpec};
+use crate::shmem_feed::ShmemFeed;
 use crate::wire::{self, tag, Command, End, ReaderStatus};
 use crate::worker::Worker;
 
@@ -94,10 +95,17 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
         return Err("the MPI job needs at least 2 ranks (a collector and a worker); use --ranks 1 to run in one process".into());
     }
     let rank = world.rank();
-    let workers: Vec<i32> = if size == 2 { vec![1] } else { (2..size).collect() };
-    let result = match rank {
-        COLLECTOR => collector(&world, spec, &workers).map(Some),
-        READER if size > 2 => reader(&world, spec, &workers).map(|_| None),
+    // Shared memory: every rank but the collector is a client of its own (no reader rank).
+    let shmem = match spec.source()? {
+        xtc::Source::Shmem { tag, stop, .. } => Some((tag, stop)),
+        _ => None,
+    };
+    let has_reader = shmem.is_none() && size > 2;
+    let workers: Vec<i32> = if has_reader { (2..size).collect() } else { (1..size).collect() };
+    let result = match (rank, &shmem) {
+        (COLLECTOR, _) => collector(&world, spec, &workers, has_reader).map(Some),
+        (_, Some((tag, stop))) => shmem_worker(&world, spec, tag, *stop).map(|_| None),
+        (READER, None) if has_reader => reader(&world, spec, &workers).map(|_| None),
         _ => worker(&world, spec, size == 2).map(|_| None),
     };
     if let Err(e) = &result {
@@ -106,7 +114,7 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     result
 }
 
-fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result<Collector, String> {
+fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_reader: bool) -> Result<Collector, String> {
     let mut c = Collector::new(workers.to_vec());
     c.max_rows = spec.max_rows;
     let mut out = Outbox::new();
@@ -125,7 +133,6 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Res
         initial = vec![Command::Stop];
         c.error = Some(e);
     }
-    let has_reader = world.size() > 2;
     let all_ranks: Vec<i32> = (1..world.size()).collect();
     for &r in &all_ranks {
         let cmds = if r == READER && has_reader { initial.iter().filter(|c| **c == Command::Stop).cloned().collect() } else { initial.clone() };
@@ -289,6 +296,43 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
         idle();
     }
     out.drain(Duration::from_secs(1));
+    Ok(())
+}
+
+/// A shared-memory worker: its own client of the monitor, reporting like any worker.
+fn shmem_worker(world: &SimpleCommunicator, spec: &JobSpec, tag: &str, stop: xtc::StopAt) -> Result<(), String> {
+    let mut out = Outbox::new();
+    let mut w = Worker::new();
+    let mut stopped = false;
+    for cmd in initial_commands(world) {
+        stopped |= cmd == Command::Stop;
+        w.command(&cmd);
+    }
+    out.send(world, COLLECTOR, tag::UPDATE, w.report(false));
+    let mut feed = ShmemFeed::new(tag, stop);
+    let report_every = Duration::from_millis(spec.report_ms);
+    let mut last_report = Instant::now();
+    loop {
+        for cmd in commands(world) {
+            stopped |= cmd == Command::Stop;
+            w.command(&cmd);
+        }
+        if !stopped {
+            if let Err(e) = feed.pump(&mut w, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
+                w.error.get_or_insert(e);
+            }
+        }
+        let ended = stopped || feed.done() || w.error.is_some();
+        if ended || last_report.elapsed() >= report_every {
+            out.send(world, COLLECTOR, tag::UPDATE, w.report(ended));
+            last_report = Instant::now();
+        }
+        out.progress();
+        if ended {
+            break;
+        }
+    }
+    out.drain(Duration::from_secs(5));
     Ok(())
 }
 

@@ -177,6 +177,37 @@ pub struct Update {
     /// The worker cannot go on (bad data): named file, offset and cause.
     pub error: Option<String>,
     pub queries: Vec<QueryUpdate>,
+    /// Shared-memory mode: what reached this worker's client, for the drop estimate.
+    #[serde(default)]
+    pub shmem: Option<ShmemCounts>,
+}
+
+/// What one shared-memory client received: the collector estimates the events the server
+/// dropped (or stole) from the time span of all clients' events and the spacing of the
+/// trigger, found in the union of their first timestamps. Exact for a fixed-rate trigger.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShmemCounts {
+    pub received: u64,
+    /// Event times, ns since the EPICS epoch: the first few and the last.
+    pub first_ns: Vec<u64>,
+    pub last_ns: u64,
+    pub transitions: u64,
+    pub connects: u64,
+    /// The server went away (and the client waits for the next one).
+    pub server_gone: Option<String>,
+}
+
+/// How many events the shared-memory server did not deliver to any of `clients`.
+pub fn shmem_missed(clients: &[&ShmemCounts]) -> u64 {
+    let mut early: Vec<u64> = clients.iter().flat_map(|c| c.first_ns.iter().copied()).collect();
+    early.sort_unstable();
+    early.dedup();
+    let Some(gap) = early.windows(2).map(|w| w[1] - w[0]).filter(|&g| g > 0).min() else { return 0 };
+    let first = early[0];
+    let last = clients.iter().map(|c| c.last_ns).max().unwrap_or(first);
+    let expected = ((last.saturating_sub(first)) as f64 / gap as f64).round() as u64 + 1;
+    let received: u64 = clients.iter().map(|c| c.received).sum();
+    expected.saturating_sub(received)
 }
 
 /// The header of a result frame sent to the kernel; the body is the result as an Arrow IPC

@@ -42,6 +42,8 @@ pub struct Worker {
     pub newest: u64,
     /// The data could not be read (file, offset and cause); the worker stops.
     pub error: Option<String>,
+    /// Shared-memory mode: what reached this worker's client.
+    pub shmem: Option<crate::wire::ShmemCounts>,
 }
 
 impl Default for Worker {
@@ -61,6 +63,7 @@ impl Worker {
             batches: 0,
             newest: 0,
             error: None,
+            shmem: None,
         }
     }
 
@@ -163,7 +166,27 @@ impl Worker {
             at += len;
         }
         self.batches += 1;
-        let mut next_index = work.first_event;
+        self.decode_fed(work.first_event)
+    }
+
+    /// Feeds one datagram of a single event-built stream (shared memory: every contributor
+    /// of an event, and every transition, in one datagram). `decode_fed` decodes them.
+    pub fn feed_dgram(&mut self, label: &std::path::Path, bytes: &[u8]) {
+        if self.events.is_none() {
+            let feed = xtc::FeedStream { stream: 0, label: label.to_path_buf(), smd: false, bigdata: Default::default(), follow: None };
+            let opts = TableOptions { batch_size: 1 << 22, columns: self.columns(), ..TableOptions::default() };
+            self.events = Some(EventsReader::from_reader(RunReader::open_feeds(&[feed]), opts));
+        }
+        self.events.as_mut().unwrap().feed(0, bytes);
+    }
+
+    /// Decodes everything fed so far into event rows (numbered from `first_event`, for
+    /// windows counted in events) and runs the queries' partial steps over them.
+    pub fn decode_fed(&mut self, first_event: u64) -> Result<(), String> {
+        if self.events.is_none() {
+            return Ok(());
+        }
+        let mut next_index = first_event;
         loop {
             let batch = match self.events.as_mut().unwrap().next_batch() {
                 Ok(Some(b)) => b.batch,
@@ -270,6 +293,7 @@ impl Worker {
             done,
             error: self.error.clone(),
             queries: Vec::new(),
+            shmem: self.shmem.clone(),
         };
         let mut bodies: Vec<Vec<u8>> = Vec::new();
         for (name, q) in self.queries.iter_mut() {

@@ -1,0 +1,103 @@
+//! Shared-memory mode (`--source shmem=<tag>…`): every worker is its own client of the DAQ's
+//! monitor (psana2's model: one connection per rank). The server spreads events over the
+//! clients and gives every client every transition, so each worker decodes its own events
+//! with the full schema; no reader rank. Events are copied out and released at once (the
+//! `shmem` client), decoded in batches, and what arrived is counted for the drop estimate.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use shmem::{Client, ClientOptions, Received};
+use xtc::StopAt;
+
+use crate::wire::ShmemCounts;
+use crate::worker::Worker;
+
+/// Event times kept per client for finding the trigger spacing.
+const EARLY_EVENTS: usize = 64;
+
+/// One worker's shared-memory client and what it has received.
+pub struct ShmemFeed {
+    tag: String,
+    stop: StopAt,
+    client: Option<Client>,
+    label: PathBuf,
+    counts: ShmemCounts,
+    next_index: u64,
+    done: bool,
+}
+
+impl ShmemFeed {
+    pub fn new(tag: &str, stop: StopAt) -> Self {
+        ShmemFeed {
+            tag: tag.to_string(),
+            stop,
+            client: None,
+            label: PathBuf::from(format!("shmem:{tag}")),
+            counts: ShmemCounts::default(),
+            next_index: 0,
+            done: false,
+        }
+    }
+
+    /// The stop transition has been received (`stop=endrun` etc.): nothing more will come.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Receives datagrams into `w` for up to `budget` (or `max` events), then decodes them
+    /// and runs the queries. Connects first, waiting at most `budget` for a server.
+    pub fn pump(&mut self, w: &mut Worker, max: usize, budget: Duration) -> Result<(), String> {
+        let t = Instant::now();
+        if self.client.is_none() {
+            let opts = ClientOptions { retry: Duration::from_millis(100), connect_timeout: Some(budget), reconnect: true, stop: self.stop };
+            match Client::connect(&self.tag, opts) {
+                Ok(c) => self.client = Some(c),
+                // No server yet: the job waits for one, as psana does.
+                Err(shmem::Error::Timeout(_)) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let client = self.client.as_mut().unwrap();
+        let mut events = 0usize;
+        while events < max && !self.done {
+            let left = budget.saturating_sub(t.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match client.next(left.min(Duration::from_millis(10))) {
+                Ok(Some(Received::Dgram(d))) => {
+                    if d.is_event() {
+                        events += 1;
+                        self.counts.received += 1;
+                        let ns = lcls_ns(d.timestamp());
+                        if self.counts.first_ns.len() < EARLY_EVENTS {
+                            self.counts.first_ns.push(ns);
+                        }
+                        self.counts.last_ns = self.counts.last_ns.max(ns);
+                    } else {
+                        self.counts.transitions += 1;
+                    }
+                    self.counts.server_gone = None;
+                    w.feed_dgram(&self.label, d.bytes());
+                }
+                Ok(Some(Received::ServerGone { reason })) => self.counts.server_gone = Some(reason),
+                Ok(Some(Received::Reconnected { .. })) => self.counts.server_gone = None,
+                Ok(Some(Received::Stopped)) => self.done = true,
+                Ok(None) => {}
+                // A bad message or buffer index: reported, and the client goes on.
+                Err(e) => eprintln!("beamtime-job: shared memory '{}': {e}", self.tag),
+            }
+        }
+        self.counts.connects = client.stats().connects;
+        w.shmem = Some(self.counts.clone());
+        let first = self.next_index;
+        self.next_index += events as u64;
+        w.decode_fed(first)
+    }
+}
+
+/// LCLS time (`sec << 32 | nsec`) in ns.
+fn lcls_ns(ts: u64) -> u64 {
+    (ts >> 32) * 1_000_000_000 + (ts & 0xffff_ffff)
+}
