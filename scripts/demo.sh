@@ -2,7 +2,8 @@
 # `make demo`: the simulated DAQ and the notebooks in JupyterLab.
 #  1. a finished run (the post-run notebook's), decoded, and its pump-probe curve from the
 #     live-analysis job in batch mode;
-#  2. the DAQ taking a run: growing FFB files (xtc2 + smd), at 1 kHz, for the live notebook;
+#  2. the DAQ taking a run: growing FFB files (xtc2 + smd) at 1 kHz for live-ffb.ipynb, and its
+#     shared-memory monitor (removed again on exit) for live-shmem.ipynb;
 #  3. the kernelspec in the Python environment, then JupyterLab on notebooks/ (the URL is
 #     printed). Ctrl-C stops everything.
 # CHECK=1 instead executes the demo notebooks headless and fails on any error or wrong value.
@@ -43,6 +44,11 @@ fi
 
 step "the DAQ takes a run: FFB files growing at 1 kHz in $BEAMTIME_DEMO_DIR/ffb (one step a minute)"
 "$BIN" sim --dir "$BEAMTIME_DEMO_DIR/ffb" --exp tstdemo --run 1 --events 600000 --steps 10 --streams 2 --rate 1000 >/dev/null &
+pids+=($!)
+
+export BEAMTIME_DEMO_SHMEM=${BEAMTIME_DEMO_SHMEM:-beamtime_demo}
+step "the DAQ's shared-memory monitor: tag $BEAMTIME_DEMO_SHMEM, 2 client queues, 1 kHz (live-shmem.ipynb)"
+"$BIN" sim --shmem "$BEAMTIME_DEMO_SHMEM" --clients 2 --events 3600000 --steps 10 --streams 2 --rate 1000 >/dev/null &
 pids+=($!)
 
 step "JupyterLab on notebooks/ (open live-ffb.ipynb; Ctrl-C stops everything)"

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -61,6 +62,28 @@ check_curve("live-ffb.ipynb", widget_tables(nb)["curve"], json.loads((ffb / "tst
 
 nb = run("post-run.ipynb")
 check_curve("post-run.ipynb", widget_tables(nb)["curve"], json.loads((DEMO / "offline" / "tstdemo-r0001.truth.json").read_text()))
+
+# The shared-memory notebook reads the simulated monitor (2 client queues for its 2 workers);
+# the job is open-ended (stop=no): stopped once the served run is over.
+tag = f"beamtime_check_{os.getpid()}"
+os.environ["BEAMTIME_DEMO_SHMEM"] = tag
+server = subprocess.Popen([BIN, "sim", "--shmem", tag, "--clients", "2", "--events", "40000", "--steps", "10",
+                           "--streams", "2", "--rate", "4000", "--seed", "5"], stdout=subprocess.DEVNULL)
+nb = nbformat.read(ROOT / "notebooks" / "live-shmem.ipynb", as_version=4)
+client = NotebookClient(nb, kernel_name="beamtime", timeout=600, resources={"metadata": {"path": str(DEMO)}})
+with client.setup_kernel():
+    for i, cell in enumerate(list(nb.cells)):
+        client.execute_cell(cell, i)
+    if server.wait(timeout=300) != 0:
+        sys.exit("the shared-memory simulator failed")
+    for code in ["%live stop", "%live wait --timeout 60", "%live status"]:
+        nb.cells.append(nbformat.v4.new_code_cell(code))
+        client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
+status = "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in nb.cells[-1].outputs)
+m = re.search(r"shm_curve: (\d+) events .*?(\d+) dropped", status)
+if not m or abs(int(m.group(1)) + int(m.group(2)) - 40000) > 200:
+    sys.exit(f"live-shmem.ipynb: delivered + dropped should be the 40000 events served:\n{status}")
+print(f"live-shmem.ipynb: {m.group(1)} events delivered, {m.group(2)} dropped: ok")
 
 run("kernel-tour.ipynb", path=ROOT / "notebooks")
 (ROOT / "notebooks" / "summary.parquet").unlink(missing_ok=True)

@@ -122,3 +122,41 @@ def test_post_run_gives_the_live_numbers_offline_and_a_rust_cell_finds_time_zero
     t0 = float(re.search(r"time zero ≈ (-?[\d.]+) ps", text_of(cells[-2])).group(1))
     d = saved.column("delay_ps").to_pylist()
     assert abs(t0 - truth["model"]["t0_ps"]) < abs(d[1] - d[0]), (t0, truth["model"]["t0_ps"])
+
+
+def test_live_shmem_reads_the_monitor_and_counts_what_it_misses(tmp_path, monkeypatch):
+    """notebooks/live-shmem.ipynb against `beamtime sim --shmem` (2 client queues, the job's 2
+    worker ranks under mpirun as clients, stop=no): the job keeps going after the run until
+    stopped, and delivered + dropped = what the DAQ took."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import beamtime_bin
+
+    tag = f"bt_nb_{os.getpid()}"
+    monkeypatch.setenv("BEAMTIME_DEMO_DIR", str(tmp_path))
+    monkeypatch.setenv("BEAMTIME_DEMO_SHMEM", tag)
+    server = subprocess.Popen([beamtime_bin(), "sim", "--shmem", tag, "--clients", "2", "--buffers", "8", "--events", "40000",
+                               "--steps", "10", "--streams", "2", "--rate", "4000", "--seed", "5", "--dir", str(tmp_path / "truth")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    nb = nbformat.read(ROOT / "notebooks" / "live-shmem.ipynb", as_version=4)
+    # Headless: once the served run is over, stop the open-ended job and take its final results.
+    client = NotebookClient(nb, kernel_name="beamtime", timeout=600, store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}})
+    with client.setup_kernel():
+        for i, cell in enumerate(list(nb.cells)):
+            client.execute_cell(cell, i)
+        out, err = server.communicate(timeout=120)
+        assert server.returncode == 0, err
+        for code in ["%live stop", "%live wait --timeout 60", "%live status"]:
+            nb.cells.append(nbformat.v4.new_code_cell(code))
+            client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, errors
+    status = text_of(cells[-1])
+    import re
+    m = re.search(r"shm_curve: (\d+) events .*?(\d+) dropped", status)
+    assert m, status
+    delivered, dropped = int(m.group(1)), int(m.group(2))
+    assert delivered > 0 and abs(delivered + dropped - 40000) <= 200, status
