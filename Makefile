@@ -3,7 +3,15 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/beamtime/target
 export CARGO_TARGET_DIR
 BIN_DEBUG := $(CARGO_TARGET_DIR)/debug/beamtime
+# The demo runs release binaries; PROFILE=debug reuses the test build (the clone test does).
+PROFILE ?= release
+ifeq ($(PROFILE),release)
 BIN := $(CARGO_TARGET_DIR)/release/beamtime
+BUILD := cargo build --release -p beamtime -p beamtime-job
+else
+BIN := $(BIN_DEBUG)
+BUILD := cargo build --workspace
+endif
 DEMO_DIR ?= $(CURDIR)/target-demo
 
 .PHONY: test build demo bench fuzz venv
@@ -25,13 +33,15 @@ test:
 	cd widgets && npm ci --no-audit --no-fund --loglevel=error && npm run check
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1
 	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/browser/beamtime.sh
+	bash tests/readme.sh
 
 ## The Python environment for the kernel tests.
 venv:
 	bash tests/venv.sh
 
+## `beamtime` and the MPI job's `beamtime-job` (the kernel starts it beside itself).
 build:
-	cargo build --release -p beamtime
+	$(BUILD)
 
 ## The main job on the built-in simulated DAQ (scripts/demo.sh): a finished run decoded and its
 ## pump-probe curve from the live-analysis job, then the DAQ taking a run (growing FFB files) and
@@ -43,7 +53,8 @@ demo: build
 ## Throughput benchmarks (not part of `make test`); results go into BENCHMARKS.md by hand.
 bench:
 	cargo bench -p beamtime-xtc --bench decode
-	cargo bench -p beamtime-job --bench job
+	cargo bench -p beamtime-shmem --bench shmem
+	cargo bench --workspace --bench job
 
 fuzz:
 	cd xtc/fuzz && ./seed.sh && RUSTC_BOOTSTRAP=1 cargo fuzz run dgram -- -max_len=300000 -max_total_time=600

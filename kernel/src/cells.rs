@@ -466,24 +466,10 @@ fn cell_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: 
     match name.trim() {
         "live" => {
             let args = parse_args("live", rest, &["--ranks", "--rate", "--mode", "--window", "--launcher", "--view"])?;
-            // `x=COL` and `y=COL[,COL]` choose the plotted columns.
-            let (axes, names): (Vec<&String>, Vec<&String>) = args.positional.iter().partition(|a| a.contains('='));
+            let (view, names) = view_options("live", &args)?;
             let [qname] = names.as_slice() else {
                 return Err(usage("live", "%%live takes a name for the result (a table name), then options"));
             };
-            let mut view = crate::live::ViewOptions { kind: args.opt("--view").map(str::to_string), ..Default::default() };
-            if let Some(k) = &view.kind {
-                if !crate::live::VIEW_KINDS.contains(&k.as_str()) {
-                    return Err(usage("live", format!("--view {k}: one of {}", crate::live::VIEW_KINDS.join(", "))));
-                }
-            }
-            for a in axes {
-                match a.split_once('=') {
-                    Some(("x", v)) if !v.is_empty() => view.x = Some(v.to_string()),
-                    Some(("y", v)) if !v.is_empty() => view.y = Some(v.split(',').map(str::to_string).collect()),
-                    _ => return Err(usage("live", format!("{a}: expected x=COLUMN or y=COLUMN[,COLUMN]"))),
-                }
-            }
             if body.trim().is_empty() {
                 return Err(usage("live", "%%live needs a query on the lines below it"));
             }
@@ -502,7 +488,11 @@ fn cell_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: 
             Ok(None)
         }
         "sql" => {
-            let args = parse_args("sql", rest, &["--name", "--rows"])?;
+            let args = parse_args("sql", rest, &["--name", "--rows", "--view"])?;
+            let (view, extra) = view_options("sql", &args)?;
+            if let Some(a) = extra.first() {
+                return Err(usage("sql", format!("unexpected `{a}` (options: --name T, --rows N, --view KIND, x=COL, y=COL)")));
+            }
             let rows = match args.opt("--rows") {
                 Some(r) => r.parse::<usize>().map_err(|_| usage("sql", format!("--rows {r}: a number of rows expected")))?,
                 None => display::DEFAULT_ROWS,
@@ -519,10 +509,38 @@ fn cell_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: 
             if let Some(n) = &title {
                 catalog.insert(n, df.clone())?;
             }
-            Ok(Some(display::table_bundle(title.as_deref(), &df, rows)))
+            let mut bundle = display::table_bundle(title.as_deref(), &df, rows);
+            // `--view KIND`: the result as a widget (a plot, or the sortable table), with the
+            // static table beside it for viewers without widgets.
+            if view.kind.as_deref().is_some_and(|k| k != "html") {
+                let id = crate::live::open_result_widget(&ctx.shared.widgets, ctx.parent, title.as_deref().unwrap_or("sql"), &df, &view);
+                bundle["application/vnd.jupyter.widget-view+json"] = crate::widgets::Widgets::view(&id);
+            }
+            Ok(Some(bundle))
         }
         other => Err(unknown_magic(other, true)),
     }
+}
+
+/// `--view KIND`, `x=COL` and `y=COL[,COL]` (how a result is shown); returns them and the other
+/// positional words.
+fn view_options(magic: &str, args: &Args) -> Result<(crate::live::ViewOptions, Vec<String>), CellError> {
+    let mut view = crate::live::ViewOptions { kind: args.opt("--view").map(str::to_string), ..Default::default() };
+    if let Some(k) = &view.kind {
+        if !crate::live::VIEW_KINDS.contains(&k.as_str()) {
+            return Err(usage(magic, format!("--view {k}: one of {}", crate::live::VIEW_KINDS.join(", "))));
+        }
+    }
+    let mut rest = Vec::new();
+    for a in &args.positional {
+        match a.split_once('=') {
+            Some(("x", v)) if !v.is_empty() => view.x = Some(v.to_string()),
+            Some(("y", v)) if !v.is_empty() => view.y = Some(v.split(',').map(str::to_string).collect()),
+            Some(_) => return Err(usage(magic, format!("{a}: expected x=COLUMN or y=COLUMN[,COLUMN]"))),
+            None => rest.push(a.clone()),
+        }
+    }
+    Ok((view, rest))
 }
 
 /// Runs `f` on a worker thread, returning early with KeyboardInterrupt on interrupt (the work

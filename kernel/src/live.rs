@@ -85,6 +85,17 @@ fn widget_ipc(df: &DataFrame) -> Bytes {
     }
 }
 
+/// A widget showing a finished result (`%%sql --view …`): no live query behind it.
+pub fn open_result_widget(widgets: &Widgets, parent: &Message, title: &str, df: &DataFrame, look: &ViewOptions) -> String {
+    let mut traits = serde_json::Map::new();
+    traits.insert("kind".into(), json!(look.kind.clone().unwrap_or_else(|| "auto".into())));
+    traits.insert("x".into(), json!(look.x));
+    traits.insert("y".into(), json!(look.y));
+    traits.insert("title".into(), json!(title));
+    traits.insert("status".into(), json!({"query": title, "events": df.height(), "done": true}));
+    widgets.open(parent, traits, vec![("snapshot".into(), widget_ipc(df))], None)
+}
+
 /// The status trait of the widget (names as the front end expects them).
 fn widget_status(name: &str, h: Option<&FrameHeader>, paused: bool, note: Option<&str>) -> Value {
     match h {
@@ -290,6 +301,7 @@ impl Live {
                             st.views.remove(name);
                             return Err(CellError::new("LiveQueryError", e));
                         }
+                        let shown_seq = h.seq;
                         let mut b = bundle(name, v, None);
                         if !v.look.html_only() {
                             let id = self.open_widget(name, v);
@@ -301,6 +313,14 @@ impl Live {
                         }
                         drop(st);
                         self.outbox.publish(Some(parent), "display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": display_id}}));
+                        // A newer frame may have come while this one was shown: show it too.
+                        let st = self.state.lock().unwrap();
+                        if let Some(v) = st.views.get(name).filter(|v| v.header.as_ref().is_some_and(|h| h.seq != shown_seq)) {
+                            if v.widget.is_none() || v.header.as_ref().is_some_and(|h| h.done) {
+                                let b = fallback_bundle(name, v, None);
+                                self.outbox.publish(Some(parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": display_id}}));
+                            }
+                        }
                         return Ok(());
                     }
                 }
@@ -515,9 +535,13 @@ impl Live {
                             return Err(CellError::new("LiveJobError", d.clone()));
                         }
                         if finished || (st.ended.is_some() && t.elapsed() > Duration::from_secs(2)) {
-                            // The final results, sent again in this cell (where nbclient records them).
+                            // The final results, sent again in this cell (where nbclient records them):
+                            // widget state and the static fallback.
                             for (n, v) in st.views.iter_mut() {
                                 flush_widget(&self.widgets, n, v);
+                                let b = fallback_bundle(n, v, None);
+                                let parent = self.widgets.current().unwrap_or_else(|| v.parent.clone());
+                                self.outbox.publish(Some(&parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
                             }
                             break;
                         }

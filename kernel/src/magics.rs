@@ -15,10 +15,12 @@ pub const MAGICS: &[Magic] = &[
     Magic {
         name: "sql",
         cell: true,
-        usage: "%%sql [--name NAME] [--rows N]\n<SQL query>",
+        usage: "%%sql [--name NAME] [--rows N] [--view table|line|scatter|hist|heatmap|strip|auto] [x=COL] [y=COL[,COL]]\n<SQL query>",
         summary: "Run SQL (polars) over the kernel's tables and over files (read_parquet('f'), read_csv('f'), read_ipc('f')). \
-                  Dotted column names such as ipm2.raw.sum work unquoted. With --name the result is kept as a table.",
-        options: &["--name", "--rows"],
+                  Dotted column names such as ipm2.raw.sum work unquoted. With --name the result is kept as a table; \
+                  --view shows it as a widget (a sortable table or a plot) beside the static table. \
+                  bin, hist, var_pop and stddev_pop work as in %%live.",
+        options: &["--name", "--rows", "--view"],
         example: "%%sql --name per_step\nSELECT step, avg(diode.raw.signal) AS signal FROM events GROUP BY step ORDER BY step",
     },
     Magic {

@@ -196,3 +196,21 @@ def test_nbclient_saves_the_final_widget_state_and_fallback(tmp_path):
     out = nb.cells[1].outputs[0]["data"]
     assert out["application/vnd.jupyter.widget-view+json"]["model_id"] == mid
     assert "750" in out["text/html"] and "done" in out["text/plain"]
+
+
+def test_sql_results_can_be_shown_as_widgets(kernel, tmp_path):
+    km, kc = kernel
+    assert sim(tmp_path, "tstwid6", 2000).wait() == 0
+    run_cell(kc, f"%load run events {source(tmp_path, 'tstwid6')}", timeout=120)
+    reply, msgs = run_cell(kc, "%%sql --view line x=step y=n\nSELECT step, count(*) AS n FROM events GROUP BY step ORDER BY step")
+    assert reply["status"] == "ok", texts(msgs)
+    [opened] = comm_opens(msgs)
+    state = opened["content"]["data"]["state"]
+    assert (state["kind"], state["x"], state["y"]) == ("line", "step", ["n"])
+    assert arrow(opened["buffers"][0]).column("n").to_pylist() == [500] * 4
+    [result] = [m for m in msgs if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] == opened["content"]["comm_id"]
+    assert "500" in result["content"]["data"]["text/plain"]
+    # Without --view, no widget.
+    _, msgs = run_cell(kc, "%%sql\nSELECT 1 AS one")
+    assert not comm_opens(msgs)
