@@ -112,3 +112,30 @@ def test_too_many_buffers_for_the_queue_limit_say_what_to_do(tag):
     p = subprocess.run([beamtime_bin(), "sim", "--shmem", tag, "--buffers", str(limit + 1)], capture_output=True, text=True, timeout=30)
     assert p.returncode != 0
     assert f"sysctl fs.mqueue.msg_max={limit + 1}" in p.stderr, p.stderr
+
+
+def test_beamtime_run_on_shared_memory_under_mpirun_equals_the_file_result(tag, tmp_path):
+    """`beamtime sim --shmem` (2 client queues, the feeder waits for its clients) and `beamtime
+    run --source shmem=TAG.0:stop=endrun --ranks 3` (2 worker ranks, each a client): the result
+    equals the same simulated run read from files."""
+    import pyarrow.parquet as pq
+
+    sql = "SELECT step, count(*) AS n, sum(ipm2.raw.sum) AS s FROM events GROUP BY step ORDER BY step"
+    sim_args = ["--events", "5000", "--steps", "5", "--streams", "2", "--seed", "9"]
+    subprocess.run([beamtime_bin(), "sim", "--dir", str(tmp_path / "files"), "--exp", "tstshm", "--run", "1", *sim_args],
+                   check=True, capture_output=True)
+    subprocess.run([beamtime_bin(), "run", "--source", f"exp=tstshm:run=1:dir={tmp_path / 'files'}", "--sql", sql,
+                    "--ranks", "1", "-o", str(tmp_path / "files.parquet")], check=True, capture_output=True)
+    server = subprocess.Popen([beamtime_bin(), "sim", "--shmem", tag, "--clients", "2", *sim_args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    job = subprocess.run([beamtime_bin(), "run", "--source", f"shmem={tag}.0:stop=endrun", "--sql", sql, "--ranks", "3",
+                          "-o", str(tmp_path / "shmem.parquet")], capture_output=True, text=True, timeout=180, env=env)
+    out, err = server.communicate(timeout=60)
+    assert job.returncode == 0, job.stderr
+    assert server.returncode == 0, err
+    files = pq.read_table(tmp_path / "files.parquet").to_pydict()
+    shm = pq.read_table(tmp_path / "shmem.parquet").to_pydict()
+    assert shm["step"] == files["step"] == [0, 1, 2, 3, 4]
+    assert shm["n"] == files["n"] and sum(shm["n"]) == 5000
+    assert all(abs(a - b) <= 1e-12 * abs(b) for a, b in zip(shm["s"], files["s"]))
