@@ -14,7 +14,11 @@ BUILD := cargo build --workspace
 endif
 DEMO_DIR ?= $(CURDIR)/target-demo
 
-.PHONY: test build demo bench fuzz venv
+.PHONY: test build demo bench fuzz venv deps
+
+## What a fresh Debian machine lacks (apt packages when root).
+deps:
+	bash scripts/install-deps.sh
 
 PYTHON ?= $(HOME)/.cache/beamtime/venv/bin/python
 
@@ -47,7 +51,7 @@ build:
 ## pump-probe curve from the live-analysis job, then the DAQ taking a run (growing FFB files) and
 ## JupyterLab on notebooks/ with the Beamtime kernel; Ctrl-C stops everything. `make demo CHECK=1`
 ## executes the demo notebooks headless instead and fails on any error or wrong value.
-demo: build
+demo: deps build
 	BEAMTIME_BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) CHECK=$(CHECK) bash scripts/demo.sh
 
 ## Throughput benchmarks (not part of `make test`); results go into BENCHMARKS.md by hand.
