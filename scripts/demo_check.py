@@ -1,5 +1,6 @@
 """`make demo CHECK=1`: the demo notebooks executed headless (nbclient) against the simulator,
 with their results checked; exits non-zero on any failure. Usage: demo_check.py BEAMTIME_BIN"""
+import atexit
 import base64
 import io
 import json
@@ -14,6 +15,10 @@ import pyarrow as pa
 from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Simulators started here; stopped (SIGTERM: a server removes its queues) whatever happens,
+# since a server waits for its clients forever.
+started = []
+atexit.register(lambda: [p.terminate() for p in started if p.poll() is None])
 BIN = sys.argv[1]
 DEMO = pathlib.Path(os.environ["BEAMTIME_DEMO_DIR"])
 
@@ -55,6 +60,7 @@ def check_curve(name, table, truth):
 ffb = DEMO / "ffb"
 writer = subprocess.Popen([BIN, "sim", "--dir", str(ffb), "--exp", "tstdemo", "--run", "1", "--events", "60000",
                            "--steps", "10", "--streams", "2", "--rate", "5000", "--seed", "7"], stdout=subprocess.DEVNULL)
+started.append(writer)
 nb = run("live-ffb.ipynb", ["%live wait --timeout 600"])
 if writer.wait(timeout=300) != 0:
     sys.exit("the simulator failed")
@@ -69,6 +75,7 @@ tag = f"beamtime_check_{os.getpid()}"
 os.environ["BEAMTIME_DEMO_SHMEM"] = tag
 server = subprocess.Popen([BIN, "sim", "--shmem", tag, "--clients", "2", "--events", "40000", "--steps", "10",
                            "--streams", "2", "--rate", "4000", "--seed", "5"], stdout=subprocess.DEVNULL)
+started.append(server)
 nb = nbformat.read(ROOT / "notebooks" / "live-shmem.ipynb", as_version=4)
 client = NotebookClient(nb, kernel_name="beamtime", timeout=600, resources={"metadata": {"path": str(DEMO)}})
 with client.setup_kernel():
