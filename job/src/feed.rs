@@ -215,6 +215,10 @@ impl Distributor {
 
     /// The next batch for worker `w` (0-based among the workers) as a Work message.
     pub fn next_work(&mut self, w: usize) -> Option<Vec<u8>> {
+        // A forgotten (dead) worker gets nothing: its request may still have been queued.
+        if self.seen.get(w).is_none_or(|&s| s == usize::MAX) {
+            return None;
+        }
         let (batch, start, end) = self.ready.pop_front()?;
         let mut segments: Vec<(usize, usize)> = Vec::new();
         let mut body: Vec<&[u8]> = Vec::new();

@@ -111,8 +111,22 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     if let Err(e) = &result {
         eprintln!("beamtime-job rank {rank}: {e}");
     }
+    // MPI_Finalize synchronises with every rank; with a rank dead, OpenMPI's can wait forever.
+    // The work is done and reported by now, so a finalize that hangs ends the process instead.
+    let code = if result.is_ok() { 0 } else { 1 };
+    std::thread::spawn(move || {
+        std::thread::sleep(FINALIZE_PATIENCE);
+        eprintln!("beamtime-job rank {rank}: MPI_Finalize did not return within {FINALIZE_PATIENCE:?} (a rank died?): exiting");
+        // SAFETY: ends this process at once; nothing of ours is left to flush but stderr.
+        unsafe { libc::_exit(code) };
+    });
+    drop(world);
+    drop(universe);
     result
 }
+
+/// How long MPI_Finalize may take before the process ends without it.
+const FINALIZE_PATIENCE: Duration = Duration::from_secs(8);
 
 fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_reader: bool) -> Result<Collector, String> {
     let mut c = Collector::new(workers.to_vec());
@@ -256,7 +270,7 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
                 d.poll(if waiting.is_empty() { Duration::ZERO } else { Duration::from_millis(2) });
                 while !stopped && d.has_work() {
                     let Some(w) = waiting.pop_front() else { break };
-                    let Some(i) = index(w) else { continue };
+                    let Some(i) = index(w).filter(|_| !dead.contains(&w)) else { continue };
                     if let Some(msg) = d.next_work(i) {
                         out.send(world, w, tag::WORK, msg);
                     }

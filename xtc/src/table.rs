@@ -440,8 +440,10 @@ fn take_or_zero(values: &ArrayRef, indices: &[Option<u32>]) -> ArrayRef {
 }
 
 /// Where each field of one Names goes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Route {
+    /// The Names itself (one map lookup per ShapesData finds both).
+    names: Arc<Names>,
     /// Column index per field (None: not in the table).
     columns: Vec<Option<usize>>,
     /// Field index of `timing.pulseId`, copied into `pulse_id`.
@@ -469,7 +471,9 @@ pub struct EventsBuilder {
     columns: Vec<Column>,
     by_name: HashMap<String, usize>,
     /// Per stream, NamesId → route, for L1 data.
-    routes: Vec<IdMap<Route>>,
+    /// Every NamesId of the stream's Configure: `None` for those whose fields are not wanted
+    /// (projected away, scan/epics, configuration), so one lookup also tells a corrupt NamesId.
+    routes: Vec<IdMap<Option<Route>>>,
     /// Per stream, NamesId → column indices of scan/epics fields.
     sticky_routes: Vec<IdMap<Vec<Option<usize>>>>,
     run: Option<u32>,
@@ -532,10 +536,12 @@ impl EventsBuilder {
                         .map(|f| self.column_for(format!("{det}.{}", f.name), f, true, &names))
                         .collect();
                     self.sticky_routes[i].insert(names.names_id, cols);
+                    self.routes[i].insert(names.names_id, None);
                     continue;
                 }
                 // Configuration algs (`config`, `tsConfig`, …) describe the run, not events.
                 if TRANSITION_DETECTORS.contains(&det) || names.alg_name.to_ascii_lowercase().contains("config") {
+                    self.routes[i].insert(names.names_id, None);
                     continue;
                 }
                 let prefix = if names.segment == 0 {
@@ -543,7 +549,7 @@ impl EventsBuilder {
                 } else {
                     format!("{det}_{}.{}", names.segment, names.alg_name)
                 };
-                let mut route = Route::default();
+                let mut route = Route { names: names.clone(), columns: Vec::new(), pulse_id: None, needed: 0 };
                 for (k, f) in names.fields.iter().enumerate() {
                     if f.dtype == DataType::EnumDict {
                         route.columns.push(None);
@@ -558,9 +564,7 @@ impl EventsBuilder {
                 // Unprojected detectors are skipped before their fields are decoded.
                 route.needed = route.columns.iter().rposition(Option::is_some).map_or(0, |k| k + 1);
                 route.needed = route.needed.max(route.pulse_id.map_or(0, |k| k + 1));
-                if route.needed > 0 {
-                    self.routes[i].insert(names.names_id, route);
-                }
+                self.routes[i].insert(names.names_id, (route.needed > 0).then_some(route));
             }
         }
     }
@@ -675,15 +679,18 @@ impl EventsBuilder {
                 if node.header.type_id() != type_id::SHAPES_DATA {
                     return Ok(());
                 }
-                // Projected-away detectors are skipped before their Names or Shapes are looked at
-                // (still checked to exist: an unknown NamesId means a corrupt datagram).
-                let Some(route) = routes.get(&node.header.src) else {
-                    state.names_for(node.header.src, node.at)?;
-                    return Ok(());
+                // Projected-away detectors are skipped before their Shapes are looked at; a
+                // NamesId the Configure did not define means a corrupt datagram.
+                let route = match routes.get(&node.header.src) {
+                    Some(Some(route)) => route,
+                    Some(None) => return Ok(()),
+                    None => {
+                        state.names_for(node.header.src, node.at)?;
+                        return Ok(());
+                    }
                 };
-                let names = state.names_for(node.header.src, node.at)?;
                 let sd = ShapesData::parse(&node)?;
-                sd.for_each_field_upto(names, route.needed, |k, _, v| {
+                sd.for_each_field_upto(&route.names, route.needed, |k, _, v| {
                     if Some(k) == route.pulse_id {
                         if let Value::U64(p) = v {
                             *pulse_id = Some(p);
@@ -830,7 +837,7 @@ impl EventsReader {
             return;
         }
         for i in 0..self.reader.stream_count() {
-            let needed = self.builder.routes.get(i).is_some_and(|r| !r.is_empty());
+            let needed = self.builder.routes.get(i).is_some_and(|r| r.values().any(Option::is_some));
             self.reader.set_fetch_bigdata(i, needed);
         }
     }
