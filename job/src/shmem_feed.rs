@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use shmem::{Client, ClientOptions, Received};
-use xtc::StopAt;
+use xtc::{StopAt, TransitionId};
 
 use crate::wire::ShmemCounts;
 use crate::worker::Worker;
@@ -25,6 +25,9 @@ pub struct ShmemFeed {
     counts: ShmemCounts,
     next_index: u64,
     done: bool,
+    /// Enabled time so far (closed Enable → Disable periods), and the open Enable.
+    enabled_closed_ns: u64,
+    enabled_at: Option<u64>,
 }
 
 impl ShmemFeed {
@@ -37,6 +40,8 @@ impl ShmemFeed {
             counts: ShmemCounts::default(),
             next_index: 0,
             done: false,
+            enabled_closed_ns: 0,
+            enabled_at: None,
         }
     }
 
@@ -77,6 +82,16 @@ impl ShmemFeed {
                         self.counts.last_ns = self.counts.last_ns.max(ns);
                     } else {
                         self.counts.transitions += 1;
+                        let ns = lcls_ns(d.timestamp());
+                        match d.service() {
+                            TransitionId::Enable => self.enabled_at = Some(ns),
+                            TransitionId::Disable => {
+                                if let Some(at) = self.enabled_at.take() {
+                                    self.enabled_closed_ns += ns.saturating_sub(at);
+                                }
+                            }
+                            _ => {}
+                        }
                     }
                     self.counts.server_gone = None;
                     w.feed_dgram(&self.label, d.bytes());
@@ -90,6 +105,8 @@ impl ShmemFeed {
             }
         }
         self.counts.connects = client.stats().connects;
+        let open = self.enabled_at.map_or(0, |at| self.counts.last_ns.saturating_sub(at));
+        self.counts.enabled_ns = self.enabled_closed_ns + open;
         w.shmem = Some(self.counts.clone());
         let first = self.next_index;
         self.next_index += events as u64;

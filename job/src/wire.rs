@@ -191,6 +191,10 @@ pub struct ShmemCounts {
     /// Event times, ns since the EPICS epoch: the first few and the last.
     pub first_ns: Vec<u64>,
     pub last_ns: u64,
+    /// Time the DAQ was enabled (Enable → Disable, the open one up to the newest event), ns:
+    /// every client sees every transition, so this spans the events of all of them.
+    #[serde(default)]
+    pub enabled_ns: u64,
     pub transitions: u64,
     pub connects: u64,
     /// The server went away (and the client waits for the next one).
@@ -203,9 +207,16 @@ pub fn shmem_missed(clients: &[&ShmemCounts]) -> u64 {
     early.sort_unstable();
     early.dedup();
     let Some(gap) = early.windows(2).map(|w| w[1] - w[0]).filter(|&g| g > 0).min() else { return 0 };
-    let first = early[0];
-    let last = clients.iter().map(|c| c.last_ns).max().unwrap_or(first);
-    let expected = ((last.saturating_sub(first)) as f64 / gap as f64).round() as u64 + 1;
+    let enabled = clients.iter().map(|c| c.enabled_ns).max().unwrap_or(0);
+    let expected = if enabled > 0 {
+        // Triggers while enabled: also counts the events lost before the first or after the
+        // last one that arrived.
+        (enabled as f64 / gap as f64).round() as u64
+    } else {
+        let first = early[0];
+        let last = clients.iter().map(|c| c.last_ns).max().unwrap_or(first);
+        ((last.saturating_sub(first)) as f64 / gap as f64).round() as u64 + 1
+    };
     let received: u64 = clients.iter().map(|c| c.received).sum();
     expected.saturating_sub(received)
 }

@@ -143,9 +143,14 @@ fn under_overload_the_result_is_a_lower_bound_and_drops_are_counted() {
     let c = run_inprocess(&spec, &mut |f| last = Some(f.header.clone())).unwrap();
     let (truth, stats) = feeder.join().unwrap();
     let h = last.unwrap();
-    let lost = stats.dropped_no_buffer + stats.dropped_queues_full + stats.stolen;
+    // The server's account of what it did not deliver: dropped, stolen, taken back at an
+    // Enable, or still queued when the client stopped at EndRun (it takes transitions first,
+    // as psana does).
+    let lost = truth.events - c.events_read();
     assert!(lost > 0, "no overload: {stats:?}");
-    assert_eq!(c.events_read() + lost, truth.events, "{stats:?}");
+    let accounted = stats.dropped_no_buffer + stats.dropped_queues_full + stats.stolen + stats.reclaimed_at_enable + stats.recovered_on_disconnect;
+    // (A client also drops an event older than the last Disable, psana's rule: a few.)
+    assert!(lost >= accounted && lost - accounted <= 5, "lost {lost}, the server accounts for {accounted}: {stats:?}");
     // The job's estimate (from the events' times) finds what the server did not deliver.
     let tolerance = truth.events / 200;
     assert!(h.events_dropped.abs_diff(lost) <= tolerance, "estimated {} dropped, the server lost {lost}", h.events_dropped);
