@@ -512,9 +512,13 @@ fn cell_magic(catalog: &mut query::Catalog, live: &mut crate::live::Live, line: 
             let mut bundle = display::table_bundle(title.as_deref(), &df, rows);
             // `--view KIND`: the result as a widget (a plot, or the sortable table), with the
             // static table beside it for viewers without widgets.
-            if view.kind.as_deref().is_some_and(|k| k != "html") {
+            if let Some(kind) = view.kind.as_deref().filter(|k| *k != "html") {
                 let id = crate::live::open_result_widget(&ctx.shared.widgets, ctx.parent, title.as_deref().unwrap_or("sql"), &df, &view);
                 bundle["application/vnd.jupyter.widget-view+json"] = crate::widgets::Widgets::view(&id);
+                let y = view.y.as_ref().and_then(|y| y.first()).map(String::as_str);
+                if let Some(svg) = display::svg_plot(&df, kind, view.x.as_deref(), y) {
+                    bundle["text/html"] = json!(format!("{svg}{}", bundle["text/html"].as_str().unwrap_or("")));
+                }
             }
             Ok(Some(bundle))
         }

@@ -48,6 +48,97 @@ fn shown_rows(height: usize, rows: usize) -> (Vec<usize>, bool) {
     }
 }
 
+/// A numeric column as f64 values (None: absent or not numeric); nulls are NaN.
+fn numbers(df: &DataFrame, name: &str) -> Option<Vec<f64>> {
+    let c = df.column(name).ok()?;
+    if !c.dtype().is_primitive_numeric() {
+        return None;
+    }
+    let f = c.cast(&DataType::Float64).ok()?;
+    Some(f.f64().ok()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+/// An inline SVG of a plot (`line`, `scatter` or `hist` bars) of `y` against `x` (by default
+/// the first numeric column and the next one), for viewers without widgets (nbconvert,
+/// GitHub): the static twin of the live plot. None when the table has nothing to plot.
+pub fn svg_plot(df: &DataFrame, kind: &str, x: Option<&str>, y: Option<&str>) -> Option<String> {
+    if !matches!(kind, "line" | "scatter" | "hist") || df.height() == 0 {
+        return None;
+    }
+    let numeric: Vec<String> = df.columns().iter().filter(|c| c.dtype().is_primitive_numeric()).map(|c| c.name().to_string()).collect();
+    let xname = x.map(str::to_string).or_else(|| numeric.first().cloned())?;
+    let yname = y.map(str::to_string).or_else(|| numeric.iter().find(|c| **c != xname).cloned())?;
+    let (xs, ys) = (numbers(df, &xname)?, numbers(df, &yname)?);
+    let pts: Vec<(f64, f64)> = xs.into_iter().zip(ys).filter(|(a, b)| a.is_finite() && b.is_finite()).take(5000).collect();
+    if pts.is_empty() {
+        return None;
+    }
+    let (w, h, m) = (480.0, 240.0, 36.0);
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(a, b) in &pts {
+        (x0, x1, y0, y1) = (x0.min(a), x1.max(a), y0.min(b), y1.max(b));
+    }
+    if kind == "hist" {
+        y0 = y0.min(0.0);
+    }
+    let (dx, dy) = ((x1 - x0).max(f64::MIN_POSITIVE), (y1 - y0).max(f64::MIN_POSITIVE));
+    let sx = |a: f64| m + (a - x0) / dx * (w - 2.0 * m);
+    let sy = |b: f64| h - m - (b - y0) / dy * (h - 2.0 * m);
+    let mut marks = String::new();
+    match kind {
+        "line" => {
+            let mut sorted = pts.clone();
+            sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let path: Vec<String> = sorted.iter().map(|&(a, b)| format!("{:.1},{:.1}", sx(a), sy(b))).collect();
+            marks.push_str(&format!("<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{}\"/>", path.join(" ")));
+            for &(a, b) in &sorted {
+                marks.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"#1f77b4\"/>", sx(a), sy(b)));
+            }
+        }
+        "scatter" => {
+            for &(a, b) in &pts {
+                marks.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.5\" fill=\"#1f77b4\" fill-opacity=\"0.6\"/>", sx(a), sy(b)));
+            }
+        }
+        _ => {
+            let bw = ((w - 2.0 * m) / pts.len() as f64 * 0.9).max(1.0);
+            for &(a, b) in &pts {
+                let (top, base) = (sy(b), sy(0.0_f64.max(y0)));
+                marks.push_str(&format!(
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"#1f77b4\"/>",
+                    sx(a),
+                    top.min(base),
+                    (base - top).abs()
+                ));
+            }
+        }
+    }
+    let label = |v: f64| escape(&format_float(v));
+    Some(format!(
+        "<svg class=\"beamtime-plot\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\
+         <rect x=\"{m}\" y=\"{m}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>{marks}\
+         <text x=\"{m}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>\
+         <text x=\"2\" y=\"{}\" font-size=\"10\">{}</text><text x=\"2\" y=\"{}\" font-size=\"10\">{}</text>\
+         <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text><text x=\"{}\" y=\"12\" font-size=\"11\" text-anchor=\"middle\">{}</text></svg>",
+        w - 2.0 * m,
+        h - 2.0 * m,
+        h - m + 12.0,
+        label(x0),
+        w - m,
+        h - m + 12.0,
+        label(x1),
+        h - m,
+        label(y0),
+        m + 4.0,
+        label(y1),
+        w / 2.0,
+        h - 4.0,
+        escape(&xname),
+        w / 2.0,
+        escape(&yname),
+    ))
+}
+
 /// The display bundle of a table: HTML and plain text.
 pub fn table_bundle(title: Option<&str>, df: &DataFrame, rows: usize) -> Value {
     json!({"text/html": html(title, df, rows), "text/plain": plain(title, df, rows)})
@@ -124,6 +215,18 @@ pub fn plain(title: Option<&str>, df: &DataFrame, rows: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plots_become_inline_svg() {
+        let df = df!("delay" => [-1.0, 0.0, 1.0, 2.0], "signal" => [0.1, 0.1, 0.5, 0.9], "name" => ["a", "b", "c", "d"]).unwrap();
+        let svg = svg_plot(&df, "line", None, None).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.contains(">delay<") && svg.contains(">signal<"));
+        assert_eq!(svg.matches("<circle").count(), 4);
+        let bars = svg_plot(&df, "hist", Some("delay"), Some("signal")).unwrap();
+        assert_eq!(bars.matches("<rect").count(), 1 + 4);
+        assert!(svg_plot(&df, "table", None, None).is_none());
+        assert!(svg_plot(&df, "line", Some("name"), None).is_none(), "strings are not plotted");
+    }
 
     #[test]
     fn head_and_tail_with_escaping() {

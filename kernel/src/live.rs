@@ -176,7 +176,11 @@ fn bundle(name: &str, view: &View, extra: Option<&str>) -> Value {
         status = format!("{status} · {e}");
     }
     let b = display::table_bundle(Some(name), df, display::DEFAULT_ROWS);
-    let html = format!("{}<div class=\"beamtime-status\"><small>{}</small></div>", b["text/html"].as_str().unwrap_or(""), display::escape(&status));
+    // The plot the widget shows, as an inline SVG for viewers without widgets.
+    let kind = view.look.kind.as_deref().unwrap_or("auto");
+    let y = view.look.y.as_ref().and_then(|y| y.first()).map(String::as_str);
+    let svg = display::svg_plot(df, kind, view.look.x.as_deref(), y).unwrap_or_default();
+    let html = format!("{svg}{}<div class=\"beamtime-status\"><small>{}</small></div>", b["text/html"].as_str().unwrap_or(""), display::escape(&status));
     let plain = format!("{}\n{status}", b["text/plain"].as_str().unwrap_or(""));
     json!({"text/html": html, "text/plain": plain})
 }

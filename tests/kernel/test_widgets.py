@@ -180,7 +180,7 @@ def test_nbclient_saves_the_final_widget_state_and_fallback(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(f"%source {source(tmp_path, 'tstwid5')}"),
-        nbformat.v4.new_code_cell(f"%%live per_step --ranks 1\n{SQL}"),
+        nbformat.v4.new_code_cell(f"%%live per_step --ranks 1 --view line x=step y=ipm\n{SQL}"),
         nbformat.v4.new_code_cell("%live wait"),
     ]
     NotebookClient(nb, kernel_name="beamtime", timeout=300, store_widget_state=True).execute()
@@ -196,6 +196,8 @@ def test_nbclient_saves_the_final_widget_state_and_fallback(tmp_path):
     out = nb.cells[1].outputs[0]["data"]
     assert out["application/vnd.jupyter.widget-view+json"]["model_id"] == mid
     assert "750" in out["text/html"] and "done" in out["text/plain"]
+    # ... and the plot as an inline SVG (4 steps on the line).
+    assert out["text/html"].startswith("<svg") and "<polyline" in out["text/html"] and out["text/html"].count("<circle") == 4
 
 
 def test_sql_results_can_be_shown_as_widgets(kernel, tmp_path):
