@@ -146,6 +146,8 @@ pub struct Live {
 
 /// How long a `%%live` cell waits for its first result.
 const FIRST_FRAME: Duration = Duration::from_secs(120);
+/// How long it waits for a first frame holding data (then an empty one will do).
+const FIRST_RESULT: Duration = Duration::from_secs(15);
 
 fn status_line(h: &FrameHeader) -> String {
     let mut parts = vec![format!("{} events", h.events_read)];
@@ -207,7 +209,8 @@ impl Live {
         let st = self.state.lock().unwrap();
         for (name, v) in &st.views {
             let seq = v.header.as_ref().map(|h| h.seq).unwrap_or(0);
-            if let Some(df) = &v.result {
+            // A result without columns (no events yet) does not replace a table.
+            if let Some(df) = v.result.as_ref().filter(|df| df.width() > 0) {
                 if self.synced.get(name) != Some(&seq) {
                     let _ = catalog.insert(name, df.clone());
                     self.synced.insert(name.clone(), seq);
@@ -298,8 +301,12 @@ impl Live {
                     }
                 }
                 let died = st.died.clone();
+                // The first frame with a result (columns), or the final one; after a few
+                // seconds without events, whatever came (the display shows it waiting).
+                let patient = t.elapsed() < FIRST_RESULT;
                 if let Some(v) = st.views.get(name) {
-                    if let Some(h) = v.header.as_ref().filter(|h| h.generation >= v.min_generation) {
+                    let has_result = v.result.as_ref().is_some_and(|df| df.width() > 0);
+                    if let Some(h) = v.header.as_ref().filter(|h| h.generation >= v.min_generation && (has_result || h.done || h.error.is_some() || !patient)) {
                         if let Some(e) = &h.error {
                             let e = e.clone();
                             st.views.remove(name);
