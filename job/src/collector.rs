@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use polars::prelude::*;
 use query::{convert::df_to_ipc_stream, LiveMode, LiveQuery};
 
-use crate::wire::{lcls_to_unix_secs, Command, FrameHeader, ReaderStatus, Update, UpdateKind};
+use crate::wire::{lcls_to_unix_secs, Command, FrameHeader, ReaderStatus, RowDelta, Update, UpdateKind};
 use crate::worker::{concat_frames, from_ipc};
 
 /// Row queries keep at most this many of their newest rows by default.
@@ -30,6 +30,28 @@ struct Query {
     seq: u64,
     dirty: bool,
     result: Option<DataFrame>,
+    /// Row queries: how the rows changed since the last frame, so that the next one carries
+    /// only that (None: it carries them all).
+    change: Option<RowChange>,
+}
+
+/// The rows of a streaming row query since its last frame: that frame's `dropped` oldest rows
+/// are gone and the newest `appended` rows are new.
+#[derive(Clone, Copy, Debug, Default)]
+struct RowChange {
+    dropped: usize,
+    appended: usize,
+}
+
+impl RowChange {
+    /// After rows were pruned and cut to the newest `max_rows`: `shown` rows of the last frame
+    /// were held before, the prune removed the oldest `removed` of them (None: not only the
+    /// oldest), the cut removed `cut` rows from the front, and `now` rows are held.
+    fn after(self, shown: usize, removed: Option<usize>, cut: usize, now: usize) -> Option<RowChange> {
+        let still = shown - removed?;
+        let cut_shown = cut.min(still);
+        Some(RowChange { dropped: self.dropped + removed? + cut_shown, appended: now - (still - cut_shown) })
+    }
 }
 
 struct WorkerInfo {
@@ -106,6 +128,7 @@ impl Collector {
                         seq: 0,
                         dirty: true,
                         result: None,
+                        change: None,
                     },
                 );
                 Ok(Command::Set { name, sql, mode: live_mode.to_string(), generation })
@@ -126,6 +149,7 @@ impl Collector {
                         q.generation = generation;
                         q.states.clear();
                         q.rows = None;
+                        q.change = None;
                         q.events_read.clear();
                         q.dirty = true;
                     }
@@ -133,6 +157,12 @@ impl Collector {
                 Ok(Command::Reset { name, generation })
             }
             Command::Stop => Ok(Command::Stop),
+            Command::Resend { name } => {
+                let q = self.queries.get_mut(&name).ok_or_else(|| format!("no live query named {name}"))?;
+                q.change = None;
+                q.dirty = true;
+                Ok(Command::Resend { name })
+            }
         }
     }
 
@@ -219,12 +249,21 @@ impl Collector {
                     if qu.kind == UpdateKind::State {
                         q.states.insert(rank, df);
                     } else {
+                        let held = q.rows.as_ref().map_or(0, |r| r.height());
+                        // Rows of the last frame still held (the rest are new since).
+                        let shown = q.change.map_or(0, |c| held - c.appended);
                         let mut all = concat_frames(q.rows.take().into_iter().chain([df]).collect());
-                        if let (Some(a), Some(p)) = (all.as_mut(), q.plan.as_ref()) {
-                            *a = p.prune(a).map_err(|e| e.to_string())?;
-                            if a.height() > self.max_rows {
-                                *a = a.slice((a.height() - self.max_rows) as i64, self.max_rows);
+                        if let Some(a) = all.as_mut() {
+                            let mut removed = Some(0);
+                            if let Some(p) = q.plan.as_ref() {
+                                let (kept, r) = p.prune_rows(a, shown).map_err(|e| e.to_string())?;
+                                (*a, removed) = (kept, r);
                             }
+                            let cut = a.height().saturating_sub(self.max_rows);
+                            if cut > 0 {
+                                *a = a.slice(cut as i64, self.max_rows);
+                            }
+                            q.change = q.change.and_then(|c| c.after(shown, removed, cut, a.height()));
                         }
                         q.rows = all;
                     }
@@ -321,6 +360,7 @@ impl Collector {
                 continue;
             }
             q.dirty = false;
+            let prev_seq = q.seq;
             q.seq += 1;
             let mut error = q.error.clone().or_else(|| job_error.clone());
             let mut result = DataFrame::empty();
@@ -344,7 +384,19 @@ impl Collector {
                     Err(e) => error = Some(e.to_string()),
                 }
             }
-            let ipc = df_to_ipc_stream(&mut result.clone()).unwrap_or_default();
+            // A streaming row query sends what changed since its last frame; the final frame
+            // (and any after a reset, a resend request or an error) the whole result.
+            let streams = q.plan.as_ref().is_some_and(|p| p.streams_rows()) && error.is_none() && result.width() > 0;
+            let delta = match q.change {
+                Some(c) if streams && !done => Some((RowDelta { prev_seq, drop: c.dropped }, c.appended)),
+                _ => None,
+            };
+            let mut body = match delta {
+                Some((_, appended)) => result.slice((result.height() - appended) as i64, appended),
+                None => result.clone(),
+            };
+            let ipc = df_to_ipc_stream(&mut body).unwrap_or_default();
+            q.change = streams.then(RowChange::default);
             let header = FrameHeader {
                 query: name.clone(),
                 sql: q.sql.clone(),
@@ -361,6 +413,7 @@ impl Collector {
                 rate_hz: rate,
                 newest_age_s: age,
                 rows: result.height(),
+                delta: delta.map(|(d, _)| d),
                 done,
                 error,
             };
@@ -368,5 +421,122 @@ impl Collector {
             out.push(Frame { header, ipc, result });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{encode, QueryUpdate};
+    use crate::worker::to_ipc;
+
+    /// A worker's update carrying the rows of events `ids` (x = id / 2).
+    fn rows_update(plan: &LiveQuery, generation: u64, ids: &[u64], first: bool) -> Vec<u8> {
+        let batch = df!("__event" => ids, "x" => ids.iter().map(|i| *i as f64 / 2.0).collect::<Vec<f64>>()).unwrap();
+        let body = to_ipc(&mut plan.partial(&batch).unwrap()).unwrap();
+        let columns = first.then(|| vec!["__event".to_string(), "x".to_string()]);
+        let qu = QueryUpdate { name: "w".into(), generation, kind: UpdateKind::Rows, columns, events_read: 0, error: None, bytes: body.len() };
+        encode(&Update { queries: vec![qu], ..Default::default() }, &[&body])
+    }
+
+    /// What a kernel holds after applying frames: the whole result or a delta on the last one.
+    #[derive(Default)]
+    struct Follower {
+        rows: Option<DataFrame>,
+        seq: u64,
+        deltas: usize,
+        dropped: usize,
+    }
+
+    impl Follower {
+        fn apply(&mut self, f: &Frame) {
+            let body = from_ipc(&f.ipc).unwrap();
+            self.rows = Some(match f.header.delta {
+                None => body,
+                Some(d) => {
+                    assert_eq!(d.prev_seq, self.seq, "a delta extends the frame before it");
+                    self.deltas += 1;
+                    self.dropped += d.drop;
+                    let held = self.rows.take().unwrap();
+                    assert!(body.height() < f.result.height() || held.height() <= d.drop);
+                    held.slice(d.drop as i64, held.height() - d.drop).vstack(&body).unwrap()
+                }
+            });
+            self.seq = f.header.seq;
+            let rows = self.rows.as_ref().unwrap();
+            assert_eq!(rows.height(), f.header.rows);
+            assert!(rows.equals_missing(&f.result), "frame {}: held {rows} result {}", f.header.seq, f.result);
+        }
+    }
+
+    fn set(c: &mut Collector, mode: &str) -> (LiveQuery, u64) {
+        let sql = "SELECT x FROM events";
+        let Ok(Command::Set { generation, .. }) = c.command(Command::Set { name: "w".into(), sql: sql.into(), mode: mode.into(), generation: 0 }) else { panic!() };
+        let cols = ["__event".to_string(), "x".to_string()];
+        (LiveQuery::plan_mode(sql, &cols, LiveMode::parse(mode).unwrap()).unwrap(), generation)
+    }
+
+    #[test]
+    fn a_window_of_rows_goes_out_as_deltas_that_rebuild_every_result() {
+        let mut c = Collector::new(vec![1, 2]);
+        let (plan, generation) = set(&mut c, "160");
+        let mut k = Follower::default();
+        for (i, start) in (0u64..1200).step_by(37).enumerate() {
+            let ids: Vec<u64> = (start..(start + 37).min(1200)).collect();
+            c.update(1 + (i % 2) as i32, &rows_update(&plan, generation, &ids, i < 2)).unwrap();
+            if i % 3 == 2 {
+                for f in c.frames(i % 9 == 8, false) {
+                    k.apply(&f);
+                }
+            }
+        }
+        // A slow rank's late rows of an old (still kept) bin, then rows that push that bin out
+        // while newer ones stay: not the oldest rows left, so the next frame is whole.
+        c.update(2, &rows_update(&plan, generation, &[1045], false)).unwrap();
+        for f in c.frames(false, false) {
+            k.apply(&f);
+        }
+        c.update(1, &rows_update(&plan, generation, &(1200..1215).collect::<Vec<_>>(), false)).unwrap();
+        let [f] = &c.frames(false, false)[..] else { panic!() };
+        assert!(f.header.delta.is_none(), "not a prefix: whole result");
+        k.apply(f);
+        assert!(k.deltas >= 8 && k.dropped > 500, "deltas {} dropped {}", k.deltas, k.dropped);
+        // The kernel lost track: it asks, the next frame is whole, then deltas again.
+        c.command(Command::Resend { name: "w".into() }).unwrap();
+        let [f] = &c.frames(false, false)[..] else { panic!() };
+        assert!(f.header.delta.is_none());
+        k.apply(f);
+        c.update(1, &rows_update(&plan, generation, &[1215, 1216], false)).unwrap();
+        let [f] = &c.frames(false, false)[..] else { panic!() };
+        assert_eq!(f.header.delta.map(|d| d.drop), Some(0));
+        assert_eq!(from_ipc(&f.ipc).unwrap().height(), 2);
+        k.apply(f);
+        // The final frame is whole.
+        let [f] = &c.frames(true, true)[..] else { panic!() };
+        assert!(f.header.delta.is_none() && f.header.done);
+    }
+
+    #[test]
+    fn rows_cut_to_max_rows_drop_from_the_front_of_the_delta() {
+        let mut c = Collector::new(vec![1]);
+        c.max_rows = 100;
+        let (plan, generation) = set(&mut c, "total");
+        let mut k = Follower::default();
+        for (i, start) in (0u64..1000).step_by(30).enumerate() {
+            let ids: Vec<u64> = (start..(start + 30).min(1000)).collect();
+            c.update(1, &rows_update(&plan, generation, &ids, i == 0)).unwrap();
+            if i % 2 == 1 || i > 30 {
+                for f in c.frames(false, false) {
+                    k.apply(&f);
+                }
+            }
+        }
+        // Whole batches bigger than max_rows between two frames: everything shown goes.
+        c.update(1, &rows_update(&plan, generation, &(1000..1250).collect::<Vec<_>>(), false)).unwrap();
+        let [f] = &c.frames(false, false)[..] else { panic!() };
+        assert_eq!(f.header.delta.map(|d| d.drop), Some(100));
+        k.apply(f);
+        assert!(k.deltas > 10);
+        assert_eq!(k.rows.unwrap().column("x").unwrap().f64().unwrap().get(0), Some(1150.0 / 2.0));
     }
 }

@@ -125,7 +125,9 @@ impl<'a> Emitter<'a> {
             match res {
                 Ok(cmd) => {
                     l.send("ack", &serde_json::json!({"ok": true, "command": cmd}), None);
-                    ok.push(cmd);
+                    if !matches!(cmd, Command::Resend { .. }) {
+                        ok.push(cmd); // what the workers need to hear
+                    }
                 }
                 Err(e) => l.send("ack", &serde_json::json!({"ok": false, "error": e}), None),
             }

@@ -76,6 +76,9 @@ pub enum Command {
     },
     /// Stop reading; finish with the results so far.
     Stop,
+    /// Send the query's whole result in its next frame (the kernel lost track of the rows a
+    /// delta extends). For the collector only; workers ignore it.
+    Resend { name: String },
 }
 
 /// How a worker opens its fed reader: one entry per stream, in the reader's order.
@@ -242,10 +245,24 @@ pub struct FrameHeader {
     pub rate_hz: f64,
     /// Seconds between the newest event's timestamp and now.
     pub newest_age_s: Option<f64>,
+    /// Rows of the whole result (also when the body is a delta).
     pub rows: usize,
+    /// When set, the body holds only the change since frame `prev_seq` of this query (see
+    /// [`RowDelta`]); otherwise the whole result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<RowDelta>,
     /// The data is finished (end of run or stop): this is the final result.
     pub done: bool,
     pub error: Option<String>,
+}
+
+/// The change of a row query's result since an earlier frame: drop its `drop` oldest rows,
+/// then append the body's rows. Row queries grow by appends and windows lose their oldest
+/// rows, so a frame carries what is new instead of up to a million rows every time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowDelta {
+    pub prev_seq: u64,
+    pub drop: usize,
 }
 
 /// LCLS timestamp (seconds since 1990 << 32 | ns) → Unix seconds.

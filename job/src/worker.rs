@@ -109,7 +109,7 @@ impl Worker {
                     }
                 }
             }
-            Command::Stop => {}
+            Command::Stop | Command::Resend { .. } => {}
         }
     }
 

@@ -42,6 +42,49 @@ struct View {
     /// A result the widget has not been sent yet, and when it was last sent one.
     widget_dirty: bool,
     widget_sent: Option<Instant>,
+    /// The job frame whose rows `result` holds (the base a delta frame must extend).
+    result_seq: Option<u64>,
+    /// The job was asked to send the whole result again (a delta did not fit).
+    resend_asked: bool,
+    /// The newest data message sent to the widget (its snapshot's or custom message's seq).
+    widget_seq: u64,
+    /// What the widget holds, so that it is sent only the change (None: send it all).
+    widget_rows: Option<WidgetRows>,
+}
+
+/// The rows a widget holds: the newest `held` of the result as it was at widget message
+/// `seq`; since then `left` rows of that result are still in the view's result (the others
+/// were its oldest, dropped) and `appended` rows came after them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WidgetRows {
+    seq: u64,
+    held: usize,
+    left: usize,
+    appended: usize,
+}
+
+impl WidgetRows {
+    /// The widget was sent the newest rows of a result of `rows` rows.
+    fn whole(seq: u64, rows: usize) -> Self {
+        WidgetRows { seq, held: rows.min(WIDGET_MAX_ROWS), left: rows, appended: 0 }
+    }
+
+    /// The view's result lost its `drop` oldest rows and gained `appended` new ones.
+    fn changed(&mut self, drop: usize, appended: usize) {
+        let from_old = drop.min(self.left);
+        self.left -= from_old;
+        self.appended = self.appended.saturating_sub(drop - from_old) + appended;
+    }
+
+    /// The message bringing the widget up to date: its oldest rows to drop and how many of
+    /// the result's newest rows to append (None: nothing changed).
+    fn catch_up(&self) -> Option<(usize, usize)> {
+        if self.appended >= WIDGET_MAX_ROWS {
+            return Some((self.held, WIDGET_MAX_ROWS));
+        }
+        let drop = self.held - self.held.min(self.left);
+        (drop > 0 || self.appended > 0).then_some((drop, self.appended))
+    }
 }
 
 /// How a live result is shown: `--view KIND [x=COL] [y=COL[,COL]]`.
@@ -93,6 +136,7 @@ pub fn open_result_widget(widgets: &Widgets, parent: &Message, title: &str, df: 
     traits.insert("y".into(), json!(look.y));
     traits.insert("title".into(), json!(title));
     traits.insert("status".into(), json!({"query": title, "events": df.height(), "done": true}));
+    traits.insert("max_rows".into(), json!(WIDGET_MAX_ROWS));
     widgets.open(parent, traits, vec![("snapshot".into(), widget_ipc(df))], None)
 }
 
@@ -107,6 +151,13 @@ fn widget_status(name: &str, h: Option<&FrameHeader>, paused: bool, note: Option
             "error": note.map(str::to_string).or_else(|| h.error.clone()), "paused": paused,
         }),
     }
+}
+
+/// The status trait of a live view's widget; its seq is that of the data the widget was sent.
+fn view_status(name: &str, v: &View, note: Option<&str>) -> Value {
+    let mut s = widget_status(name, v.header.as_ref(), v.paused, note);
+    s["seq"] = json!(v.widget_seq);
+    s
 }
 
 /// What the job thread and the executor share.
@@ -274,6 +325,10 @@ impl Live {
                     paused: false,
                     widget_dirty: false,
                     widget_sent: None,
+                    result_seq: None,
+                    resend_asked: false,
+                    widget_seq: 0,
+                    widget_rows: None,
                 },
             );
             st.acks.clear();
@@ -315,12 +370,14 @@ impl Live {
                         let shown_seq = h.seq;
                         let mut b = bundle(name, v, None);
                         if !v.look.html_only() {
+                            let v = st.views.get_mut(name).expect("the view is there");
+                            // The widget opens with the whole result as its snapshot.
+                            v.widget_seq += 1;
+                            v.widget_rows = v.result.as_ref().map(|df| WidgetRows::whole(v.widget_seq, df.height()));
                             let id = self.open_widget(name, v);
                             b["application/vnd.jupyter.widget-view+json"] = Widgets::view(&id);
-                            if let Some(v) = st.views.get_mut(name) {
-                                v.widget = Some(id);
-                                v.widget_sent = Some(Instant::now());
-                            }
+                            v.widget = Some(id);
+                            v.widget_sent = Some(Instant::now());
                         }
                         drop(st);
                         self.outbox.publish(Some(parent), "display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": display_id}}));
@@ -365,7 +422,8 @@ impl Live {
         traits.insert("x".into(), json!(v.look.x));
         traits.insert("y".into(), json!(v.look.y));
         traits.insert("title".into(), json!(name));
-        traits.insert("status".into(), widget_status(name, v.header.as_ref(), false, None));
+        traits.insert("max_rows".into(), json!(WIDGET_MAX_ROWS));
+        traits.insert("status".into(), view_status(name, v, None));
         let snapshot = v.result.as_ref().map(widget_ipc).unwrap_or_default();
         let (state, widgets, commands, query) = (self.state.clone(), self.widgets.clone(), self.commands.clone(), name.to_string());
         let on_custom: OnCustom = Arc::new(move |msg: &Value| {
@@ -375,14 +433,15 @@ impl Live {
             match msg.get("type").and_then(Value::as_str) {
                 Some("sync") => {
                     if let Some(df) = &v.result {
-                        let seq = v.header.as_ref().map(|h| h.seq).unwrap_or(0);
-                        widgets.custom(&id, json!({"type": "replace", "seq": seq}), vec![widget_ipc(df)]);
+                        v.widget_seq += 1;
+                        v.widget_rows = Some(WidgetRows::whole(v.widget_seq, df.height()));
+                        widgets.custom(&id, json!({"type": "replace", "seq": v.widget_seq}), vec![widget_ipc(df)]);
                     }
                 }
                 Some("pause") => {
                     v.paused = msg.get("paused").and_then(Value::as_bool).unwrap_or(!v.paused);
                     v.widget_dirty = !v.paused;
-                    let status = widget_status(&query, v.header.as_ref(), v.paused, None);
+                    let status = view_status(&query, v, None);
                     widgets.update(&id, [("status".to_string(), status)].into_iter().collect(), Vec::new());
                 }
                 Some("reset") => {
@@ -391,8 +450,9 @@ impl Live {
                     }
                     // Empty now; the job's next frames (of the new generation) refill it.
                     if let Some(df) = &v.result {
-                        let seq = v.header.as_ref().map(|h| h.seq).unwrap_or(0);
-                        widgets.custom(&id, json!({"type": "replace", "seq": seq}), vec![widget_ipc(&df.clear())]);
+                        v.widget_seq += 1;
+                        v.widget_rows = None;
+                        widgets.custom(&id, json!({"type": "replace", "seq": v.widget_seq}), vec![widget_ipc(&df.clear())]);
                     }
                 }
                 _ => {}
@@ -676,14 +736,14 @@ fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox, widgets: Arc<
                 st.ended = Some(e["error"].as_str().map(|s| format!("error: {s}")).unwrap_or_else(|| "end of data".into()));
             }
             Some(JobMessage::Frame(h, ipc)) => {
-                use polars::prelude::SerReader;
                 let Some(v) = st.views.get_mut(&h.query) else { continue };
                 if h.generation < v.min_generation {
                     continue;
                 }
-                let df = IpcStreamReader::new(std::io::Cursor::new(ipc)).finish().ok();
-                if df.is_some() {
-                    v.result = df;
+                if !take_rows(v, &h, &ipc) && !v.resend_asked {
+                    // A delta that does not extend what we hold: ask for the whole result.
+                    v.resend_asked = true;
+                    ep.send(Command::Resend { name: h.query.clone() });
                 }
                 v.header = Some(h.clone());
                 if v.widget.is_none() || h.done {
@@ -713,7 +773,7 @@ fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox, widgets: Arc<
                 let b = fallback_bundle(n, v, Some(&note));
                 outbox.publish(Some(&v.parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
                 if let Some(id) = &v.widget {
-                    let status = widget_status(n, v.header.as_ref(), v.paused, Some(&note));
+                    let status = view_status(n, v, Some(&note));
                     widgets.update(id, [("status".to_string(), status)].into_iter().collect(), Vec::new());
                 }
             }
@@ -721,19 +781,77 @@ fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox, widgets: Arc<
     }
 }
 
-/// Sends the view's newest result and status to its widget (only the status while paused).
+/// Takes a frame's rows into the view: the whole result, or a delta on the frame before.
+/// False when a delta does not extend what the view holds (the rows are then unknown until
+/// a whole result comes).
+fn take_rows(v: &mut View, h: &FrameHeader, ipc: &[u8]) -> bool {
+    use polars::prelude::SerReader;
+    let body = IpcStreamReader::new(std::io::Cursor::new(ipc)).finish().ok();
+    let Some(d) = h.delta else {
+        if body.is_some() {
+            v.result = body;
+        }
+        v.result_seq = Some(h.seq);
+        v.resend_asked = false;
+        v.widget_rows = None;
+        return true;
+    };
+    let (Some(body), Some(held)) = (body, v.result.as_mut()) else {
+        v.result_seq = None;
+        return false;
+    };
+    if v.result_seq != Some(d.prev_seq) || held.height() < d.drop || held.height() - d.drop + body.height() != h.rows {
+        v.result_seq = None;
+        return false;
+    }
+    let mut next = held.slice(d.drop as i64, held.height() - d.drop);
+    if next.vstack_mut(&body).is_err() {
+        v.result_seq = None;
+        return false;
+    }
+    // Appends add chunks; a few dozen at most keep slicing and encoding cheap.
+    if next.first_col_n_chunks() > 32 {
+        next.rechunk_mut();
+    }
+    *held = next;
+    v.result_seq = Some(h.seq);
+    if let Some(w) = v.widget_rows.as_mut() {
+        w.changed(d.drop, body.height());
+    }
+    true
+}
+
+/// Sends the view's newest rows and status to its widget (only the status while paused):
+/// what changed as a custom `append` when the widget holds the rows it extends, else the whole
+/// result as its snapshot (always when final, so that saved widget state is complete).
 fn flush_widget(widgets: &Widgets, name: &str, v: &mut View) {
-    let Some(id) = &v.widget else {
+    let Some(id) = v.widget.clone() else {
         v.widget_dirty = false;
         return;
     };
+    let done = v.header.as_ref().is_some_and(|h| h.done);
+    let mut binary = Vec::new();
+    if let (Some(df), false) = (&v.result, v.paused) {
+        match v.widget_rows.filter(|_| !done) {
+            Some(w) => {
+                if let Some((drop, append)) = w.catch_up() {
+                    v.widget_seq += 1;
+                    let rows = widget_ipc(&df.tail(Some(append)));
+                    widgets.custom(&id, json!({"type": "append", "seq": v.widget_seq, "prev": w.seq, "drop": drop}), vec![rows]);
+                    let held = (w.held - drop + append).min(WIDGET_MAX_ROWS);
+                    v.widget_rows = Some(WidgetRows { seq: v.widget_seq, held, left: df.height(), appended: 0 });
+                }
+            }
+            None => {
+                v.widget_seq += 1;
+                binary.push(("snapshot".to_string(), widget_ipc(df)));
+                v.widget_rows = Some(WidgetRows::whole(v.widget_seq, df.height()));
+            }
+        }
+    }
     let mut changes = serde_json::Map::new();
-    changes.insert("status".into(), widget_status(name, v.header.as_ref(), v.paused, None));
-    let binary = match (&v.result, v.paused) {
-        (Some(df), false) => vec![("snapshot".to_string(), widget_ipc(df))],
-        _ => Vec::new(),
-    };
-    widgets.update(id, changes, binary);
+    changes.insert("status".into(), view_status(name, v, None));
+    widgets.update(&id, changes, binary);
     v.widget_dirty = false;
     v.widget_sent = Some(Instant::now());
 }

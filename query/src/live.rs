@@ -365,6 +365,39 @@ impl LiveQuery {
         self.rows
     }
 
+    /// True when the result is the rows themselves in arrival order (a row query without
+    /// ORDER BY/LIMIT): a new result is the old one minus its oldest rows plus new ones, so a
+    /// display can be sent only the change.
+    pub fn streams_rows(&self) -> bool {
+        self.rows && self.post_sql.is_none()
+    }
+
+    /// [`prune`](Self::prune) for the rows of a row query whose first `old` rows were shown
+    /// before: also says how many of those the prune removed when they are exactly the oldest
+    /// ones (a prefix; None when rows in between went, e.g. a slow rank's late rows of an
+    /// older window bin were kept while newer ones left).
+    pub fn prune_rows(&self, rows: &DataFrame, old: usize) -> Result<(DataFrame, Option<usize>)> {
+        let keep = match self.mode {
+            LiveMode::Total => return Ok((rows.clone(), Some(0))),
+            _ if rows.height() == 0 => return Ok((rows.clone(), Some(0))),
+            LiveMode::Run => col("__m0").eq(col("__m0").max()),
+            LiveMode::Step => {
+                let newest_run = col("__m0").eq(col("__m0").max());
+                let step_in_newest = col("__m1").filter(newest_run.clone()).max();
+                newest_run.and(col("__m1").eq(step_in_newest))
+            }
+            LiveMode::Window(_) | LiveMode::Events(_) => col("__m0").gt(col("__m0").max() - lit(WINDOW_BINS)),
+        };
+        let mask = rows.clone().lazy().select([keep.alias("__keep")]).collect()?;
+        let mask = mask.column("__keep")?.bool()?.clone();
+        let old = old.min(rows.height());
+        let mut shown = mask.slice(0, old).downcast_iter().flat_map(|a| a.iter().map(|k| k == Some(true))).collect::<Vec<_>>().into_iter();
+        let removed = shown.by_ref().take_while(|k| !k).count();
+        // take_while consumed the first kept row (if any): the rest must all be kept.
+        let prefix = shown.all(|k| k);
+        Ok((rows.filter(&mask)?, prefix.then_some(removed)))
+    }
+
     /// The partial step over one batch of the events table: a state table.
     pub fn partial(&self, batch: &DataFrame) -> Result<DataFrame> {
         let mut ctx = SQLContext::new();

@@ -146,3 +146,29 @@ fn what_cannot_be_merged_says_why_and_what_to_write() {
     assert!(err("SELECT sum(DISTINCT step) FROM events").contains("count(DISTINCT x) is"));
     assert!(matches!(LiveQuery::plan("SELEC 1", &cols), Err(QueryError::Syntax(_))));
 }
+
+/// A row query over a window of events: the prune reports the oldest rows it removed when they
+/// are a prefix of what was shown (so a display can be sent the change), and None otherwise.
+#[test]
+fn row_windows_prune_a_prefix_or_say_they_did_not() {
+    let cols = vec!["__event".to_string(), "x".to_string()];
+    let q = LiveQuery::plan_mode("SELECT x FROM events", &cols, query::LiveMode::Events(160)).unwrap();
+    assert!(q.streams_rows());
+    let events = |ids: &[u64]| df!("__event" => ids, "x" => ids.iter().map(|i| *i as f64 * 0.5).collect::<Vec<f64>>()).unwrap();
+    let all: Vec<u64> = (0..400).collect();
+    let rows = q.partial(&events(&all)).unwrap();
+    // Bins of 10 events; the newest is 39, so bins 24..=39 stay: events 240..399.
+    let (kept, removed) = q.prune_rows(&rows, 350).unwrap();
+    assert_eq!(removed, Some(240));
+    assert_eq!(kept.height(), 160);
+    assert_eq!(q.finalize(&kept).unwrap().column("x").unwrap().f64().unwrap().get(0), Some(120.0));
+    // A late row of an old bin between kept ones: what left is not the oldest rows.
+    let rows = q.partial(&events(&[300, 50, 310, 400])).unwrap();
+    let (kept, removed) = q.prune_rows(&rows, 3).unwrap();
+    assert_eq!((kept.height(), removed), (3, None));
+    // Everything since the start: nothing leaves.
+    let total = LiveQuery::plan("SELECT x FROM events", &cols).unwrap();
+    assert_eq!(total.prune_rows(&total.partial(&events(&all)).unwrap(), 400).unwrap().1, Some(0));
+    // ORDER BY makes the result something else than the rows in arrival order.
+    assert!(!LiveQuery::plan("SELECT x FROM events ORDER BY x", &cols).unwrap().streams_rows());
+}

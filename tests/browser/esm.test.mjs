@@ -94,11 +94,18 @@ test("replace, append, seq and the bounded snapshot", async () => {
   assert.equal(h.rows, 45);
   assert.equal(h.seq, 44);
   assert.ok(h.frames - f0 <= 2, `40 messages painted in ${h.frames - f0} frames`);
-  // An append that extends a newer table than ours (rows missed): the widget asks for a sync.
-  await new Promise((r) => setTimeout(r, 1100)); // syncs are at most once a second
-  await send(i, { type: "append", seq: 47, prev: 46 }, ipc({ a: i64([7]) }));
+  // A sliding window: an append extending our table (prev = our seq) drops its oldest rows first.
+  await send(i, { type: "append", seq: 45, prev: 44, drop: 40 }, ipc({ a: i64([7, 8]) }));
   h = await hooks(i);
-  assert.equal(h.rows, 46);
+  assert.equal(h.rows, 7);
+  assert.equal(h.seq, 45);
+  // An append that extends another table than ours (rows missed): not applied, the widget
+  // asks for a sync.
+  await new Promise((r) => setTimeout(r, 1100)); // syncs are at most once a second
+  await send(i, { type: "append", seq: 47, prev: 46, drop: 2 }, ipc({ a: i64([7]) }));
+  h = await hooks(i);
+  assert.equal(h.rows, 7);
+  assert.equal(h.seq, 45);
   assert.deepEqual(await page.evaluate((i) => window.models[i].sent, i), [{ type: "sync" }, { type: "sync" }]);
   // A replace starts over; an append with another schema starts a new table.
   await send(i, { type: "replace", seq: 50 }, ipc({ a: i64([]) }));

@@ -216,3 +216,124 @@ def test_sql_results_can_be_shown_as_widgets(kernel, tmp_path):
     # Without --view, no widget.
     _, msgs = run_cell(kc, "%%sql\nSELECT 1 AS one")
     assert not comm_opens(msgs)
+
+
+def run_keep_all(kc, code, timeout=120):
+    """Like run_cell, but keeps every iopub message (background widget traffic included)."""
+    msg_id = kc.execute(code)
+    msgs = []
+    while True:
+        m = kc.get_iopub_msg(timeout=timeout)
+        msgs.append(m)
+        if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status" \
+                and m["content"]["execution_state"] == "idle":
+            return msgs
+
+
+class Mirror:
+    """A widget's table rebuilt from the kernel's messages the way the front end applies them
+    (snapshot trait, custom replace, custom append with prev/drop, cut to max_rows). Every
+    whole table received (a snapshot or a sync's replace) is checked against what the appends
+    built: rows only leave from the front and come at the end, so the whole table must start
+    with the rebuilt rows that are still in it (those from its first timestamp on)."""
+
+    def __init__(self, opened):
+        data = opened["content"]["data"]
+        self.max_rows = data["state"]["max_rows"]
+        self.seq = data["state"]["status"]["seq"]
+        self.table = arrow(opened["buffers"][0]) if opened["buffers"] and len(opened["buffers"][0]) else None
+        self.appends, self.drops, self.append_bytes, self.snapshots = 0, 0, [], 0
+        self.done = False
+        self.checked = 0
+        self.largest = 0
+
+    def contiguous(self):
+        """No row lost or repeated: the simulated trigger runs at 3 kHz (333 µs apart)."""
+        ns = [(t >> 32) * 1_000_000_000 + (t & 0xFFFFFFFF) for t in self.table.column("timestamp").to_pylist()]
+        gaps = [b - a for a, b in zip(ns, ns[1:])]
+        assert all(0 < g < 500_000 for g in gaps), f"rows missing or repeated: gaps {sorted(set(gaps))[:3]}…{max(gaps)}"
+
+    def whole(self, table, seq):
+        if self.table is not None and self.table.num_rows and table.num_rows:
+            ts = self.table.column("timestamp").to_pylist()
+            first = table.column("timestamp")[0].as_py()
+            still = self.table.slice(next((i for i, t in enumerate(ts) if t >= first), len(ts)))
+            assert still.num_rows > 0, "the whole table has none of the rebuilt rows"
+            assert table.slice(0, still.num_rows).equals(still), \
+                f"rebuilt rows {still.num_rows} differ from the whole table's first ones"
+            self.checked += 1
+        self.table, self.seq = table, seq
+
+    def apply(self, m):
+        data = m["content"]["data"]
+        if data.get("method") == "update":
+            state = data["state"]
+            self.done |= bool(state.get("status", {}).get("done"))
+            if ["snapshot"] in data.get("buffer_paths", []):
+                self.whole(arrow(m["buffers"][0]), state["status"]["seq"])
+                self.snapshots += 1
+            return None
+        c = data.get("content", {})
+        if c.get("type") == "replace":
+            self.whole(arrow(m["buffers"][0]), c["seq"])
+            return "replace"
+        if c.get("type") == "append":
+            assert c["prev"] == self.seq, f"append extends {c['prev']}, the widget holds {self.seq}"
+            rows = arrow(m["buffers"][0])
+            kept = self.table.slice(min(c["drop"], self.table.num_rows))
+            t = pa.concat_tables([kept, rows])
+            self.table = t.slice(max(0, t.num_rows - self.max_rows))
+            self.largest = max(self.largest, self.table.num_rows)
+            self.seq = c["seq"]
+            self.contiguous()
+            self.appends += 1
+            self.drops += c["drop"] > 0
+            self.append_bytes.append(len(m["buffers"][0]))
+            return "append"
+
+
+def test_row_queries_reach_the_widget_as_appends_that_rebuild_its_table(kernel, tmp_path):
+    """Row queries stream: after the first snapshot the widget gets only new rows (and, for a
+    window, how many old ones leave), never the whole table at the display rate."""
+    km, kc = kernel
+    writer = sim(tmp_path, "tstwid7", 16000, rate=3000)
+    run_cell(kc, f"%source {source(tmp_path, 'tstwid7', live=True)}")
+    models = {}
+    for cell in ("%%live win --ranks 1 --window 2000\nSELECT timestamp, ipm2.raw.sum AS ipm FROM events",
+                 "%%live all_rows --ranks 1\nSELECT timestamp FROM events"):
+        msgs = run_keep_all(kc, cell)
+        [opened] = comm_opens(msgs)
+        mirror = Mirror(opened)
+        models[opened["content"]["comm_id"]] = mirror
+        for m in msgs[msgs.index(opened) + 1:]:
+            if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] in models:
+                models[m["content"]["comm_id"]].apply(m)
+    win, every = models.values()
+    assert win.max_rows == every.max_rows == 10_000
+    # While the run is written: ask the window for its whole table now and then (checked
+    # against what the appends built).
+    end, last_sync = time.time() + 120, 0
+    model_of = {m: k for k, m in models.items()}
+    while not (win.done and every.done) and time.time() < end:
+        if not win.done and time.time() - last_sync > 1.5:
+            send_comm(kc, "comm_msg", {"comm_id": model_of[win], "data": {"method": "custom", "content": {"type": "sync"}}})
+            last_sync = time.time()
+        try:
+            m = kc.get_iopub_msg(timeout=0.5)
+        except Exception:
+            continue
+        if m["msg_type"] != "comm_msg" or m["content"]["comm_id"] not in models:
+            continue
+        models[m["content"]["comm_id"]].apply(m)
+    assert writer.wait() == 0
+    assert win.done and every.done, "both queries finish"
+    assert win.checked >= 2 and win.appends >= 5 and win.drops >= 2, (win.checked, win.appends, win.drops)
+    assert win.largest <= 2000, "the window's oldest rows left the widget as they left the result"
+    # The window holds the 16 newest bins of 125 events; the first column is in time order.
+    assert 1875 < win.table.num_rows <= 2000
+    ts = win.table.column("timestamp").to_pylist()
+    assert ts == sorted(ts)
+    # Since the start: 16 000 rows, the widget keeps the newest 10 000, filled by appends.
+    assert every.appends >= 5 and every.checked >= 1 and every.table.num_rows == 10_000
+    assert every.table.column("timestamp").to_pylist() == sorted(every.table.column("timestamp").to_pylist())
+    assert max(every.append_bytes) < 200_000, "appends carry new rows, not the table"

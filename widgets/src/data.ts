@@ -22,8 +22,11 @@ export function decode(b: Bytes): Table | null {
 export interface Op {
   kind: "replace" | "append";
   seq: number | null;
-  /** append: the seq of the table these rows extend (optional; a newer one means rows were missed). */
+  /** append: the seq of the table these rows extend (optional; another one than ours means
+   * rows were missed: the append is not applied and the widget asks for the whole table). */
   prev?: number | null;
+  /** append: the table's oldest rows to drop before appending (a sliding window). */
+  drop?: number | null;
   buf: Bytes;
   /** performance.now() at arrival (latency benchmark). */
   t: number;
@@ -47,7 +50,7 @@ export class Store {
   table: Table | null = null;
   seq = -1;
   version = 0;
-  /** Set when an append extended a newer table than ours: rows are missing, ask for a sync. */
+  /** Set when an append extended another table than ours: rows are missing, ask for a sync. */
   gap = false;
   maxRows = 100_000;
   private queue: Op[] = [];
@@ -82,9 +85,16 @@ export class Store {
       }
       // An append the table already holds (seq not newer) is skipped.
       if (op.seq != null && this.seq >= 0 && op.seq <= this.seq) continue;
-      if (op.prev != null && this.seq >= 0 && op.prev > this.seq) this.gap = true;
+      if (op.prev != null && op.prev !== this.seq) {
+        // It extends rows we do not hold (missed messages, or a table restored from older
+        // state): wait for the whole table instead of showing a wrong one.
+        this.gap = true;
+        continue;
+      }
       const t = decode(op.buf);
       if (op.seq != null) this.seq = op.seq;
+      const drop = op.drop ?? 0;
+      if (drop > 0 && this.table) this.table = this.table.slice(Math.min(drop, this.table.numRows));
       if (!t) continue;
       if (!this.table || !sameSchema(this.table, t)) {
         // A new schema starts a new table.

@@ -12,10 +12,12 @@
 //   max_rows  rows kept in the browser (default 100 000; appends beyond drop the oldest)
 //   height    plot/table height in px (default 320)
 // Custom messages kernel → front end: {type: "replace", seq} + one buffer (a self-contained IPC
-// stream: the whole table; zero rows with the schema clears it), {type: "append", seq} + one
-// buffer (new rows; an append whose seq ≤ the table's is skipped, one with another schema starts
-// a new table; optional `prev` = the seq of the table it extends: when that is newer than the
-// widget's, rows were missed and the widget sends a sync, at most once a second),
+// stream: the whole table; zero rows with the schema clears it), {type: "append", seq, prev,
+// drop} + one buffer (new rows; first the table's `drop` oldest rows go — a sliding window —
+// then the rows are appended and the table cut to max_rows; an append whose seq ≤ the table's
+// is skipped, one with another schema starts a new table; `prev` = the seq of the table it
+// extends: when that is not the widget's, rows were missed, the append is not applied and the
+// widget sends a sync, at most once a second),
 // {type: "status", status}. Front end → kernel: {type: "sync"} on every render
 // (answer with a replace), {type: "pause", paused: bool}, {type: "reset"}.
 // Everything received is queued and applied once per animation frame (never per message).
@@ -187,7 +189,7 @@ class Widget {
     const t = performance.now();
     if (msg.type === "append" || msg.type === "replace") {
       const num = (v: unknown) => (typeof v === "number" ? v : null);
-      this.store.push({ kind: msg.type, seq: num(msg.seq), prev: num(msg.prev), buf: buffers?.[0], t });
+      this.store.push({ kind: msg.type, seq: num(msg.seq), prev: num(msg.prev), drop: num(msg.drop), buf: buffers?.[0], t });
       this.dirtyData = true;
       this.schedule();
     } else if (msg.type === "status") {
