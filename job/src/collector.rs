@@ -86,6 +86,9 @@ pub struct Collector {
     /// The job-level error (the data could not be read).
     pub error: Option<String>,
     started: Instant,
+    /// (when, events read) at the first and the newest report that counted new events.
+    first_read: Option<(Instant, u64)>,
+    newest_read: Option<(Instant, u64)>,
 }
 
 impl Collector {
@@ -101,6 +104,8 @@ impl Collector {
             max_rows: DEFAULT_MAX_ROWS,
             error: None,
             started: Instant::now(),
+            first_read: None,
+            newest_read: None,
         }
     }
 
@@ -220,6 +225,12 @@ impl Collector {
             w.error = Some(e.clone());
             self.error.get_or_insert_with(|| format!("rank {rank}: {e}"));
         }
+        let total = self.events_read();
+        if total > self.newest_read.map_or(0, |(_, n)| n) {
+            let now = (Instant::now(), total);
+            self.first_read.get_or_insert(now);
+            self.newest_read = Some(now);
+        }
         for qu in &u.queries {
             let bytes = body.get(..qu.bytes).ok_or("update body shorter than its parts")?;
             body = &body[qu.bytes..];
@@ -304,6 +315,15 @@ impl Collector {
         self.worker_ranks.iter().all(|r| self.workers.get(r).is_some_and(|w| w.done || w.dead))
     }
 
+    /// Events per second from the first to the newest report of new events: the job's mean
+    /// rate (0 until two reports).
+    pub fn mean_rate(&self) -> f64 {
+        match (self.first_read, self.newest_read) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => (n1 - n0) as f64 / t1.duration_since(t0).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
     pub fn events_read(&self) -> u64 {
         self.workers.values().map(|w| w.events_read).sum()
     }
@@ -345,13 +365,14 @@ impl Collector {
             .sum::<u64>();
         // Shared memory: events the server gave to no client (dropped or stolen).
         let clients: Vec<&crate::wire::ShmemCounts> = self.workers.values().filter_map(|w| w.shmem.as_ref()).collect();
-        let dropped = dropped + crate::wire::shmem_missed(&clients);
+        let dropped = dropped + shmem_missed(&clients);
         (alive, stalled, dead, rate, age, dropped)
     }
 
     /// Frames for the queries that changed (all of them with `all`), with the results.
     pub fn frames(&mut self, all: bool, done: bool) -> Vec<Frame> {
         let (alive, stalled, dead, rate, age, dropped) = self.status();
+        let mean_rate = self.mean_rate();
         let job_error = self.error.clone();
         let ranks_total = self.worker_ranks.len();
         let mut out = Vec::new();
@@ -411,6 +432,7 @@ impl Collector {
                 ranks_stalled: stalled.clone(),
                 ranks_dead: dead.clone(),
                 rate_hz: rate,
+                mean_rate_hz: mean_rate,
                 newest_age_s: age,
                 rows: result.height(),
                 delta: delta.map(|(d, _)| d),
@@ -422,6 +444,28 @@ impl Collector {
         }
         out
     }
+}
+
+/// How many events the shared-memory server did not deliver to any of `clients` (dropped or
+/// stolen): the triggers expected while the DAQ was enabled, at the spacing found in the union
+/// of the clients' first event times, minus what arrived.
+fn shmem_missed(clients: &[&crate::wire::ShmemCounts]) -> u64 {
+    let mut early: Vec<u64> = clients.iter().flat_map(|c| c.first_ns.iter().copied()).collect();
+    early.sort_unstable();
+    early.dedup();
+    let Some(gap) = early.windows(2).map(|w| w[1] - w[0]).filter(|&g| g > 0).min() else { return 0 };
+    let enabled = clients.iter().map(|c| c.enabled_ns).max().unwrap_or(0);
+    let expected = if enabled > 0 {
+        // Triggers while enabled: also counts the events lost before the first or after the
+        // last one that arrived.
+        (enabled as f64 / gap as f64).round() as u64
+    } else {
+        let first = early[0];
+        let last = clients.iter().map(|c| c.last_ns).max().unwrap_or(first);
+        ((last.saturating_sub(first)) as f64 / gap as f64).round() as u64 + 1
+    };
+    let received: u64 = clients.iter().map(|c| c.received).sum();
+    expected.saturating_sub(received)
 }
 
 #[cfg(test)]

@@ -161,13 +161,74 @@ pub fn write_output(c: &Collector, path: &std::path::Path) -> Result<(), String>
     Ok(())
 }
 
+/// Where the in-process worker's data comes from.
+enum Feeder {
+    /// The file reader (smd + bigdata), handing out batches.
+    Files(Distributor),
+    /// A shared-memory client: events as the server hands them out.
+    Shmem { feed: crate::shmem_feed::ShmemFeed, stopped: bool },
+}
+
+impl Feeder {
+    fn stop(&mut self) {
+        match self {
+            Feeder::Files(dist) => dist.stop(),
+            Feeder::Shmem { stopped, .. } => *stopped = true,
+        }
+    }
+
+    /// Gives the worker what is ready (waiting a few ms when nothing is).
+    fn feed(&mut self, worker: &mut Worker, spec: &JobSpec) {
+        match self {
+            Feeder::Files(dist) => {
+                dist.poll(Duration::from_millis(5));
+                if let Some(msg) = dist.next_work(0) {
+                    if worker.process(&msg).is_err() {
+                        dist.stop();
+                    }
+                }
+            }
+            Feeder::Shmem { feed, stopped: false } => {
+                if let Err(e) = feed.pump(worker, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
+                    worker.error.get_or_insert(e);
+                }
+            }
+            Feeder::Shmem { stopped: true, .. } => {}
+        }
+    }
+
+    fn finished(&self) -> bool {
+        match self {
+            Feeder::Files(dist) => dist.finished().is_some(),
+            Feeder::Shmem { feed, stopped } => *stopped || feed.done(),
+        }
+    }
+
+    /// What the collector shows of the reading (shared memory has no reader: done from the start).
+    fn status(&self) -> ReaderStatus {
+        match self {
+            Feeder::Files(dist) => {
+                let finished = dist.finished().cloned();
+                ReaderStatus {
+                    events_built: dist.counters.events_built.load(std::sync::atomic::Ordering::Relaxed),
+                    events_sent: dist.events_sent,
+                    sent_to: vec![(1, dist.sent_to[0])],
+                    newest: dist.counters.newest.load(std::sync::atomic::Ordering::Relaxed),
+                    done: finished.is_some(),
+                    error: finished.flatten(),
+                }
+            }
+            Feeder::Shmem { .. } => ReaderStatus { done: true, ..Default::default() },
+        }
+    }
+}
+
 /// Runs the whole job in this process; returns the collector with the final results.
 pub fn run_inprocess(spec: &JobSpec, on_frame: &mut dyn FnMut(&Frame)) -> Result<Collector, String> {
-    let source = spec.source()?;
-    if let Source::Shmem { tag, stop, .. } = &source {
-        return run_inprocess_shmem(spec, tag, *stop, on_frame);
-    }
-    let mut dist = Distributor::start(&source, 1, spec.feed_options()).map_err(|e| e.to_string())?;
+    let mut feeder = match spec.source()? {
+        Source::Shmem { tag, stop, .. } => Feeder::Shmem { feed: crate::shmem_feed::ShmemFeed::new(&tag, stop), stopped: false },
+        source => Feeder::Files(Distributor::start(&source, 1, spec.feed_options()).map_err(|e| e.to_string())?),
+    };
     let mut collector = Collector::new(vec![1]);
     collector.max_rows = spec.max_rows;
     let mut worker = Worker::new();
@@ -177,77 +238,21 @@ pub fn run_inprocess(spec: &JobSpec, on_frame: &mut dyn FnMut(&Frame)) -> Result
     }
     let mut emitter = Emitter::new(spec, on_frame)?;
     emitter.hello(&serde_json::json!({"ranks": 1, "workers": [1], "source": spec.source, "pid": std::process::id()}));
+    collector.reader_status(feeder.status());
     let report_every = Duration::from_millis(spec.report_ms);
     let mut last_report = Instant::now();
     loop {
         for cmd in emitter.commands(&mut collector) {
             if cmd == Command::Stop {
-                dist.stop();
+                feeder.stop();
             }
             worker.command(&cmd);
         }
-        dist.poll(Duration::from_millis(5));
-        if let Some(msg) = dist.next_work(0) {
-            if worker.process(&msg).is_err() {
-                dist.stop();
-            }
-        }
-        let finished = dist.finished().cloned();
-        if finished.is_some() || worker.error.is_some() || last_report.elapsed() >= report_every {
-            let done = finished.is_some() || worker.error.is_some();
-            collector.update(1, &worker.report(done))?;
-            collector.reader_status(ReaderStatus {
-                events_built: dist.counters.events_built.load(std::sync::atomic::Ordering::Relaxed),
-                events_sent: dist.events_sent,
-                sent_to: vec![(1, dist.sent_to[0])],
-                newest: dist.counters.newest.load(std::sync::atomic::Ordering::Relaxed),
-                done: finished.is_some(),
-                error: finished.clone().flatten(),
-            });
-            last_report = Instant::now();
-            if done {
-                emitter.tick(&mut collector, true, true);
-                break;
-            }
-        }
-        emitter.tick(&mut collector, false, false);
-    }
-    if let Some(path) = &spec.output {
-        write_output(&collector, path)?;
-    }
-    emitter.finish(&collector);
-    Ok(collector)
-}
-
-/// [`run_inprocess`] on shared memory: one client, one worker, the collector.
-fn run_inprocess_shmem(spec: &JobSpec, tag: &str, stop: xtc::StopAt, on_frame: &mut dyn FnMut(&Frame)) -> Result<Collector, String> {
-    let mut feed = crate::shmem_feed::ShmemFeed::new(tag, stop);
-    let mut collector = Collector::new(vec![1]);
-    collector.max_rows = spec.max_rows;
-    let mut worker = Worker::new();
-    for q in &spec.queries {
-        let cmd = collector.command(q.clone())?;
-        worker.command(&cmd);
-    }
-    let mut emitter = Emitter::new(spec, on_frame)?;
-    emitter.hello(&serde_json::json!({"ranks": 1, "workers": [1], "source": spec.source, "pid": std::process::id()}));
-    collector.reader_status(ReaderStatus { done: true, ..Default::default() });
-    let report_every = Duration::from_millis(spec.report_ms);
-    let mut last_report = Instant::now();
-    let mut stopped = false;
-    loop {
-        for cmd in emitter.commands(&mut collector) {
-            stopped |= cmd == Command::Stop;
-            worker.command(&cmd);
-        }
-        if !stopped {
-            if let Err(e) = feed.pump(&mut worker, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
-                worker.error.get_or_insert(e);
-            }
-        }
-        let done = stopped || feed.done() || worker.error.is_some();
+        feeder.feed(&mut worker, spec);
+        let done = feeder.finished() || worker.error.is_some();
         if done || last_report.elapsed() >= report_every {
             collector.update(1, &worker.report(done))?;
+            collector.reader_status(feeder.status());
             last_report = Instant::now();
             if done {
                 emitter.tick(&mut collector, true, true);

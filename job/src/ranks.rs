@@ -104,9 +104,14 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     let workers: Vec<i32> = if has_reader { (2..size).collect() } else { (1..size).collect() };
     let result = match (rank, &shmem) {
         (COLLECTOR, _) => collector(&world, spec, &workers, has_reader).map(Some),
-        (_, Some((tag, stop))) => shmem_worker(&world, spec, tag, *stop).map(|_| None),
+        (_, Some((tag, stop))) => worker(&world, spec, || Ok(WorkSource::Shmem(ShmemFeed::new(tag, *stop)))).map(|_| None),
         (READER, None) if has_reader => reader(&world, spec, &workers).map(|_| None),
-        _ => worker(&world, spec, size == 2).map(|_| None),
+        // One worker and no reader rank: the worker reads for itself.
+        _ if size == 2 => worker(&world, spec, || {
+            Ok(WorkSource::Own(Distributor::start(&spec.source()?, 1, spec.feed_options()).map_err(|e| e.to_string())?))
+        })
+        .map(|_| None),
+        _ => worker(&world, spec, || Ok(WorkSource::Reader { requested: false })).map(|_| None),
     };
     if let Err(e) = &result {
         eprintln!("beamtime-job rank {rank}: {e}");
@@ -313,44 +318,70 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
     Ok(())
 }
 
-/// A shared-memory worker: its own client of the monitor, reporting like any worker.
-fn shmem_worker(world: &SimpleCommunicator, spec: &JobSpec, tag: &str, stop: xtc::StopAt) -> Result<(), String> {
-    let mut out = Outbox::new();
-    let mut w = Worker::new();
-    let mut stopped = false;
-    for cmd in initial_commands(world) {
-        stopped |= cmd == Command::Stop;
-        w.command(&cmd);
-    }
-    out.send(world, COLLECTOR, tag::UPDATE, w.report(false));
-    let mut feed = ShmemFeed::new(tag, stop);
-    let report_every = Duration::from_millis(spec.report_ms);
-    let mut last_report = Instant::now();
-    loop {
-        for cmd in commands(world) {
-            stopped |= cmd == Command::Stop;
-            w.command(&cmd);
-        }
-        if !stopped {
-            if let Err(e) = feed.pump(&mut w, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
-                w.error.get_or_insert(e);
-            }
-        }
-        let ended = stopped || feed.done() || w.error.is_some();
-        if ended || last_report.elapsed() >= report_every {
-            out.send(world, COLLECTOR, tag::UPDATE, w.report(ended));
-            last_report = Instant::now();
-        }
-        out.progress();
-        if ended {
-            break;
-        }
-    }
-    out.drain(Duration::from_secs(5));
-    Ok(())
+/// Where a worker rank's events come from.
+enum WorkSource {
+    /// Batches from the reader rank, asked for one at a time.
+    Reader { requested: bool },
+    /// Its own reader (a job with one worker: no reader rank).
+    Own(Distributor),
+    /// Its own client of the shared-memory monitor.
+    Shmem(ShmemFeed),
 }
 
-fn worker(world: &SimpleCommunicator, spec: &JobSpec, reads_itself: bool) -> Result<(), String> {
+impl WorkSource {
+    fn stop(&self) {
+        if let WorkSource::Own(d) = self {
+            d.stop();
+        }
+    }
+
+    /// Processes what is ready: whether there was work, and Some(its error, if any) once the
+    /// data is over for this rank.
+    fn step(&mut self, world: &SimpleCommunicator, out: &mut Outbox, w: &mut Worker, spec: &JobSpec, stopped: bool) -> (bool, Option<Option<String>>) {
+        match self {
+            WorkSource::Own(d) => {
+                d.poll(Duration::from_millis(2));
+                let mut busy = false;
+                if let Some(msg) = d.next_work(0) {
+                    busy = true;
+                    if let Err(e) = w.process(&msg) {
+                        return (true, Some(Some(e)));
+                    }
+                }
+                let over = stopped || d.finished().is_some();
+                (busy, over.then(|| d.finished().cloned().flatten()))
+            }
+            WorkSource::Reader { requested } => {
+                if !*requested {
+                    out.send(world, READER, tag::REQUEST, Vec::new());
+                    *requested = true;
+                }
+                if let Some((_, msg)) = recv_from(world, Some(READER), tag::WORK) {
+                    *requested = false;
+                    return (true, w.process(&msg).err().map(Some));
+                }
+                if let Some((_, msg)) = recv_from(world, Some(READER), tag::END) {
+                    return (false, Some(wire::decode::<End>("end", &msg).ok().and_then(|(end, _)| end.error)));
+                }
+                (false, None)
+            }
+            WorkSource::Shmem(feed) => {
+                if stopped {
+                    return (false, Some(None));
+                }
+                // The client waits for events itself (up to the flush interval): never idle.
+                if let Err(e) = feed.pump(w, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
+                    return (true, Some(Some(e)));
+                }
+                (true, feed.done().then_some(None))
+            }
+        }
+    }
+}
+
+/// A worker rank: takes the queries, processes its source's events, reports its cumulative
+/// states to the collector every `report_ms` and when its data is over.
+fn worker(world: &SimpleCommunicator, spec: &JobSpec, source: impl FnOnce() -> Result<WorkSource, String>) -> Result<(), String> {
     let mut out = Outbox::new();
     let mut w = Worker::new();
     let mut stopped = false;
@@ -360,57 +391,28 @@ fn worker(world: &SimpleCommunicator, spec: &JobSpec, reads_itself: bool) -> Res
     }
     // Say who we are at once: the collector can then tell a dead worker from a slow one.
     out.send(world, COLLECTOR, tag::UPDATE, w.report(false));
-    let mut own = if reads_itself && !stopped {
-        Some(Distributor::start(&spec.source()?, 1, spec.feed_options()).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
+    let mut source = if stopped { None } else { Some(source()?) };
     let report_every = Duration::from_millis(spec.report_ms);
     let mut last_report = Instant::now();
-    let mut requested = false;
     let mut ended = stopped;
     let mut end_error = None;
     loop {
         for cmd in commands(world) {
             if cmd == Command::Stop {
                 stopped = true;
-                if let Some(d) = &own {
-                    d.stop();
+                if let Some(s) = &source {
+                    s.stop();
                 }
             }
             w.command(&cmd);
         }
         let mut busy = false;
-        if let Some(d) = own.as_mut() {
-            d.poll(Duration::from_millis(2));
-            if let Some(msg) = d.next_work(0) {
-                busy = true;
-                if let Err(e) = w.process(&msg) {
-                    end_error = Some(e);
-                    ended = true;
-                }
-            }
-            if stopped || d.finished().is_some() {
-                end_error = end_error.or_else(|| d.finished().cloned().flatten());
+        if let (Some(s), false) = (source.as_mut(), ended) {
+            let (had_work, end) = s.step(world, &mut out, &mut w, spec, stopped);
+            busy = had_work;
+            if let Some(e) = end {
                 ended = true;
-            }
-        } else if !ended {
-            if !requested {
-                out.send(world, READER, tag::REQUEST, Vec::new());
-                requested = true;
-            }
-            if let Some((_, msg)) = recv_from(world, Some(READER), tag::WORK) {
-                busy = true;
-                requested = false;
-                if let Err(e) = w.process(&msg) {
-                    end_error = Some(e);
-                    ended = true;
-                }
-            } else if let Some((_, msg)) = recv_from(world, Some(READER), tag::END) {
-                ended = true;
-                if let Ok((end, _)) = wire::decode::<End>("end", &msg) {
-                    end_error = end.error;
-                }
+                end_error = end_error.or(e);
             }
         }
         if ended || last_report.elapsed() >= report_every {

@@ -4,6 +4,7 @@
 //! with the full schema; no reader rank. Events are copied out and released at once (the
 //! `shmem` client), decoded in batches, and what arrived is counted for the drop estimate.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,10 @@ use crate::worker::Worker;
 
 /// Event times kept per client for finding the trigger spacing.
 const EARLY_EVENTS: usize = 64;
+
+/// Datagrams remembered (where they start in the fed stream, which buffer served them) to
+/// name the buffer of one that does not decode.
+const RECENT_DGRAMS: usize = 4096;
 
 /// One worker's shared-memory client and what it has received.
 pub struct ShmemFeed {
@@ -28,6 +33,10 @@ pub struct ShmemFeed {
     /// Enabled time so far (closed Enable → Disable periods), and the open Enable.
     enabled_closed_ns: u64,
     enabled_at: Option<u64>,
+    /// Bytes fed to the worker so far (decode errors count offsets in them), and the newest
+    /// datagrams' (start offset, server buffer).
+    fed_bytes: u64,
+    recent: VecDeque<(u64, u32)>,
 }
 
 impl ShmemFeed {
@@ -42,6 +51,8 @@ impl ShmemFeed {
             done: false,
             enabled_closed_ns: 0,
             enabled_at: None,
+            fed_bytes: 0,
+            recent: VecDeque::new(),
         }
     }
 
@@ -94,6 +105,11 @@ impl ShmemFeed {
                         }
                     }
                     self.counts.server_gone = None;
+                    if self.recent.len() == RECENT_DGRAMS {
+                        self.recent.pop_front();
+                    }
+                    self.recent.push_back((self.fed_bytes, d.buffer));
+                    self.fed_bytes += d.bytes().len() as u64;
                     w.feed_dgram(&self.label, d.bytes());
                 }
                 Ok(Some(Received::ServerGone { reason })) => self.counts.server_gone = Some(reason),
@@ -110,11 +126,44 @@ impl ShmemFeed {
         w.shmem = Some(self.counts.clone());
         let first = self.next_index;
         self.next_index += events as u64;
-        w.decode_fed(first)
+        w.decode_fed(first).map_err(|e| {
+            let e = self.locate(e);
+            w.error = Some(e.clone());
+            e
+        })
+    }
+
+    /// A decode error with the shared-memory buffer its datagram was served in: the error's
+    /// offset (`shmem:<tag>: offset N: …`) counts the bytes this client fed its decoder.
+    fn locate(&self, e: String) -> String {
+        let prefix = format!("{}: offset ", self.label.display());
+        let offset = e.strip_prefix(&prefix).and_then(|rest| rest.split(':').next()).and_then(|n| n.parse::<u64>().ok());
+        match offset.and_then(|o| self.recent.iter().rev().find(|(start, _)| *start <= o)) {
+            Some((start, buffer)) => format!("{e} (in the datagram at offset {start} of what this client received, served in shared-memory buffer {buffer})"),
+            None => e,
+        }
     }
 }
 
 /// LCLS time (`sec << 32 | nsec`) in ns.
 fn lcls_ns(ts: u64) -> u64 {
     (ts >> 32) * 1_000_000_000 + (ts & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decode_error_names_the_buffer_that_served_its_datagram() {
+        let mut f = ShmemFeed::new("mon", StopAt::EndRun);
+        f.recent.extend([(0, 8), (120, 3), (400, 5)]);
+        let e = f.locate("shmem:mon: offset 130: ShapesData extent beyond its parent".into());
+        assert_eq!(
+            e,
+            "shmem:mon: offset 130: ShapesData extent beyond its parent (in the datagram at offset 120 of what this client received, served in shared-memory buffer 3)"
+        );
+        // Not a located decode error: as it was.
+        assert_eq!(f.locate("the query failed".into()), "the query failed");
+    }
 }

@@ -204,26 +204,6 @@ pub struct ShmemCounts {
     pub server_gone: Option<String>,
 }
 
-/// How many events the shared-memory server did not deliver to any of `clients`.
-pub fn shmem_missed(clients: &[&ShmemCounts]) -> u64 {
-    let mut early: Vec<u64> = clients.iter().flat_map(|c| c.first_ns.iter().copied()).collect();
-    early.sort_unstable();
-    early.dedup();
-    let Some(gap) = early.windows(2).map(|w| w[1] - w[0]).filter(|&g| g > 0).min() else { return 0 };
-    let enabled = clients.iter().map(|c| c.enabled_ns).max().unwrap_or(0);
-    let expected = if enabled > 0 {
-        // Triggers while enabled: also counts the events lost before the first or after the
-        // last one that arrived.
-        (enabled as f64 / gap as f64).round() as u64
-    } else {
-        let first = early[0];
-        let last = clients.iter().map(|c| c.last_ns).max().unwrap_or(first);
-        ((last.saturating_sub(first)) as f64 / gap as f64).round() as u64 + 1
-    };
-    let received: u64 = clients.iter().map(|c| c.received).sum();
-    expected.saturating_sub(received)
-}
-
 /// The header of a result frame sent to the kernel; the body is the result as an Arrow IPC
 /// stream.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -243,6 +223,9 @@ pub struct FrameHeader {
     pub ranks_dead: Vec<i32>,
     /// Events per second over the last few seconds (all workers).
     pub rate_hz: f64,
+    /// Events per second over the whole reading so far (the job's mean rate).
+    #[serde(default)]
+    pub mean_rate_hz: f64,
     /// Seconds between the newest event's timestamp and now.
     pub newest_age_s: Option<f64>,
     /// Rows of the whole result (also when the body is a delta).

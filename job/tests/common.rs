@@ -25,6 +25,24 @@ pub fn sim_run() -> &'static sim::Truth {
     })
 }
 
+/// A run of `events` events in 4 steps over 2 streams, written at `rate_hz` (0: as fast as
+/// it can) into `dir`, replacing what is there.
+pub fn sim_config(dir: impl Into<PathBuf>, exp: &str, events: u64, rate_hz: f64) -> sim::SimConfig {
+    let mut cfg = sim::SimConfig::new(dir.into());
+    cfg.exp = exp.into();
+    cfg.events = events;
+    cfg.steps = 4;
+    cfg.streams = 2;
+    cfg.rate_hz = rate_hz;
+    cfg.overwrite = true;
+    cfg
+}
+
+/// A live query over everything read (mode total).
+pub fn set(name: &str, sql: &str) -> job::wire::Command {
+    job::wire::Command::Set { name: name.into(), sql: sql.into(), mode: String::new(), generation: 0 }
+}
+
 pub fn scratch_dir(what: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("beamtime-job-{}", env!("CARGO_CRATE_NAME"))).join(what);
     let _ = std::fs::remove_dir_all(&dir);

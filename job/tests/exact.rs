@@ -79,7 +79,7 @@ fn a_window_of_events_covers_the_newest_events() {
 #[test]
 fn bad_queries_fail_before_any_data_with_a_reason() {
     let mut spec = JobSpec::new(&common::sim_run().source);
-    spec.queries = vec![Command::Set { name: "q".into(), sql: "SELECT median(ipm2.raw.sum) FROM events".into(), mode: String::new(), generation: 0 }];
+    spec.queries = vec![common::set("q", "SELECT median(ipm2.raw.sum) FROM events")];
     let err = run_inprocess(&spec, &mut |_| {}).err().expect("median cannot be merged");
     assert!(err.contains("median() cannot be merged exactly") && err.contains("hist("), "{err}");
     spec.queries[0] = Command::Set { name: "q".into(), sql: "SELECT count(*) FROM events".into(), mode: "fortnightly".into(), generation: 0 };
@@ -90,7 +90,7 @@ fn bad_queries_fail_before_any_data_with_a_reason() {
 #[test]
 fn an_unknown_column_is_reported_in_the_frames_and_names_close_columns() {
     let mut spec = JobSpec::new(&common::sim_run().source);
-    spec.queries = vec![Command::Set { name: "q".into(), sql: "SELECT avg(ipm2.raw.summ) AS x FROM events".into(), mode: String::new(), generation: 0 }];
+    spec.queries = vec![common::set("q", "SELECT avg(ipm2.raw.summ) AS x FROM events")];
     let mut last = None;
     run_inprocess(&spec, &mut |f| last = Some(f.header.clone())).unwrap();
     let h = last.unwrap();
@@ -114,7 +114,7 @@ fn corrupt_small_data_ends_the_job_with_the_file_and_offset() {
     cut[at + 20..at + 24].copy_from_slice(&0xC000_0000u32.to_le_bytes());
     std::fs::write(&smd, &cut).unwrap();
     let mut spec = JobSpec::new(&format!("exp={}:run={}:dir={}", src.config.exp, src.config.run, dir.display()));
-    spec.queries = vec![Command::Set { name: "q".into(), sql: "SELECT count(*) AS n FROM events".into(), mode: String::new(), generation: 0 }];
+    spec.queries = vec![common::set("q", "SELECT count(*) AS n FROM events")];
     let c = run_inprocess(&spec, &mut |_| {}).unwrap();
     let e = c.error.clone().expect("the job reports the bad file");
     assert!(e.contains("s000-c000.smd.xtc2") && e.contains(&format!("{}", at + 20)), "{e}");

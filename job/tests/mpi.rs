@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::set;
+
 use std::path::Path;
 use std::process::Child;
 use std::sync::Mutex;
@@ -37,10 +39,6 @@ fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn set(name: &str, sql: &str) -> Command {
-    Command::Set { name: name.into(), sql: sql.into(), mode: String::new(), generation: 0 }
 }
 
 #[test]
@@ -80,13 +78,7 @@ fn collect(ep: &JobEndpoint, limit: Duration, mut each: impl FnMut(&FrameHeader)
 }
 
 fn live_run(dir: &Path, events: u64, rate: f64) -> (sim::SimConfig, std::thread::JoinHandle<sim::Truth>) {
-    let mut cfg = sim::SimConfig::new(dir);
-    cfg.exp = "tstlive1".into();
-    cfg.events = events;
-    cfg.steps = 4;
-    cfg.streams = 2;
-    cfg.rate_hz = rate;
-    cfg.overwrite = true;
+    let cfg = common::sim_config(dir, "tstlive1", events, rate);
     let c = cfg.clone();
     (cfg, std::thread::spawn(move || sim::write_run(&c).unwrap()))
 }

@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use job::inproc::{run_inprocess, JobSpec};
-use job::wire::Command;
 
 static ONE: Mutex<()> = Mutex::new(());
 
@@ -21,15 +20,9 @@ fn tag(what: &str) -> String {
 }
 
 fn config(events: u64, rate: f64, seed: u64) -> sim::SimConfig {
-    let mut cfg = sim::SimConfig::new(common::scratch_dir(&format!("shmem-files-{seed}")));
-    cfg.exp = "tstshm".into();
-    cfg.events = events;
-    cfg.steps = 4;
-    cfg.streams = 2;
-    cfg.rate_hz = rate;
+    let mut cfg = common::sim_config(common::scratch_dir(&format!("shmem-files-{seed}")), "tstshm", events, rate);
     cfg.seed = seed;
     cfg.start_epics_sec = Some(1_100_000_000);
-    cfg.overwrite = true;
     cfg
 }
 
@@ -39,12 +32,8 @@ fn offline(cfg: &sim::SimConfig) -> polars::prelude::DataFrame {
     files.rate_hz = 0.0;
     let truth = sim::write_run(&files).unwrap();
     let mut spec = JobSpec::new(&truth.source);
-    spec.queries = vec![set(SQL)];
+    spec.queries = vec![common::set("q", SQL)];
     run_inprocess(&spec, &mut |_| {}).unwrap().result("q").unwrap().clone()
-}
-
-fn set(sql: &str) -> Command {
-    Command::Set { name: "q".into(), sql: sql.into(), mode: String::new(), generation: 0 }
 }
 
 /// At most 10 buffers: the default /proc/sys/fs/mqueue/msg_max (CI may not raise it).
@@ -82,7 +71,7 @@ fn one_client_in_process_equals_the_offline_result() {
     let tag = tag("inproc");
     let feeder = serve(cfg, tag.clone(), 1, 8);
     let mut spec = JobSpec::new(&format!("shmem={tag}.0:stop=endrun"));
-    spec.queries = vec![set(SQL)];
+    spec.queries = vec![common::set("q", SQL)];
     let mut last = None;
     let c = run_inprocess(&spec, &mut |f| last = Some(f.header.clone())).unwrap();
     let (truth, stats) = feeder.join().unwrap();
@@ -102,7 +91,7 @@ fn three_clients_under_mpirun_equal_the_offline_result() {
     let feeder = serve(cfg, tag.clone(), 3, 9);
     let dir = common::scratch_dir("shmem-mpi");
     let mut spec = JobSpec::new(&format!("shmem={tag}.0:stop=endrun"));
-    spec.queries = vec![set(SQL)];
+    spec.queries = vec![common::set("q", SQL)];
     spec.output = Some(dir.join("out.parquet"));
     // SAFETY: set before launching; the tests of this file run one at a time.
     unsafe { std::env::set_var("BEAMTIME_JOB", env!("CARGO_BIN_EXE_beamtime-job")) };
@@ -138,7 +127,7 @@ fn under_overload_the_result_is_a_lower_bound_and_drops_are_counted() {
     let tag = tag("overload");
     let feeder = serve(cfg, tag.clone(), 1, 2);
     let mut spec = JobSpec::new(&format!("shmem={tag}.0:stop=endrun"));
-    spec.queries = vec![set("SELECT count(*) AS n FROM events")];
+    spec.queries = vec![common::set("q", "SELECT count(*) AS n FROM events")];
     let mut last = None;
     let c = run_inprocess(&spec, &mut |f| last = Some(f.header.clone())).unwrap();
     let (truth, stats) = feeder.join().unwrap();

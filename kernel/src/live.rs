@@ -146,7 +146,7 @@ fn widget_status(name: &str, h: Option<&FrameHeader>, paused: bool, note: Option
         None => json!({"query": name, "paused": paused}),
         Some(h) => json!({
             "query": name, "seq": h.seq, "mode": h.mode, "events": h.events_read, "included": h.events_included,
-            "dropped": h.events_dropped, "rate": h.rate_hz, "ranks_alive": h.ranks_alive, "ranks_total": h.ranks_total,
+            "dropped": h.events_dropped, "rate": h.rate_hz, "mean_rate": h.mean_rate_hz, "ranks_alive": h.ranks_alive, "ranks_total": h.ranks_total,
             "stalled": h.ranks_stalled, "dead": h.ranks_dead, "age_s": h.newest_age_s, "done": h.done,
             "error": note.map(str::to_string).or_else(|| h.error.clone()), "paused": paused,
         }),
@@ -205,7 +205,8 @@ fn status_line(h: &FrameHeader) -> String {
     if h.events_included != h.events_read {
         parts.push(format!("{} included", h.events_included));
     }
-    parts.push(format!("{:.0} Hz", h.rate_hz));
+    // Once done, the rate of the last seconds is zero: the mean rate says how fast it went.
+    parts.push(if h.done { format!("mean {:.0} Hz", h.mean_rate_hz) } else { format!("{:.0} Hz", h.rate_hz) });
     parts.push(format!("{} dropped", h.events_dropped));
     parts.push(format!("ranks {}/{}", h.ranks_alive, h.ranks_total));
     if !h.ranks_stalled.is_empty() {
@@ -385,8 +386,7 @@ impl Live {
                         let st = self.state.lock().unwrap();
                         if let Some(v) = st.views.get(name).filter(|v| v.header.as_ref().is_some_and(|h| h.seq != shown_seq)) {
                             if v.widget.is_none() || v.header.as_ref().is_some_and(|h| h.done) {
-                                let b = fallback_bundle(name, v, None);
-                                self.outbox.publish(Some(parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": display_id}}));
+                                publish_fallback(&self.outbox, parent, name, v, None);
                             }
                         }
                         return Ok(());
@@ -610,9 +610,8 @@ impl Live {
                             // widget state and the static fallback.
                             for (n, v) in st.views.iter_mut() {
                                 flush_widget(&self.widgets, n, v);
-                                let b = fallback_bundle(n, v, None);
                                 let parent = self.widgets.current().unwrap_or_else(|| v.parent.clone());
-                                self.outbox.publish(Some(&parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
+                                publish_fallback(&self.outbox, &parent, n, v, None);
                             }
                             break;
                         }
@@ -747,11 +746,10 @@ fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox, widgets: Arc<
                 }
                 v.header = Some(h.clone());
                 if v.widget.is_none() || h.done {
-                    let b = fallback_bundle(&h.query, v, None);
                     // Parented like ipykernel's background output: to the cell running now, so
                     // headless runners (nbclient) record the final fallback too.
                     let parent = widgets.current().unwrap_or_else(|| v.parent.clone());
-                    outbox.publish(Some(&parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
+                    publish_fallback(&outbox, &parent, &h.query, v, None);
                 }
                 v.widget_dirty = true;
                 if h.done {
@@ -770,8 +768,7 @@ fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox, widgets: Arc<
             last_died = st.died.clone();
             let note = format!("JOB DEAD: {} (%live restart)", last_died.clone().unwrap());
             for (n, v) in st.views.iter_mut() {
-                let b = fallback_bundle(n, v, Some(&note));
-                outbox.publish(Some(&v.parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
+                publish_fallback(&outbox, &v.parent, n, v, Some(&note));
                 if let Some(id) = &v.widget {
                     let status = view_status(n, v, Some(&note));
                     widgets.update(id, [("status".to_string(), status)].into_iter().collect(), Vec::new());
@@ -856,11 +853,12 @@ fn flush_widget(widgets: &Widgets, name: &str, v: &mut View) {
     v.widget_sent = Some(Instant::now());
 }
 
-/// The display bundle of a view: its widget (when it has one) and the static fallbacks.
-fn fallback_bundle(name: &str, v: &View, extra: Option<&str>) -> Value {
+/// Rewrites a view's display in place (update_display_data, parented to `parent`): its widget,
+/// when it has one, and the static fallbacks with the view's current result.
+fn publish_fallback(outbox: &Outbox, parent: &Message, name: &str, v: &View, extra: Option<&str>) {
     let mut b = bundle(name, v, extra);
     if let Some(id) = &v.widget {
         b["application/vnd.jupyter.widget-view+json"] = Widgets::view(id);
     }
-    b
+    outbox.publish(Some(parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
 }

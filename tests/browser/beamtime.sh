@@ -11,7 +11,7 @@ cleanup() { [ -n "$sim" ] && kill "$sim" 2>/dev/null; wait 2>/dev/null; rm -rf "
 trap cleanup EXIT
 JUPYTER_DATA_DIR=$tmp/jupyter "$BIN" install --user >/dev/null
 export JUPYTER_PATH=$tmp/jupyter JUPYTER_DATA_DIR=$tmp/jupyter BEAMTIME_DEMO_DIR=$tmp
-export BT_KERNEL=beamtime BT_NOTEBOOK=$PWD/../../notebooks/live-ffb.ipynb BT_WIDGETS=3 BT_KINDS=line,hist,table
+export BT_KERNEL=beamtime BT_NOTEBOOK=$PWD/../../notebooks/live-ffb.ipynb BT_WIDGETS=4 BT_KINDS=line,hist,table,strip
 for suite in lab.test.mjs notebook7.test.mjs; do
   # A fresh run per suite, written at 2 kHz for longer than the suite takes.
   rm -rf "$tmp/ffb"

@@ -223,6 +223,25 @@ export async function shotWidgets(page, prefix) {
   }
 }
 
+/**
+ * The notebook a suite runs: PARAMS.notebook (its kernelspec set to PARAMS.kernel when given),
+ * else the Python demo notebook of `demoSources` named `demoName`. Returns {name, nb, demo}.
+ */
+export function notebookUnderTest(demoName, demoSources) {
+  if (!PARAMS.notebook) return { name: demoName, nb: demoNotebook(demoSources, PARAMS.kernel || "python3"), demo: true };
+  const nb = readJson(PARAMS.notebook);
+  if (PARAMS.kernel) nb.metadata = { ...nb.metadata, kernelspec: { ...(nb.metadata?.kernelspec || {}), name: PARAMS.kernel, display_name: PARAMS.kernel } };
+  return { name: path.basename(PARAMS.notebook), nb, demo: false };
+}
+
+/** `jupyter <app>` serving the notebook, Chromium and a page: {server, browser, page, consoleLog}. */
+export async function openSession(app, name, nb) {
+  const server = await startJupyter(app, { [name]: nb });
+  const browser = await launchBrowser();
+  const { page, consoleLog } = await newPage(browser);
+  return { server, browser, page, consoleLog };
+}
+
 export function readJson(p) {
   return JSON.parse(readFileSync(p, "utf8"));
 }

@@ -4,30 +4,20 @@
 // ES module with demo_widget.py; BT_KERNEL / BT_NOTEBOOK point it at another kernel/notebook.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
 import {
-  PARAMS, startJupyter, launchBrowser, newPage, waitKernelIdle, runAll, widgets, waitWidgets,
-  fingerprint, shot, shotWidgets, badConsole, demoNotebook, readJson, sleep,
+  PARAMS, openSession, notebookUnderTest, waitKernelIdle, runAll, widgets, waitWidgets,
+  fingerprint, shot, shotWidgets, badConsole, sleep,
 } from "./jupyter.mjs";
 
 const DEMO = ["table", "agg", "hist", "heatmap", "rows", "strip"];
 const DEMO_KINDS = ["table", "line", "hist", "heatmap", "scatter", "strip"];
-const demo = !PARAMS.notebook;
-const NB = demo ? "demo.ipynb" : path.basename(PARAMS.notebook);
+const { name: NB, nb, demo } = notebookUnderTest("demo.ipynb", DEMO);
 const expectWidgets = PARAMS.widgets || (demo ? DEMO.length : 1);
 
 let server, browser, page, consoleLog;
 
 before(async () => {
-  let nb;
-  if (demo) nb = demoNotebook(DEMO, PARAMS.kernel || "python3");
-  else {
-    nb = readJson(PARAMS.notebook);
-    if (PARAMS.kernel) nb.metadata = { ...nb.metadata, kernelspec: { ...(nb.metadata?.kernelspec || {}), name: PARAMS.kernel, display_name: PARAMS.kernel } };
-  }
-  server = await startJupyter("lab", { [NB]: nb });
-  browser = await launchBrowser();
-  ({ page, consoleLog } = await newPage(browser));
+  ({ server, browser, page, consoleLog } = await openSession("lab", NB, nb));
 });
 
 after(async () => {

@@ -2,29 +2,19 @@
 // render and update. BT_KERNEL / BT_NOTEBOOK as in lab.test.mjs.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
 import {
-  PARAMS, startJupyter, launchBrowser, newPage, waitKernelIdle, runAll, widgets, waitWidgets,
-  shot, shotWidgets, badConsole, demoNotebook, readJson, sleep,
+  PARAMS, openSession, notebookUnderTest, waitKernelIdle, runAll, widgets, waitWidgets,
+  shot, shotWidgets, badConsole, sleep,
 } from "./jupyter.mjs";
 
 const DEMO = ["agg", "rows"];
-const demo = !PARAMS.notebook;
-const NB = demo ? "demo7.ipynb" : path.basename(PARAMS.notebook);
+const { name: NB, nb, demo } = notebookUnderTest("demo7.ipynb", DEMO);
 const expectWidgets = PARAMS.widgets || (demo ? DEMO.length : 1);
 
 let server, browser, page, consoleLog;
 
 before(async () => {
-  let nb;
-  if (demo) nb = demoNotebook(DEMO, PARAMS.kernel || "python3");
-  else {
-    nb = readJson(PARAMS.notebook);
-    if (PARAMS.kernel) nb.metadata = { ...nb.metadata, kernelspec: { ...(nb.metadata?.kernelspec || {}), name: PARAMS.kernel, display_name: PARAMS.kernel } };
-  }
-  server = await startJupyter("notebook", { [NB]: nb });
-  browser = await launchBrowser();
-  ({ page, consoleLog } = await newPage(browser));
+  ({ server, browser, page, consoleLog } = await openSession("notebook", NB, nb));
 });
 
 after(async () => {

@@ -1,9 +1,9 @@
 """`beamtime run` from the command line: in-process and under mpirun, on a run that is still
 being written; its .parquet / .arrow / .csv outputs open in pyarrow and polars with the values
 of the same SQL over the finished run."""
-import os
 import pathlib
 import subprocess
+import sys
 
 import polars as pl
 import pyarrow.csv
@@ -12,13 +12,8 @@ import pyarrow.parquet
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def beamtime_bin():
-    if os.environ.get("BEAMTIME_BIN"):
-        return os.environ["BEAMTIME_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/beamtime/target"))
-    return os.path.join(target, "debug", "beamtime")
+sys.path.insert(0, str(ROOT / "tests"))
+from kernelclient import beamtime_bin  # noqa: E402
 
 
 SQL = "SELECT step, count(*) AS n, sum(ipm2.raw.sum) AS s, avg(diode.raw.signal) AS d FROM events GROUP BY step ORDER BY step"

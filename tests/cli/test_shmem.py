@@ -6,18 +6,14 @@ import pathlib
 import re
 import signal
 import subprocess
+import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from kernelclient import beamtime_bin  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data" / "xtc2"
-
-
-def beamtime_bin():
-    if os.environ.get("BEAMTIME_BIN"):
-        return os.environ["BEAMTIME_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/beamtime/target"))
-    return os.path.join(target, "debug", "beamtime")
 
 
 def queues(tag):

@@ -23,13 +23,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "guide.md"
 PLACEHOLDER = "/tmp/beamtime-sim"
+CELL_TIMEOUT = 180
 
-
-def beamtime_bin() -> str:
-    if os.environ.get("BEAMTIME_BIN"):
-        return os.environ["BEAMTIME_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/beamtime/target"))
-    return os.path.join(target, "debug", "beamtime")
+sys.path.insert(0, str(ROOT / "tests"))
+from kernelclient import beamtime_bin, run_cell  # noqa: E402
 
 
 def blocks(text):
@@ -39,22 +36,6 @@ def blocks(text):
         line = text.count("\n", 0, m.start()) + 1
         out.append((m.group(1), "error" in m.group(2).split(), m.group(3).rstrip("\n"), line))
     return out
-
-
-def run_cell(kc, code, timeout=180, stop_on_error=True):
-    """Executes `code`; returns (reply content, iopub messages of this request up to idle)."""
-    msg_id = kc.execute(code, stop_on_error=stop_on_error)
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=timeout)
-    msgs = []
-    while True:
-        m = kc.get_iopub_msg(timeout=timeout)
-        if m["parent_header"].get("msg_id") != msg_id:
-            continue
-        msgs.append(m)
-        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
-            return reply["content"], msgs
 
 
 def text_of(msgs):
@@ -114,7 +95,7 @@ def session():
                 if code.rstrip().endswith("&"):
                     background.append(code)
             else:
-                reply, msgs = run_cell(kc, code)
+                reply, msgs = run_cell(kc, code, timeout=CELL_TIMEOUT)
                 errors = [m for m in msgs if m["msg_type"] == "error"]
                 stderr = [m for m in msgs if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
                 ok = reply["status"] == "ok" and not errors and not stderr
@@ -124,12 +105,12 @@ def session():
             s.results.append((kind, expect_error, code, line, ok, detail))
         # What the checks need, from the same kernel.
         for name in ["offline", "rate", "per_step", "pump_probe"]:
-            reply, msgs = run_cell(kc, f"%save {name} check_{name}.csv")
+            reply, msgs = run_cell(kc, f"%save {name} check_{name}.csv", timeout=CELL_TIMEOUT)
             assert reply["status"] == "ok", text_of(msgs)
-        reply, msgs = run_cell(kc, "%help")
+        reply, msgs = run_cell(kc, "%help", timeout=CELL_TIMEOUT)
         s.help[""] = text_of(msgs)
         for magic in re.findall(r"^\s+%%?(\w+)\s", s.help[""], re.M):
-            reply, msgs = run_cell(kc, f"%help {magic}")
+            reply, msgs = run_cell(kc, f"%help {magic}", timeout=CELL_TIMEOUT)
             assert reply["status"] == "ok", text_of(msgs)
             s.help[magic] = text_of(msgs)
     finally:

@@ -6,19 +6,15 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import tempfile
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from kernelclient import beamtime_bin, run_cell  # noqa: E402,F401 (the suites import them from here)
 SHARED = pathlib.Path(os.environ.get("BEAMTIME_SHARED", ROOT.parent / "shared"))
-
-
-def beamtime_bin() -> str:
-    if os.environ.get("BEAMTIME_BIN"):
-        return os.environ["BEAMTIME_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/beamtime/target"))
-    return os.path.join(target, "debug", "beamtime")
 
 
 # Install the kernelspec once per test session into a private data dir, before any
@@ -41,20 +37,3 @@ def kernel():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
-
-
-def run_cell(kc, code, timeout=60, **kw):
-    """Executes `code`; returns (reply content, iopub messages of this request, busy→idle)."""
-    msg_id = kc.execute(code, **kw)
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=timeout)
-    msgs = []
-    while True:
-        m = kc.get_iopub_msg(timeout=timeout)
-        if m["parent_header"].get("msg_id") != msg_id:
-            continue
-        msgs.append(m)
-        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
-            break
-    return reply["content"], msgs

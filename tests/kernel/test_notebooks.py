@@ -73,7 +73,7 @@ def test_live_ffb_follows_a_run_being_written_and_recovers_the_pump_probe_step(t
     for st in states.values():
         [buf] = st["buffers"]
         final[st["state"]["title"]] = pa.ipc.open_stream(io.BytesIO(base64.b64decode(buf["data"]))).read_all()
-    assert set(final) == {"curve", "i0", "bright"}
+    assert set(final) == {"curve", "i0", "bright", "shots"}
     curve = final["curve"].to_pydict()
     assert curve["step"] == list(range(10))
     # Laser-on shots with x-rays (about 1 % are dropped and left out).
@@ -89,6 +89,10 @@ def test_live_ffb_follows_a_run_being_written_and_recovers_the_pump_probe_step(t
     assert abs(t0 - truth["model"]["t0_ps"]) < spacing, (t0, truth["model"]["t0_ps"], spacing)
     assert sum(final["i0"].column("n").to_pylist()) <= 30000
     assert final["bright"].num_rows > 0 and min(final["bright"].column("i0").to_pylist()) > 3.0
+    # The strip chart's window: the last 2 s of event time (in 16 bins) at 5 kHz, newest last.
+    shots = final["shots"].column("time").cast(pa.int64()).to_pylist()
+    assert 8000 < len(shots) <= 10_000 and shots == sorted(shots)
+    assert shots[-1] - shots[0] <= 2_000_000_000
 
 
 def test_post_run_gives_the_live_numbers_offline_and_a_rust_cell_finds_time_zero(tmp_path, monkeypatch):

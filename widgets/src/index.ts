@@ -7,7 +7,7 @@
 //   title     string (else status.query)
 //   snapshot  Arrow IPC stream bytes of the whole current result (buffer_paths [["snapshot"]]);
 //             its seq is status.seq sent in the same update; empty bytes = nothing yet
-//   status    {query, seq, mode, events, included, dropped, rate, ranks_alive, ranks_total,
+//   status    {query, seq, mode, events, included, dropped, rate, mean_rate, ranks_alive, ranks_total,
 //              stalled: [], dead: [], age_s, done, error, paused}, any key null or missing
 //   max_rows  rows kept in the browser (default 100 000; appends beyond drop the oldest)
 //   height    plot/table height in px (default 320)

@@ -8,6 +8,8 @@ export interface Status {
   included?: number | null;
   dropped?: number | null;
   rate?: number | null;
+  /** Events/s over the whole reading (shown once done, when the recent rate has gone to 0). */
+  mean_rate?: number | null;
   ranks_alive?: number | null;
   ranks_total?: number | null;
   stalled?: unknown[] | null;
@@ -58,7 +60,8 @@ export function statusParts(s: Status | null | undefined, age: number | null): S
   parts.push(`events ${fmtCount(s.events)}`);
   parts.push(`included ${fmtCount(s.included)}`);
   parts.push(`dropped ${fmtCount(s.dropped)}`);
-  parts.push(`rate ${fmtRate(s.rate)}`);
+  if (s.done && s.mean_rate != null) parts.push(`mean rate ${fmtRate(s.mean_rate)}`);
+  else parts.push(`rate ${fmtRate(s.rate)}`);
   if (s.ranks_alive != null || s.ranks_total != null) {
     parts.push(`ranks ${s.ranks_alive ?? "–"}/${s.ranks_total ?? "–"}`);
   }
