@@ -66,7 +66,7 @@ impl ShmemFeed {
     pub fn pump(&mut self, w: &mut Worker, max: usize, budget: Duration) -> Result<(), String> {
         let t = Instant::now();
         if self.client.is_none() {
-            let opts = ClientOptions { retry: Duration::from_millis(100), connect_timeout: Some(budget), reconnect: true, stop: self.stop };
+            let opts = ClientOptions { retry: Duration::from_millis(100), connect_timeout: Some(budget), stop: self.stop, ..Default::default() };
             match Client::connect(&self.tag, opts) {
                 Ok(c) => self.client = Some(c),
                 // No server yet: the job waits for one, as psana does.

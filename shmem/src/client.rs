@@ -25,11 +25,16 @@ pub struct ClientOptions {
     pub reconnect: bool,
     /// After this transition has been returned, `next` returns [`Received::Stopped`].
     pub stop: StopAt,
+    /// How long `next` keeps looking for the next event, yielding the core in between, before
+    /// it sleeps until one comes: at high rates the next event is microseconds away, and
+    /// letting the producer run is cheaper than sleeping and being woken (twice the events/s
+    /// with 4 clients on 2 cores). Zero: sleep at once.
+    pub spin: Duration,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { retry: Duration::from_secs(1), connect_timeout: None, reconnect: true, stop: StopAt::Never }
+        ClientOptions { retry: Duration::from_secs(1), connect_timeout: None, reconnect: true, stop: StopAt::Never, spin: Duration::from_micros(30) }
     }
 }
 
@@ -251,6 +256,7 @@ impl Client {
                 None => Ok(None),
             };
         }
+        let spin_until = Instant::now() + self.opts.spin;
         loop {
             match self.read_tcp() {
                 Ok(Some(m)) => {
@@ -278,6 +284,10 @@ impl Client {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
+            }
+            if now < spin_until && !transitions_only {
+                std::thread::yield_now(); // see ClientOptions::spin
+                continue;
             }
             let conn = self.conn.as_ref().unwrap();
             let mut fds = vec![libc::pollfd { fd: conn.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
@@ -318,11 +328,11 @@ impl Client {
     /// when the datagram is not returned (stale event, before the Configure).
     fn take(&mut self, m: Msg, via_tcp: bool) -> Result<Option<Received>> {
         let conn = self.conn.as_mut().unwrap();
-        let channel = if via_tcp { format!("TCP {}", conn.peer) } else { conn.evq.name().to_string() };
         let nbuf = m.number_of_buffers as i64;
         let (size, idx) = (conn.first.size_of_buffers as usize, m.buffer_index as i64);
         if idx < 0 || idx >= nbuf || idx >= conn.first.number_of_buffers as i64 {
             self.stats.protocol_errors += 1;
+            let channel = if via_tcp { format!("TCP {}", conn.peer) } else { conn.evq.name().to_string() };
             return Err(Error::protocol(channel, format!("buffer index {idx} is outside 0 … {}", nbuf.min(conn.first.number_of_buffers as i64) - 1)));
         }
         let off = idx as usize * size;

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -195,8 +195,6 @@ struct Inner {
     discovery: MessageQueue,
     port: u16,
     state: Mutex<State>,
-    /// Signalled when buffers come back into the pool.
-    freed: Condvar,
     stop: AtomicBool,
     wake_tx: UnixStream,
 }
@@ -293,7 +291,6 @@ impl Server {
             discovery,
             port,
             state: Mutex::new(state),
-            freed: Condvar::new(),
             stop: AtomicBool::new(false),
             wake_tx,
         });
@@ -362,8 +359,11 @@ impl Server {
     pub fn queue_names(&self) -> &[String] {
         &self.queue_names
     }
+    /// Counters so far, releases waiting in the return queue counted in.
     pub fn stats(&self) -> ServerStats {
-        self.inner.lock().stats.clone()
+        let mut st = self.inner.lock();
+        self.inner.drain_return(&mut st);
+        st.stats.clone()
     }
     /// Connected clients' slots.
     pub fn client_slots(&self) -> Vec<usize> {
@@ -385,27 +385,30 @@ impl Server {
     /// here loses no event while its clients keep up.
     pub fn wait_free_buffer(&self, timeout: Duration) -> bool {
         let until = Instant::now() + timeout;
-        let mut st = self.inner.lock();
+        let returns = &self.inner.queues[self.inner.n_q()];
         loop {
-            self.inner.drain_return(&mut st);
-            if !st.pool.is_empty() {
-                return true;
-            }
-            let queued = |q: usize| self.inner.queues[q].attr().map_or(0, |a| a.curmsgs);
-            let (mut parked, mut waiting) = (0, 0);
-            for q in 0..self.inner.n_q() {
-                if st.clients[q].is_some() { waiting += queued(q) } else { parked += queued(q) }
-            }
-            if parked > 0 && waiting == 0 {
-                return true;
+            {
+                let mut st = self.inner.lock();
+                self.inner.drain_return(&mut st);
+                if !st.pool.is_empty() {
+                    return true;
+                }
+                let queued = |q: usize| self.inner.queues[q].attr().map_or(0, |a| a.curmsgs);
+                let slots = 0..self.inner.n_q();
+                let parked: i64 = slots.clone().filter(|&q| st.clients[q].is_none()).map(queued).sum();
+                if parked > 0 && slots.filter(|&q| st.clients[q].is_some()).map(queued).sum::<i64>() == 0 {
+                    return true;
+                }
             }
             let now = Instant::now();
             if now >= until {
                 return false;
             }
-            // The task thread signals returns; the short cap also covers returns that arrive
-            // between its poll and ours, and clients taking from their queues.
-            st = self.inner.freed.wait_timeout(st, (until - now).min(Duration::from_millis(5))).map(|r| r.0).unwrap_or_else(|p| p.into_inner().0);
+            // Woken by the release itself (the return queue's descriptor), not through another
+            // thread: one wake-up per event fewer. The cap covers buffers reclaimed from a
+            // client that went away and clients taking events from their queues.
+            let mut fd = [libc::pollfd { fd: returns.fd(), events: libc::POLLIN, revents: 0 }];
+            poll_fds(&mut fd, (until - now).min(Duration::from_millis(5)));
         }
     }
 
@@ -584,7 +587,6 @@ impl Inner {
         st.in_pool[i] = true;
         st.dest[i] = DEST_POOL;
         st.pool.push_back(idx as u32);
-        self.freed.notify_all();
         true
     }
 
@@ -828,10 +830,10 @@ impl Inner {
                 .enumerate()
                 .filter_map(|(c, s)| s.as_ref().map(|s| (c, s.id, s.sock.as_raw_fd())))
                 .collect();
-            let mut fds = vec![
-                libc::pollfd { fd: wake_rx.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.queues[self.n_q()].fd(), events: libc::POLLIN, revents: 0 },
-            ];
+            // Releases of event buffers (the return queue) are taken by whoever needs a buffer
+            // (publish, wait_free_buffer): waking this thread for each would cost a context
+            // switch per event. The queue holds every buffer, so it never fills.
+            let mut fds = vec![libc::pollfd { fd: wake_rx.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
             fds.extend(snapshot.iter().map(|&(_, _, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }));
             if poll_fds(&mut fds, Duration::from_millis(200)) == 0 {
                 continue;
@@ -840,11 +842,8 @@ impl Inner {
                 while matches!(wake_rx.read(&mut buf), Ok(n) if n > 0) {}
             }
             let mut st = self.lock();
-            if fds[1].revents != 0 {
-                self.drain_return(&mut st);
-            }
             for (k, &(c, id, _)) in snapshot.iter().enumerate() {
-                if fds[2 + k].revents == 0 || st.clients[c].as_ref().map(|s| s.id) != Some(id) {
+                if fds[1 + k].revents == 0 || st.clients[c].as_ref().map(|s| s.id) != Some(id) {
                     continue;
                 }
                 loop {

@@ -29,7 +29,7 @@ pub fn config(tag: &str, n_events: usize, n_queues: usize) -> ServerConfig {
 
 /// Client options for tests: quick retries, a bounded wait.
 pub fn options(stop: StopAt) -> ClientOptions {
-    ClientOptions { retry: Duration::from_millis(20), connect_timeout: Some(Duration::from_secs(10)), reconnect: true, stop }
+    ClientOptions { retry: Duration::from_millis(20), connect_timeout: Some(Duration::from_secs(10)), stop, ..Default::default() }
 }
 
 /// A datagram of `service` at timestamp `ts` with `payload` opaque bytes (a Data Xtc the
