@@ -465,7 +465,9 @@ fn shmem_missed(clients: &[&crate::wire::ShmemCounts]) -> u64 {
         ((last.saturating_sub(first)) as f64 / gap as f64).round() as u64 + 1
     };
     let received: u64 = clients.iter().map(|c| c.received).sum();
-    expected.saturating_sub(received)
+    // Every client sees every SlowUpdate; each took a pulse of the span.
+    let slow_updates = clients.iter().map(|c| c.slow_updates).max().unwrap_or(0);
+    expected.saturating_sub(received + slow_updates)
 }
 
 #[cfg(test)]
@@ -558,6 +560,17 @@ mod tests {
         // The final frame is whole.
         let [f] = &c.frames(true, true)[..] else { panic!() };
         assert!(f.header.delta.is_none() && f.header.done);
+    }
+
+    #[test]
+    fn shared_memory_drops_are_the_pulses_nobody_got() {
+        use crate::wire::ShmemCounts;
+        // 100 pulses 1 ms apart while enabled; the two clients' first events show the spacing.
+        let a = ShmemCounts { received: 45, first_ns: vec![1_000_000, 3_000_000], enabled_ns: 100_000_000, slow_updates: 1, ..Default::default() };
+        let b = ShmemCounts { received: 45, first_ns: vec![2_000_000, 4_000_000], enabled_ns: 100_000_000, slow_updates: 1, ..Default::default() };
+        // 100 pulses: 90 events received, one SlowUpdate (seen by both), 9 dropped.
+        assert_eq!(shmem_missed(&[&a, &b]), 9);
+        assert_eq!(shmem_missed(&[&ShmemCounts { slow_updates: 0, ..a.clone() }, &ShmemCounts { slow_updates: 0, ..b.clone() }]), 10);
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl ShmemFeed {
                         let ns = lcls_ns(d.timestamp());
                         match d.service() {
                             TransitionId::Enable => self.enabled_at = Some(ns),
+                            TransitionId::SlowUpdate if self.enabled_at.is_some() => self.counts.slow_updates += 1,
                             TransitionId::Disable => {
                                 if let Some(at) = self.enabled_at.take() {
                                     self.enabled_closed_ns += ns.saturating_sub(at);

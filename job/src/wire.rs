@@ -199,6 +199,9 @@ pub struct ShmemCounts {
     #[serde(default)]
     pub enabled_ns: u64,
     pub transitions: u64,
+    /// SlowUpdates while enabled: each took a trigger pulse, so it is not a dropped event.
+    #[serde(default)]
+    pub slow_updates: u64,
     pub connects: u64,
     /// The server went away (and the client waits for the next one).
     pub server_gone: Option<String>,

@@ -99,10 +99,11 @@ pub struct ClientStats {
     pub release_failures: u64,
     /// Bad indices, datagrams that do not fit their buffer, odd messages.
     pub protocol_errors: u64,
-    /// Events this client did not see, estimated from the gaps between the timestamps of
-    /// consecutive L1Accepts within each enabled period (the smallest gap is taken as the
-    /// event period). With several distributed clients this counts the events the others
-    /// got as well; with one client or in serial mode it estimates the drops.
+    /// Events this client did not see, estimated per enabled period from the span of its
+    /// pulses at the smallest gap between consecutive L1Accepts (the event period), less the
+    /// pulses seen (events, and SlowUpdates, which take a pulse). With several distributed
+    /// clients this counts the events the others got as well; with one client or in serial
+    /// mode it estimates the drops.
     pub missed_estimate: u64,
 }
 
@@ -118,34 +119,77 @@ struct Conn {
     relq: MessageQueue,
 }
 
-/// Timestamp gaps for [`ClientStats::missed_estimate`].
+/// Pulses seen against the pulses there were, for [`ClientStats::missed_estimate`]: each
+/// enabled period spans from its first to its last pulse seen; the event period is the smallest
+/// gap between consecutive events. A SlowUpdate while enabled takes a pulse of its own. Order
+/// does not matter (transitions are read before the events queued ahead of them).
 #[derive(Default)]
 struct Gaps {
-    last_ns: Option<u64>,
+    /// The open period: (first, last) pulse in ns, and pulses seen in it.
+    open: Option<(u64, u64)>,
+    open_seen: u64,
+    /// Closed periods: their spans summed, how many, and pulses seen in them.
+    closed_span: u128,
+    closed: u64,
+    closed_seen: u64,
+    last_event_ns: Option<u64>,
     min_delta: u64,
-    sum: u128,
-    n: u64,
+    /// Between Enable and Disable.
+    enabled: bool,
+}
+
+fn lcls_ns(ts: u64) -> u64 {
+    (ts >> 32) * 1_000_000_000 + (ts & 0xffff_ffff)
 }
 
 impl Gaps {
-    fn l1(&mut self, ts: u64) {
-        let ns = (ts >> 32) * 1_000_000_000 + (ts & 0xffff_ffff);
-        if let Some(last) = self.last_ns
-            && ns > last
-        {
+    fn pulse(&mut self, ns: u64) {
+        self.open = Some(match self.open {
+            Some((first, last)) => (first.min(ns), last.max(ns)),
+            None => (ns, ns),
+        });
+        self.open_seen += 1;
+    }
+
+    fn event(&mut self, ts: u64) {
+        let ns = lcls_ns(ts);
+        self.pulse(ns);
+        if let Some(last) = self.last_event_ns.filter(|&l| ns > l) {
             let d = ns - last;
             self.min_delta = if self.min_delta == 0 { d } else { self.min_delta.min(d) };
-            self.sum += d as u128;
-            self.n += 1;
         }
-        self.last_ns = Some(ns);
+        self.last_event_ns = Some(ns);
     }
+
+    fn slow_update(&mut self, ts: u64) {
+        if self.enabled {
+            self.pulse(lcls_ns(ts));
+        }
+    }
+
+    /// A new enabled period (Enable), or a new connection: the open one is closed.
+    fn restart(&mut self, enabled: bool) {
+        if let Some((first, last)) = self.open.take() {
+            self.closed_span += (last - first) as u128;
+            self.closed += 1;
+            self.closed_seen += self.open_seen;
+        }
+        self.open_seen = 0;
+        self.last_event_ns = None;
+        self.enabled = enabled;
+    }
+
     fn estimate(&self) -> u64 {
         if self.min_delta == 0 {
             return 0;
         }
-        let periods = (self.sum + self.min_delta as u128 / 2) / self.min_delta as u128;
-        (periods as u64).saturating_sub(self.n)
+        let (span, periods, seen) = match self.open {
+            Some((first, last)) => (self.closed_span + (last - first) as u128, self.closed + 1, self.closed_seen + self.open_seen),
+            None => (self.closed_span, self.closed, self.closed_seen),
+        };
+        let d = self.min_delta as u128;
+        let pulses = (span + d / 2) / d + periods as u128;
+        (pulses as u64).saturating_sub(seen)
     }
 }
 
@@ -199,7 +243,7 @@ impl Client {
         self.conn = Some(conn);
         self.awaiting_configure = true;
         self.last_disable = None;
-        self.gaps.last_ns = None;
+        self.gaps.restart(false);
         self.stats.connects += 1;
     }
 
@@ -371,14 +415,18 @@ impl Client {
         }
         let ts = u64::from_le_bytes(bytes[0..8].try_into().unwrap());
         match service {
-            TransitionId::Disable => self.last_disable = Some(ts),
-            TransitionId::Enable => self.gaps.last_ns = None,
+            TransitionId::Disable => {
+                self.last_disable = Some(ts);
+                self.gaps.enabled = false;
+            }
+            TransitionId::Enable => self.gaps.restart(true),
+            TransitionId::SlowUpdate => self.gaps.slow_update(ts),
             s if s.is_event() => {
                 if self.last_disable.is_some_and(|d| ts < d) {
                     self.stats.stale_events += 1;
                     return Ok(None);
                 }
-                self.gaps.l1(ts);
+                self.gaps.event(ts);
             }
             _ => {}
         }
@@ -542,3 +590,4 @@ fn establish(tag: &str, opts: &ClientOptions, deadline: Option<Instant>, last_pr
         return Ok(Some(Conn { sock, peer, rbuf: [0; MSG_SIZE], rlen: 0, first, slot, seg, evq, relq }));
     }
 }
+

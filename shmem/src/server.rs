@@ -233,7 +233,11 @@ impl Server {
         }
         let mut queue_names: Vec<String> = (0..=nq).map(|i| event_queue_name(&tag, i)).collect();
         queue_names.push(discovery_name(&tag));
-        let signal_slots = signals::register(&queue_names);
+        let mut doomed = queue_names.clone();
+        if cfg.remove_segment_on_drop {
+            doomed.push(format!("/dev/shm/{}", segment_name(&tag).trim_start_matches('/')));
+        }
+        let signal_slots = signals::register(&doomed);
         let cleanup = |e: Error| {
             for n in &queue_names {
                 let _ = MessageQueue::unlink(n);

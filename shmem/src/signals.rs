@@ -1,9 +1,10 @@
 //! Queue cleanup on fatal signals (spec §1 "Lifetime"): a server registers the names of the
-//! queues it created; on SIGINT, SIGTERM, SIGABRT, SIGSEGV (and SIGPIPE when it is not
-//! ignored) the handler unlinks them, restores the previous action and re-raises, so the
-//! process still dies the way it would have.
+//! queues it created (and the path of its segment, `/dev/shm/…`, when it removes it); on
+//! SIGINT, SIGTERM, SIGABRT, SIGSEGV (and SIGPIPE when it is not ignored) the handler unlinks
+//! them, restores the previous action and re-raises, so the process still dies the way it
+//! would have.
 //!
-//! The handler only loads atomics and calls `mq_unlink` (a plain system call), both
+//! The handler only loads atomics and calls `mq_unlink` or `unlink` (plain system calls), all
 //! async-signal-safe. Names are leaked C strings: freeing one while a handler may read it
 //! would be a use-after-free, and a server owns a few dozen bytes of them.
 
@@ -12,6 +13,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Once;
 
 const SLOTS: usize = 1024;
+/// Registered names with this prefix are files (a segment), the others message queues.
+const SHM_DIR: &[u8] = b"/dev/shm/";
 const SIGNALS: [libc::c_int; 5] = [libc::SIGINT, libc::SIGTERM, libc::SIGABRT, libc::SIGSEGV, libc::SIGPIPE];
 
 static NAMES: [AtomicPtr<libc::c_char>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
@@ -66,8 +69,15 @@ extern "C" fn handler(sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut 
     for slot in &NAMES {
         let p = slot.swap(std::ptr::null_mut(), Ordering::AcqRel);
         if !p.is_null() {
-            // SAFETY: p is a leaked, NUL-terminated C string.
-            unsafe { libc::mq_unlink(p) };
+            // SAFETY: p is a leaked, NUL-terminated C string; a file path is at least as long
+            // as the prefix compared (else its NUL differs first).
+            unsafe {
+                if (0..SHM_DIR.len()).all(|i| *p.add(i) as u8 == SHM_DIR[i]) {
+                    libc::unlink(p);
+                } else {
+                    libc::mq_unlink(p);
+                }
+            }
         }
     }
     let Some(k) = SIGNALS.iter().position(|&s| s == sig) else { return };

@@ -275,6 +275,36 @@ fn full_queues_drop_events_and_enable_reclaims_unread_ones() {
     check_clean(&tag);
 }
 
+#[test]
+fn a_slow_update_between_events_is_not_counted_as_a_missed_event() {
+    let tag = tag("slowupd");
+    let _c = Cleanup(tag.clone());
+    let server = Server::start(config(&tag, 8, 1)).unwrap();
+    let mut c = Client::connect(&tag, options(StopAt::Never)).unwrap();
+    for (i, s) in RUN_START.into_iter().enumerate() {
+        server.publish(&tr(s, i as u64)).unwrap();
+    }
+    // Pulses 1 ns apart: 10, 11, 12, a SlowUpdate on 13, 14, 15.
+    for ts in [10, 11, 12] {
+        server.publish(&l1(ts)).unwrap();
+    }
+    server.publish(&tr(SlowUpdate, 13)).unwrap();
+    for ts in [14, 15] {
+        server.publish(&l1(ts)).unwrap();
+    }
+    assert_eq!(events(&drain(&mut c, Duration::from_millis(300))), [10, 11, 12, 14, 15]);
+    assert_eq!(c.stats().missed_estimate, 0, "the SlowUpdate took pulse 13");
+    // Pulse 16 lost: one missed. A SlowUpdate after Disable takes no pulse.
+    server.publish(&l1(17)).unwrap();
+    assert_eq!(events(&drain(&mut c, Duration::from_millis(300))), [17]);
+    server.publish(&tr(Disable, 18)).unwrap();
+    server.publish(&tr(SlowUpdate, 30)).unwrap();
+    drain(&mut c, Duration::from_millis(300));
+    assert_eq!(c.stats().missed_estimate, 1);
+    drop((c, server));
+    check_clean(&tag);
+}
+
 /// A client that follows the protocol only as far as a test wants.
 struct Raw {
     sock: TcpStream,

@@ -196,6 +196,10 @@ fn run_shmem(args: SimArgs) -> Result<(), Box<dyn Error>> {
     sc.n_queues = args.clients;
     sc.buffer_size = size;
     sc.mode = if args.serial { shmem::Mode::Serial } else { shmem::Mode::Distributed };
+    // The DAQ's server leaves its segment for the next one (spec §1); the simulator, started and
+    // stopped many times on a workstation, removes it on exit (Ctrl-C, SIGTERM or the end) so
+    // that /dev/shm (memory) does not fill up. Clients still attached keep their mapping.
+    sc.remove_segment_on_drop = true;
     let what = match &cfg {
         Some(c) => format!("run {} of {} ({} events, {} steps, {} streams)", c.run, c.exp, c.events, c.steps, c.streams),
         None => format!("{} file(s), {}", args.replay.len(), if args.loops == 0 { "looping until stopped".to_string() } else { format!("{} time(s)", args.loops) }),

@@ -29,13 +29,14 @@ def tag(request):
     left = queues(t)
     for n in left or []:
         os.unlink(f"/dev/mqueue/{n}")
-    try:
-        os.unlink(f"/dev/shm/PdsMonitorSharedMemory_{t}")
-    except FileNotFoundError:
-        pass
+    segment = f"/dev/shm/PdsMonitorSharedMemory_{t}"
+    segment_left = os.path.exists(segment)
+    if segment_left:
+        os.unlink(segment)
     if left is None:
         print("note: /dev/mqueue is not mounted: queue leak check skipped")
     assert not left, f"queues left behind: {left}"
+    assert not segment_left, f"{segment} left behind (the simulator removes its segment on exit)"
 
 
 def serve(*args):

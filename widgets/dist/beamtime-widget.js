@@ -19,6 +19,8 @@ return true;`)}function p0(r){return typeof r!="bigint"?Xr(r):`${Xr(r)}n`}functi
   padding: 4px 6px;
   max-width: 100%;
   box-sizing: border-box;
+  /* Updates inside (status text, plot canvas) never lay out or repaint the notebook around it. */
+  contain: layout paint style;
 }
 .beamtime-bar { display: flex; gap: 6px; align-items: center; margin-bottom: 4px; }
 .beamtime-title {
