@@ -48,9 +48,9 @@ impl RowChange {
     /// were held before, the prune removed the oldest `removed` of them (None: not only the
     /// oldest), the cut removed `cut` rows from the front, and `now` rows are held.
     fn after(self, shown: usize, removed: Option<usize>, cut: usize, now: usize) -> Option<RowChange> {
-        let still = shown - removed?;
+        let still = shown.saturating_sub(removed?);
         let cut_shown = cut.min(still);
-        Some(RowChange { dropped: self.dropped + removed? + cut_shown, appended: now - (still - cut_shown) })
+        Some(RowChange { dropped: self.dropped + removed? + cut_shown, appended: now.saturating_sub(still - cut_shown) })
     }
 }
 
@@ -262,7 +262,7 @@ impl Collector {
                     } else {
                         let held = q.rows.as_ref().map_or(0, |r| r.height());
                         // Rows of the last frame still held (the rest are new since).
-                        let shown = q.change.map_or(0, |c| held - c.appended);
+                        let shown = q.change.map_or(0, |c| held.saturating_sub(c.appended));
                         let mut all = concat_frames(q.rows.take().into_iter().chain([df]).collect());
                         if let Some(a) = all.as_mut() {
                             let mut removed = Some(0);
@@ -413,7 +413,7 @@ impl Collector {
                 _ => None,
             };
             let mut body = match delta {
-                Some((_, appended)) => result.slice((result.height() - appended) as i64, appended),
+                Some((_, appended)) => result.slice(result.height().saturating_sub(appended) as i64, appended),
                 None => result.clone(),
             };
             let ipc = df_to_ipc_stream(&mut body).unwrap_or_default();
