@@ -862,3 +862,79 @@ fn publish_fallback(outbox: &Outbox, parent: &Message, name: &str, v: &View, ext
     }
     outbox.publish(Some(parent), "update_display_data", json!({"data": b, "metadata": {}, "transient": {"display_id": v.display_id}}));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use job::wire::RowDelta;
+
+    fn view() -> View {
+        View {
+            sql: String::new(),
+            mode: "total".into(),
+            display_id: "d".into(),
+            parent: Message::new("s", "execute_request", json!({})),
+            header: None,
+            result: None,
+            min_generation: 0,
+            widget: None,
+            look: ViewOptions::default(),
+            paused: false,
+            widget_dirty: false,
+            widget_sent: None,
+            result_seq: None,
+            resend_asked: false,
+            widget_seq: 0,
+            widget_rows: None,
+        }
+    }
+
+    fn frame(seq: u64, rows: usize, delta: Option<(u64, usize)>) -> FrameHeader {
+        FrameHeader { query: "q".into(), seq, rows, delta: delta.map(|(prev_seq, drop)| RowDelta { prev_seq, drop }), ..Default::default() }
+    }
+
+    fn ipc(x: &[i64]) -> Vec<u8> {
+        let mut df = df!("x" => x).unwrap();
+        let mut buf = Vec::new();
+        IpcStreamWriter::new(&mut buf).finish(&mut df).unwrap();
+        buf
+    }
+
+    fn xs(v: &View) -> Vec<i64> {
+        let x = v.result.as_ref().unwrap().column("x").unwrap().i64().unwrap().clone();
+        (0..x.len()).map(|i| x.get(i).unwrap()).collect()
+    }
+
+    #[test]
+    fn deltas_extend_the_rows_held_and_anything_else_is_refused() {
+        let mut v = view();
+        assert!(take_rows(&mut v, &frame(1, 3, None), &ipc(&[1, 2, 3])));
+        v.widget_rows = Some(WidgetRows::whole(7, 3));
+        // Frame 2: the oldest row left, two came.
+        assert!(take_rows(&mut v, &frame(2, 4, Some((1, 1))), &ipc(&[4, 5])));
+        assert_eq!(xs(&v), [2, 3, 4, 5]);
+        assert_eq!(v.widget_rows.unwrap().catch_up(), Some((1, 2)), "the widget drops 1, gets 4 and 5");
+        // Frame 4 extends frame 3, which never came: refused, the rows stay as they were.
+        assert!(!take_rows(&mut v, &frame(4, 5, Some((3, 0))), &ipc(&[6])));
+        assert_eq!(xs(&v), [2, 3, 4, 5]);
+        // Until a whole frame, no delta fits (the base is unknown).
+        assert!(!take_rows(&mut v, &frame(5, 5, Some((4, 0))), &ipc(&[7])));
+        assert!(take_rows(&mut v, &frame(6, 2, None), &ipc(&[8, 9])));
+        assert!(v.widget_rows.is_none(), "the widget gets the whole result next");
+        // A delta whose row count does not add up is refused too.
+        assert!(!take_rows(&mut v, &frame(7, 9, Some((6, 0))), &ipc(&[10])));
+    }
+
+    #[test]
+    fn the_widget_gets_only_what_it_lacks() {
+        // It holds the newest 3 of 5 rows; the 3 oldest of the result left, 2 came.
+        let mut w = WidgetRows { seq: 1, held: 3, left: 5, appended: 0 };
+        w.changed(3, 2);
+        assert_eq!(w.catch_up(), Some((1, 2)), "of the 3 it holds, 1 left");
+        // More new rows than it keeps: everything it holds goes, the newest WIDGET_MAX_ROWS come.
+        w.changed(0, WIDGET_MAX_ROWS + 5);
+        assert_eq!(w.catch_up(), Some((3, WIDGET_MAX_ROWS)));
+        // Nothing changed: nothing to send.
+        assert_eq!(WidgetRows::whole(2, 10).catch_up(), None);
+    }
+}
