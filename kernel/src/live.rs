@@ -52,6 +52,30 @@ struct View {
     widget_rows: Option<WidgetRows>,
 }
 
+impl View {
+    /// A view waiting for its query's first frame (from `min_generation` on).
+    fn new(sql: &str, mode: &str, display_id: String, parent: Message, look: ViewOptions, min_generation: u64) -> Self {
+        View {
+            sql: sql.into(),
+            mode: mode.into(),
+            display_id,
+            parent,
+            header: None,
+            result: None,
+            min_generation,
+            widget: None,
+            look,
+            paused: false,
+            widget_dirty: false,
+            widget_sent: None,
+            result_seq: None,
+            resend_asked: false,
+            widget_seq: 0,
+            widget_rows: None,
+        }
+    }
+}
+
 /// The rows a widget holds: the newest `held` of the result as it was at widget message
 /// `seq`; since then `left` rows of that result are still in the view's result (the others
 /// were its oldest, dropped) and `appended` rows came after them.
@@ -311,27 +335,7 @@ impl Live {
             let mut st = self.state.lock().unwrap();
             // Raised to the command's generation when the job acknowledges it.
             let min_generation = 0;
-            st.views.insert(
-                name.to_string(),
-                View {
-                    sql: sql.into(),
-                    mode: mode.clone(),
-                    display_id: display_id.clone(),
-                    parent: parent.clone(),
-                    header: None,
-                    result: None,
-                    min_generation,
-                    widget: None,
-                    look: opts.view.clone(),
-                    paused: false,
-                    widget_dirty: false,
-                    widget_sent: None,
-                    result_seq: None,
-                    resend_asked: false,
-                    widget_seq: 0,
-                    widget_rows: None,
-                },
-            );
+            st.views.insert(name.to_string(), View::new(sql, &mode, display_id.clone(), parent.clone(), opts.view.clone(), min_generation));
             st.acks.clear();
         }
         if self.job_alive() {
@@ -869,24 +873,7 @@ mod tests {
     use job::wire::RowDelta;
 
     fn view() -> View {
-        View {
-            sql: String::new(),
-            mode: "total".into(),
-            display_id: "d".into(),
-            parent: Message::new("s", "execute_request", json!({})),
-            header: None,
-            result: None,
-            min_generation: 0,
-            widget: None,
-            look: ViewOptions::default(),
-            paused: false,
-            widget_dirty: false,
-            widget_sent: None,
-            result_seq: None,
-            resend_asked: false,
-            widget_seq: 0,
-            widget_rows: None,
-        }
+        View::new("SELECT x FROM events", "total", "d".into(), Message::new("s", "execute_request", json!({})), ViewOptions::default(), 0)
     }
 
     fn frame(seq: u64, rows: usize, delta: Option<(u64, usize)>) -> FrameHeader {
