@@ -377,21 +377,12 @@ impl LiveQuery {
     /// ones (a prefix; None when rows in between went, e.g. a slow rank's late rows of an
     /// older window bin were kept while newer ones left).
     pub fn prune_rows(&self, rows: &DataFrame, old: usize) -> Result<(DataFrame, Option<usize>)> {
-        let keep = match self.mode {
-            LiveMode::Total => return Ok((rows.clone(), Some(0))),
-            _ if rows.height() == 0 => return Ok((rows.clone(), Some(0))),
-            LiveMode::Run => col("__m0").eq(col("__m0").max()),
-            LiveMode::Step => {
-                let newest_run = col("__m0").eq(col("__m0").max());
-                let step_in_newest = col("__m1").filter(newest_run.clone()).max();
-                newest_run.and(col("__m1").eq(step_in_newest))
-            }
-            LiveMode::Window(_) | LiveMode::Events(_) => col("__m0").gt(col("__m0").max() - lit(WINDOW_BINS)),
-        };
+        let Some(keep) = self.keep().filter(|_| rows.height() > 0) else { return Ok((rows.clone(), Some(0))) };
         let mask = rows.clone().lazy().select([keep.alias("__keep")]).collect()?;
         let mask = mask.column("__keep")?.bool()?.clone();
         let old = old.min(rows.height());
-        let mut shown = mask.slice(0, old).downcast_iter().flat_map(|a| a.iter().map(|k| k == Some(true))).collect::<Vec<_>>().into_iter();
+        let shown_mask = mask.slice(0, old);
+        let mut shown = shown_mask.downcast_iter().flat_map(|a| a.iter().map(|k| k == Some(true)));
         let removed = shown.by_ref().take_while(|k| !k).count();
         // take_while consumed the first kept row (if any): the rest must all be kept.
         let prefix = shown.all(|k| k);
@@ -529,8 +520,17 @@ impl LiveQuery {
     /// Drops the parts of a state the mode no longer covers (older runs, steps, window bins).
     /// Exact: whatever is newest here is at most the newest anywhere.
     pub fn prune(&self, state: &DataFrame) -> Result<DataFrame> {
-        let keep = match self.mode {
-            LiveMode::Total => return Ok(state.clone()),
+        match self.keep().filter(|_| state.height() > 0) {
+            None => Ok(state.clone()),
+            Some(keep) => Ok(state.clone().lazy().filter(keep).collect()?),
+        }
+    }
+
+    /// What the mode keeps of a state (None: everything): the newest run, the newest step of
+    /// it, or the newest window bins.
+    fn keep(&self) -> Option<PlExpr> {
+        Some(match self.mode {
+            LiveMode::Total => return None,
             LiveMode::Run => col("__m0").eq(col("__m0").max()),
             LiveMode::Step => {
                 let newest_run = col("__m0").eq(col("__m0").max());
@@ -538,11 +538,7 @@ impl LiveQuery {
                 newest_run.and(col("__m1").eq(step_in_newest))
             }
             LiveMode::Window(_) | LiveMode::Events(_) => col("__m0").gt(col("__m0").max() - lit(WINDOW_BINS)),
-        };
-        if state.height() == 0 {
-            return Ok(state.clone());
-        }
-        Ok(state.clone().lazy().filter(keep).collect()?)
+        })
     }
 
     /// The mode this query was planned with.
