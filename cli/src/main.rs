@@ -79,8 +79,8 @@ struct RunArgs {
     /// What the result covers: total, run, step, or a window of event time (10s, 500ms).
     #[arg(long, default_value = "total")]
     mode: String,
-    /// MPI ranks: 1 runs in this process without MPI; 2 = collector + a worker that reads;
-    /// more = collector, reader and N-2 workers.
+    /// MPI ranks: 1 runs the job as one process without MPI; 2 = collector + a worker that
+    /// reads; more = collector, reader and N-2 workers.
     #[arg(long, default_value_t = 1)]
     ranks: usize,
     /// How to start N ranks; `{n}` and `{job}` are filled in (e.g. `srun -n {n} {job}`).
@@ -90,7 +90,7 @@ struct RunArgs {
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
     /// L1 events per batch handed to a worker.
-    #[arg(long, default_value_t = job::FeedOptions::default().batch_events)]
+    #[arg(long, default_value_t = contract::spec::DEFAULT_BATCH_EVENTS)]
     batch_events: usize,
 }
 

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use job::inproc::{run_inprocess, JobSpec};
-use job::link::{JobEndpoint, JobMessage};
-use job::wire::Command;
+use contract::{JobEndpoint, JobMessage};
+use contract::Command;
 
 const QUERIES: &[(&str, &str)] = &[
     ("(a) filter + bin + sum/avg", "SELECT bin(ipm2.raw.sum, 0.25) AS b, count(*) AS n, sum(hsd.fex.area) AS area, avg(diode.raw.signal) AS sig FROM events WHERE gmd.raw.millijoulesperpulse > 0.5 GROUP BY b"),
@@ -49,7 +49,7 @@ fn run_of(events: u64) -> sim::Truth {
 fn mpi(spec: &JobSpec, ranks: usize) -> f64 {
     let dir = bench_dir().join("mpi");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut cmd = job::launch::command(&job::launch::default_template(), ranks, spec, &dir.join("job.json")).unwrap();
+    let mut cmd = contract::launch::command(None, ranks, spec, &dir.join("job.json")).unwrap();
     cmd.stdout(std::process::Stdio::null());
     let t = Instant::now();
     let s = cmd.status().expect("mpirun");
@@ -150,19 +150,19 @@ fn main() {
         spec.report_ms = 50;
         let dirm = bench_dir().join("mpi-live");
         std::fs::create_dir_all(&dirm).unwrap();
-        let mut cmd = job::launch::command(&job::launch::default_template(), 3, &spec, &dirm.join("job.json")).unwrap();
+        let mut cmd = contract::launch::command(None, 3, &spec, &dirm.join("job.json")).unwrap();
         cmd.stdout(std::process::Stdio::null());
         let mut child = cmd.spawn().unwrap();
         let mut ages = Vec::new();
         let t = Instant::now();
         loop {
             match ep.recv_timeout(Duration::from_millis(200)) {
-                Some(JobMessage::Frame(h, _)) if !h.done && t.elapsed() > Duration::from_secs(1) => {
+                Some(Ok(JobMessage::Frame(h, _))) if !h.done && t.elapsed() > Duration::from_secs(1) => {
                     if let Some(a) = h.newest_age_s {
                         ages.push(a);
                     }
                 }
-                Some(JobMessage::End(_)) => break,
+                Some(Ok(JobMessage::Finished(_))) => break,
                 _ if t.elapsed() > Duration::from_secs(120) => break,
                 _ => {}
             }

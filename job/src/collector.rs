@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use polars::prelude::*;
-use query::{convert::df_to_ipc_stream, LiveMode, LiveQuery};
+use contract::{codec, Command, FrameHeader, RowDelta};
+use query::{LiveMode, LiveQuery};
 
-use crate::wire::{lcls_to_unix_secs, Command, FrameHeader, ReaderStatus, RowDelta, Update, UpdateKind};
-use crate::worker::{concat_frames, from_ipc};
+use crate::wire::{lcls_to_unix_secs, ReaderStatus, Update, UpdateKind};
+use crate::worker::concat_frames;
 
-/// Row queries keep at most this many of their newest rows by default.
-pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
+pub use contract::spec::DEFAULT_MAX_ROWS;
 
 struct Query {
     sql: String,
@@ -256,7 +256,7 @@ impl Collector {
                     if bytes.is_empty() {
                         continue;
                     }
-                    let df = from_ipc(bytes)?;
+                    let df = codec::decode(bytes).map_err(|e| e.to_string())?;
                     if qu.kind == UpdateKind::State {
                         q.states.insert(rank, df);
                     } else {
@@ -416,11 +416,10 @@ impl Collector {
                 Some((_, appended)) => result.slice(result.height().saturating_sub(appended) as i64, appended),
                 None => result.clone(),
             };
-            let ipc = df_to_ipc_stream(&mut body).unwrap_or_default();
+            let ipc = codec::encode_portable(&mut body).unwrap_or_default();
             q.change = streams.then(RowChange::default);
             let header = FrameHeader {
                 query: name.clone(),
-                sql: q.sql.clone(),
                 seq: q.seq,
                 generation: q.generation,
                 mode: q.mode.to_string(),
@@ -438,6 +437,7 @@ impl Collector {
                 delta: delta.map(|(d, _)| d),
                 done,
                 error,
+                ..FrameHeader::default()
             };
             q.result = Some(result.clone());
             out.push(Frame { header, ipc, result });
@@ -474,12 +474,11 @@ fn shmem_missed(clients: &[&crate::wire::ShmemCounts]) -> u64 {
 mod tests {
     use super::*;
     use crate::wire::{encode, QueryUpdate};
-    use crate::worker::to_ipc;
 
     /// A worker's update carrying the rows of events `ids` (x = id / 2).
     fn rows_update(plan: &LiveQuery, generation: u64, ids: &[u64], first: bool) -> Vec<u8> {
         let batch = df!("__event" => ids, "x" => ids.iter().map(|i| *i as f64 / 2.0).collect::<Vec<f64>>()).unwrap();
-        let body = to_ipc(&mut plan.partial(&batch).unwrap()).unwrap();
+        let body = codec::encode(&mut plan.partial(&batch).unwrap()).unwrap();
         let columns = first.then(|| vec!["__event".to_string(), "x".to_string()]);
         let qu = QueryUpdate { name: "w".into(), generation, kind: UpdateKind::Rows, columns, events_read: 0, error: None, bytes: body.len() };
         encode(&Update { queries: vec![qu], ..Default::default() }, &[&body])
@@ -496,7 +495,7 @@ mod tests {
 
     impl Follower {
         fn apply(&mut self, f: &Frame) {
-            let body = from_ipc(&f.ipc).unwrap();
+            let body = codec::decode(&f.ipc).unwrap();
             self.rows = Some(match f.header.delta {
                 None => body,
                 Some(d) => {
@@ -555,7 +554,7 @@ mod tests {
         c.update(1, &rows_update(&plan, generation, &[1215, 1216], false)).unwrap();
         let [f] = &c.frames(false, false)[..] else { panic!() };
         assert_eq!(f.header.delta.map(|d| d.drop), Some(0));
-        assert_eq!(from_ipc(&f.ipc).unwrap().height(), 2);
+        assert_eq!(codec::decode(&f.ipc).unwrap().height(), 2);
         k.apply(f);
         // The final frame is whole.
         let [f] = &c.frames(true, true)[..] else { panic!() };

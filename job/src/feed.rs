@@ -30,7 +30,11 @@ pub struct FeedOptions {
 
 impl Default for FeedOptions {
     fn default() -> Self {
-        FeedOptions { batch_events: 16_384, flush: Duration::from_millis(20), poll: Duration::from_millis(10) }
+        FeedOptions {
+            batch_events: contract::spec::DEFAULT_BATCH_EVENTS,
+            flush: Duration::from_millis(contract::spec::DEFAULT_FLUSH_MS),
+            poll: Duration::from_millis(contract::spec::DEFAULT_POLL_MS),
+        }
     }
 }
 

@@ -1,64 +1,27 @@
-//! Running the job: what every driver shares (the job's description, frame emission, the
-//! kernel link), and the in-process driver (`--ranks 1`): reader, one worker and the
+//! Running the job: what every role layout shares (frame emission and commands over the
+//! contract's link to the driver, result files), and the in-process driver (`--ranks 1`): reader, one worker and the
 //! collector in one process, no MPI.
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use contract::{Ack, Command, Finished, Hello, Link};
 use xtc::Source;
 
 use crate::collector::{Collector, Frame};
 use crate::feed::{Distributor, FeedOptions};
-use crate::link::Link;
-use crate::wire::{Command, ReaderStatus};
+use crate::wire::ReaderStatus;
 use crate::worker::Worker;
 
-/// What a job reads and computes; passed to `beamtime-job` as JSON.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct JobSpec {
-    /// A psana data source string.
-    pub source: String,
-    /// The queries to start with (`Command::Set`).
-    pub queries: Vec<Command>,
-    /// Result frames per second at most.
-    pub frame_rate: f64,
-    /// How often a worker reports its states.
-    pub report_ms: u64,
-    pub batch_events: usize,
-    pub flush_ms: u64,
-    pub poll_ms: u64,
-    /// The kernel's ROUTER endpoint, when a kernel drives the job.
-    pub connect: Option<String>,
-    /// Row queries keep at most this many newest rows.
-    pub max_rows: usize,
-    /// The calibration directory (`%source … --calib-dir`), for detector reductions on the
-    /// workers.
-    #[serde(default)]
-    pub calib_dir: Option<String>,
-    /// Where rank 0 writes the final result (`.parquet`, `.arrow`, `.csv`); with several
-    /// queries, `<stem>.<query>.<ext>`.
-    pub output: Option<std::path::PathBuf>,
+pub use contract::JobSpec;
+
+/// What the job makes of its description.
+pub trait SpecExt {
+    fn feed_options(&self) -> FeedOptions;
+    fn source(&self) -> Result<Source, String>;
 }
 
-impl JobSpec {
-    pub fn new(source: &str) -> Self {
-        let f = FeedOptions::default();
-        JobSpec {
-            source: source.to_string(),
-            queries: Vec::new(),
-            frame_rate: 5.0,
-            report_ms: 100,
-            batch_events: f.batch_events,
-            flush_ms: f.flush.as_millis() as u64,
-            poll_ms: f.poll.as_millis() as u64,
-            connect: None,
-            max_rows: crate::collector::DEFAULT_MAX_ROWS,
-            calib_dir: None,
-            output: None,
-        }
-    }
-
-    pub fn feed_options(&self) -> FeedOptions {
+impl SpecExt for JobSpec {
+    fn feed_options(&self) -> FeedOptions {
         FeedOptions {
             batch_events: self.batch_events.max(1),
             flush: Duration::from_millis(self.flush_ms),
@@ -66,7 +29,7 @@ impl JobSpec {
         }
     }
 
-    pub fn source(&self) -> Result<Source, String> {
+    fn source(&self) -> Result<Source, String> {
         Source::parse(&self.source).map_err(|e| e.to_string())
     }
 }
@@ -85,16 +48,16 @@ pub struct Emitter<'a> {
 impl<'a> Emitter<'a> {
     pub fn new(spec: &JobSpec, on_frame: &'a mut dyn FnMut(&Frame)) -> Result<Self, String> {
         let link = match &spec.connect {
-            Some(e) => Some(Link::connect(e)?),
+            Some(e) => Some(Link::connect(e).map_err(|e| e.to_string())?),
             None => None,
         };
         let period = Duration::from_secs_f64(1.0 / spec.frame_rate.clamp(0.01, 1000.0));
         Ok(Emitter { link, period, last: None, last_full: Instant::now(), on_frame })
     }
 
-    pub fn hello(&self, info: &serde_json::Value) {
+    pub fn hello(&self, hello: &Hello) {
         if let Some(l) = &self.link {
-            l.send("hello", info, None);
+            l.send(hello, None);
         }
     }
 
@@ -110,36 +73,53 @@ impl<'a> Emitter<'a> {
         }
         for f in c.frames(all, done) {
             if let Some(l) = &self.link {
-                l.send("frame", &f.header, Some(f.ipc.clone()));
+                l.send(&f.header, Some(f.ipc.clone()));
             }
             (self.on_frame)(&f);
         }
     }
 
-    /// Commands from the kernel, checked by the collector; each gets an `ack`.
+    /// Commands from the kernel, checked by the collector; each gets an [`Ack`] naming its query.
     pub fn commands(&self, c: &mut Collector) -> Vec<Command> {
         let Some(l) = &self.link else { return Vec::new() };
         let mut ok = Vec::new();
         for cmd in l.commands() {
-            let res = cmd.and_then(|cmd| c.command(cmd));
-            match res {
+            let cmd = match cmd {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    l.send(&Ack::rejected(None, e), None);
+                    continue;
+                }
+            };
+            let query = cmd.query().map(str::to_string);
+            match c.command(cmd) {
                 Ok(cmd) => {
-                    l.send("ack", &serde_json::json!({"ok": true, "command": cmd}), None);
+                    l.send(&Ack::accepted(cmd.clone()), None);
                     if !matches!(cmd, Command::Resend { .. }) {
                         ok.push(cmd); // what the workers need to hear
                     }
                 }
-                Err(e) => l.send("ack", &serde_json::json!({"ok": false, "error": e}), None),
+                Err(e) => l.send(&Ack::rejected(query, e), None),
             }
         }
         ok
     }
 
+    /// The last message: events read and the job's error, if any.
     pub fn finish(self, c: &Collector) {
         if let Some(l) = self.link {
-            l.send("end", &serde_json::json!({"events": c.events_read(), "error": c.error}), None);
+            l.send(&Finished::new(c.events_read(), c.error.clone()), None);
             l.close();
         }
+    }
+}
+
+/// Reports a job that fails before it has a collector to finish with (a bad source, a bad
+/// first query): the driver hears why instead of a silent end.
+pub fn report_failure(spec: &JobSpec, error: &str) {
+    if let Some(l) = spec.connect.as_deref().and_then(|e| Link::connect(e).ok()) {
+        l.send(&Finished::new(0, Some(error.to_string())), None);
+        l.close();
     }
 }
 
@@ -223,26 +203,41 @@ impl Feeder {
     }
 }
 
-/// Runs the whole job in this process; returns the collector with the final results.
+/// Runs the whole job in this process; returns the collector with the final results. Every
+/// failure reaches the driver (if linked) as the job's final error.
 pub fn run_inprocess(spec: &JobSpec, on_frame: &mut dyn FnMut(&Frame)) -> Result<Collector, String> {
-    let mut feeder = match spec.source()? {
-        Source::Shmem { tag, stop, .. } => Feeder::Shmem { feed: crate::shmem_feed::ShmemFeed::new(&tag, stop), stopped: false },
-        source => Feeder::Files(Distributor::start(&source, 1, spec.feed_options()).map_err(|e| e.to_string())?),
-    };
+    let mut emitter = Emitter::new(spec, on_frame)?;
     let mut collector = Collector::new(vec![1]);
     collector.max_rows = spec.max_rows;
+    match run_with(spec, &mut emitter, &mut collector) {
+        Ok(()) => {
+            emitter.finish(&collector);
+            Ok(collector)
+        }
+        Err(e) => {
+            collector.error.get_or_insert_with(|| e.clone());
+            emitter.finish(&collector);
+            Err(e)
+        }
+    }
+}
+
+fn run_with(spec: &JobSpec, emitter: &mut Emitter, collector: &mut Collector) -> Result<(), String> {
     let mut worker = Worker::new();
     for q in &spec.queries {
         let cmd = collector.command(q.clone())?;
         worker.command(&cmd);
     }
-    let mut emitter = Emitter::new(spec, on_frame)?;
-    emitter.hello(&serde_json::json!({"ranks": 1, "workers": [1], "source": spec.source, "pid": std::process::id()}));
+    let mut feeder = match spec.source()? {
+        Source::Shmem { tag, stop, .. } => Feeder::Shmem { feed: crate::shmem_feed::ShmemFeed::new(&tag, stop), stopped: false },
+        source => Feeder::Files(Distributor::start(&source, 1, spec.feed_options()).map_err(|e| e.to_string())?),
+    };
+    emitter.hello(&Hello::new(1, vec![1], &spec.source));
     collector.reader_status(feeder.status());
     let report_every = Duration::from_millis(spec.report_ms);
     let mut last_report = Instant::now();
     loop {
-        for cmd in emitter.commands(&mut collector) {
+        for cmd in emitter.commands(collector) {
             if cmd == Command::Stop {
                 feeder.stop();
             }
@@ -255,15 +250,14 @@ pub fn run_inprocess(spec: &JobSpec, on_frame: &mut dyn FnMut(&Frame)) -> Result
             collector.reader_status(feeder.status());
             last_report = Instant::now();
             if done {
-                emitter.tick(&mut collector, true, true);
+                emitter.tick(collector, true, true);
                 break;
             }
         }
-        emitter.tick(&mut collector, false, false);
+        emitter.tick(collector, false, false);
     }
     if let Some(path) = &spec.output {
-        write_output(&collector, path)?;
+        write_output(collector, path)?;
     }
-    emitter.finish(&collector);
-    Ok(collector)
+    Ok(())
 }

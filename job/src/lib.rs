@@ -1,11 +1,9 @@
 //! The live-analysis job: reader, workers and collector (see README.md), run over MPI by
-//! `beamtime-job` or in one process by [`inproc`].
+//! `beamtime-job` or in one process by [`inproc`]; it talks to its driver through `contract`.
 
 pub mod collector;
 pub mod feed;
 pub mod inproc;
-pub mod launch;
-pub mod link;
 pub mod shmem_feed;
 pub mod wire;
 pub mod worker;
@@ -15,5 +13,5 @@ pub mod ranks;
 
 pub use collector::{Collector, Frame};
 pub use feed::{Distributor, FeedOptions};
-pub use wire::{Command, FrameHeader};
+pub use contract::{Command, FrameHeader};
 pub use worker::Worker;

@@ -16,9 +16,10 @@ use mpi::Threading;
 
 use crate::collector::Collector;
 use crate::feed::Distributor;
-use crate::inproc::{Emitter, JobSpec};
+use crate::inproc::{report_failure, Emitter, JobSpec, SpecExt};
 use crate::shmem_feed::ShmemFeed;
-use crate::wire::{self, tag, Command, End, ReaderStatus};
+use crate::wire::{self, tag, End, ReaderStatus};
+use contract::{Command, Hello};
 use crate::worker::Worker;
 
 const COLLECTOR: i32 = 0;
@@ -92,11 +93,17 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     let world = universe.world();
     let size = world.size();
     if size < 2 {
-        return Err("the MPI job needs at least 2 ranks (a collector and a worker); use --ranks 1 to run in one process".into());
+        let e = "the MPI job needs at least 2 ranks (a collector and a worker); use --ranks 1 to run in one process".to_string();
+        report_failure(spec, &e);
+        return Err(e);
     }
     let rank = world.rank();
     // Shared memory: every rank but the collector is a client of its own (no reader rank).
-    let shmem = match spec.source()? {
+    let source = spec.source();
+    if let (Err(e), COLLECTOR) = (&source, rank) {
+        report_failure(spec, e);
+    }
+    let shmem = match source? {
         xtc::Source::Shmem { tag, stop, .. } => Some((tag, stop)),
         _ => None,
     };
@@ -157,7 +164,7 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
         let cmds = if r == READER && has_reader { initial.iter().filter(|c| **c == Command::Stop).cloned().collect() } else { initial.clone() };
         out.send(world, r, tag::COMMAND, serde_json::to_vec(&cmds).unwrap());
     }
-    emitter.hello(&serde_json::json!({"ranks": world.size(), "workers": workers, "source": spec.source, "pid": std::process::id()}));
+    emitter.hello(&Hello::new(world.size() as usize, workers.to_vec(), &spec.source));
     let mut reader_done = !has_reader;
     let mut known_dead: BTreeSet<i32> = BTreeSet::new();
     let mut last_check = Instant::now();
@@ -206,8 +213,9 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
         }
     }
     emitter.tick(&mut c, true, true);
-    if let Some(path) = &spec.output {
-        crate::inproc::write_output(&c, path)?;
+    let written = spec.output.as_ref().map_or(Ok(()), |path| crate::inproc::write_output(&c, path));
+    if let Err(e) = &written {
+        c.error.get_or_insert_with(|| e.clone());
     }
     emitter.finish(&c);
     out.drain(Duration::from_secs(1));

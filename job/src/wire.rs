@@ -1,4 +1,5 @@
-//! Messages of the job: between its ranks (MPI byte messages) and with the kernel (ZeroMQ).
+//! Messages between the job's ranks (MPI byte messages). What the job exchanges with its
+//! driver over ZeroMQ is the `contract` crate's.
 //!
 //! Every message is `[u32 LE header length][header JSON][body]`: the header is small and
 //! readable in a debugger, the body carries datagrams or Arrow IPC streams as they are.
@@ -47,38 +48,10 @@ pub mod tag {
     pub const END: i32 = 3;
     /// worker → collector: states and counters ([`super::Update`]).
     pub const UPDATE: i32 = 4;
-    /// collector → workers and reader: [`super::Command`].
+    /// collector → workers and reader: `contract::Command`s.
     pub const COMMAND: i32 = 5;
     /// reader → collector: reading progress and the end of the data ([`super::ReaderStatus`]).
     pub const READER: i32 = 6;
-}
-
-/// A query command, from the kernel through the collector to every worker.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Command {
-    /// Add a query, or replace the one with this name (its accumulators start afresh).
-    Set {
-        name: String,
-        sql: String,
-        #[serde(default)]
-        mode: String,
-        #[serde(default)]
-        generation: u64,
-    },
-    Remove { name: String },
-    /// Start a query's accumulators afresh (all queries when `name` is None).
-    Reset {
-        #[serde(default)]
-        name: Option<String>,
-        #[serde(default)]
-        generation: u64,
-    },
-    /// Stop reading; finish with the results so far.
-    Stop,
-    /// Send the query's whole result in its next frame (the kernel lost track of the rows a
-    /// delta extends). For the collector only; workers ignore it.
-    Resend { name: String },
 }
 
 /// How a worker opens its fed reader: one entry per stream, in the reader's order.
@@ -207,50 +180,6 @@ pub struct ShmemCounts {
     pub server_gone: Option<String>,
 }
 
-/// The header of a result frame sent to the kernel; the body is the result as an Arrow IPC
-/// stream.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct FrameHeader {
-    pub query: String,
-    pub sql: String,
-    pub seq: u64,
-    pub generation: u64,
-    pub mode: String,
-    pub events_read: u64,
-    pub events_included: u64,
-    pub events_dropped: u64,
-    pub ranks_alive: usize,
-    pub ranks_total: usize,
-    /// Worker ranks that stopped reporting (stalled) or whose process is gone (dead).
-    pub ranks_stalled: Vec<i32>,
-    pub ranks_dead: Vec<i32>,
-    /// Events per second over the last few seconds (all workers).
-    pub rate_hz: f64,
-    /// Events per second over the whole reading so far (the job's mean rate).
-    #[serde(default)]
-    pub mean_rate_hz: f64,
-    /// Seconds between the newest event's timestamp and now.
-    pub newest_age_s: Option<f64>,
-    /// Rows of the whole result (also when the body is a delta).
-    pub rows: usize,
-    /// When set, the body holds only the change since frame `prev_seq` of this query (see
-    /// [`RowDelta`]); otherwise the whole result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delta: Option<RowDelta>,
-    /// The data is finished (end of run or stop): this is the final result.
-    pub done: bool,
-    pub error: Option<String>,
-}
-
-/// The change of a row query's result since an earlier frame: drop its `drop` oldest rows,
-/// then append the body's rows. Row queries grow by appends and windows lose their oldest
-/// rows, so a frame carries what is new instead of up to a million rows every time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RowDelta {
-    pub prev_seq: u64,
-    pub drop: usize,
-}
-
 /// LCLS timestamp (seconds since 1990 << 32 | ns) → Unix seconds.
 pub fn lcls_to_unix_secs(ts: u64) -> f64 {
     const EPICS_EPOCH: f64 = 631_152_000.0;
@@ -263,18 +192,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_clear_errors() {
-        let cmd = Command::Set { name: "a".into(), sql: "SELECT 1".into(), mode: "run".into(), generation: 3 };
-        let bytes = encode(&cmd, &[b"xy", b"z"]);
-        let (back, body): (Command, _) = decode("command", &bytes).unwrap();
-        assert_eq!(back, cmd);
+        let end = End { reason: "stopped".into(), error: Some("x".into()) };
+        let bytes = encode(&end, &[b"xy", b"z"]);
+        let (back, body): (End, _) = decode("end", &bytes).unwrap();
+        assert_eq!((back.reason, back.error), (end.reason, end.error));
         assert_eq!(body, b"xyz");
-        let e = decode::<Command>("command", &bytes[..3]).unwrap_err();
-        assert_eq!(e.to_string(), "bad command message: 3 bytes, shorter than its length prefix");
-        let e = decode::<Command>("command", &[200, 0, 0, 0, b'{']).unwrap_err();
+        let e = decode::<End>("end", &bytes[..3]).unwrap_err();
+        assert_eq!(e.to_string(), "bad end message: 3 bytes, shorter than its length prefix");
+        let e = decode::<End>("end", &[200, 0, 0, 0, b'{']).unwrap_err();
         assert!(e.to_string().contains("header of 200 bytes in a 5-byte message"), "{e}");
-        let json = br#"{"op":"launch"}"#;
+        let json = br#"{"reason":3}"#;
         let mut m = (json.len() as u32).to_le_bytes().to_vec();
         m.extend_from_slice(json);
-        assert!(decode::<Command>("command", &m).unwrap_err().to_string().contains("unknown variant `launch`"));
+        assert!(decode::<End>("end", &m).unwrap_err().to_string().contains("invalid type"));
     }
 }

@@ -3,14 +3,15 @@
 //! cumulative state per query that it reports to the collector from time to time.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 
 use polars::prelude::*;
 use query::{batches_to_df, LiveMode, LiveQuery};
 use xtc::table::{EventsReader, TableOptions};
 use xtc::RunReader;
 
-use crate::wire::{self, Command, QueryUpdate, StreamSpec, Update, UpdateKind, Work};
+use contract::{codec, Command};
+
+use crate::wire::{self, QueryUpdate, StreamSpec, Update, UpdateKind, Work};
 
 struct WorkerQuery {
     sql: String,
@@ -333,13 +334,13 @@ impl Worker {
                 qu.kind = UpdateKind::Rows;
                 let rows = std::mem::take(&mut q.rows);
                 match concat_frames(rows) {
-                    Some(mut df) => to_ipc(&mut df),
+                    Some(mut df) => codec::encode(&mut df).map_err(|e| e.to_string()),
                     None => Ok(Vec::new()),
                 }
             } else {
                 match fold(plan, &mut q.state, &mut q.pending) {
                     Ok(()) => match q.state.as_mut() {
-                        Some(s) => to_ipc(s),
+                        Some(s) => codec::encode(s).map_err(|e| e.to_string()),
                         None => Ok(Vec::new()),
                     },
                     Err(e) => Err(e),
@@ -391,16 +392,6 @@ pub(crate) fn concat_frames(frames: Vec<DataFrame>) -> Option<DataFrame> {
         }
     }
     Some(first)
-}
-
-pub(crate) fn to_ipc(df: &mut DataFrame) -> Result<Vec<u8>, String> {
-    let mut buf = Vec::new();
-    IpcStreamWriter::new(&mut buf).finish(df).map_err(|e| e.to_string())?;
-    Ok(buf)
-}
-
-pub(crate) fn from_ipc(bytes: &[u8]) -> Result<DataFrame, String> {
-    IpcStreamReader::new(Cursor::new(bytes)).finish().map_err(|e| e.to_string())
 }
 
 pub(crate) fn hostname() -> String {

@@ -5,7 +5,7 @@
 mod common;
 
 use job::inproc::{run_inprocess, JobSpec};
-use job::wire::Command;
+use contract::Command;
 
 fn run(sql: &str, mode: &str, batch_events: usize) -> job::Collector {
     let mut spec = JobSpec::new(&common::sim_run().source);
@@ -26,39 +26,68 @@ fn run(sql: &str, mode: &str, batch_events: usize) -> job::Collector {
 fn every_query_kind_matches_the_offline_result() {
     let cat = common::catalog();
     for (sql, oracle_sql, sort_by) in common::QUERIES {
-        let oracle = cat.sql(oracle_sql).unwrap_or_else(|e| panic!("{oracle_sql}: {e}"));
-        for batch in [997, 4096] {
+        let oracle = common::oracle(oracle_sql);
+        // %%sql over the whole table: within rounding of polars' result, and the live result
+        // must be the same bits at every batch size.
+        let offline = cat.sql(sql).unwrap_or_else(|e| panic!("%%sql {sql}: {e}"));
+        common::assert_same(&offline, &oracle, sort_by, &format!("%%sql {sql}"));
+        for batch in [997, 4096, 12_000] {
             let c = run(sql, "total", batch);
             assert_eq!(c.events_read(), common::sim_run().events, "{sql}: every event read");
-            common::assert_same(c.result("q").unwrap(), &oracle, sort_by, &format!("{sql} [batch {batch}]"));
+            let what = format!("{sql} [batch {batch}]");
+            common::assert_same(c.result("q").unwrap(), &oracle, sort_by, &what);
+            common::assert_identical(c.result("q").unwrap(), &offline, sort_by, &what);
         }
     }
 }
 
 #[test]
 fn step_and_run_modes_keep_the_newest_step_and_run() {
-    let cat = common::catalog();
     let sql = "SELECT count(*) AS n, sum(ipm2.raw.sum) AS s FROM events";
-    let last_step = cat.sql("SELECT max(step) AS m FROM events").unwrap().column("m").unwrap().u32().unwrap().get(0).unwrap();
-    let oracle = cat.sql(&format!("SELECT count(*) AS n, sum(\"ipm2.raw.sum\") AS s FROM events WHERE step = {last_step}")).unwrap();
+    let last_step = common::oracle("SELECT max(step) AS m FROM events").column("m").unwrap().u32().unwrap().get(0).unwrap();
+    let oracle = common::oracle(&format!("SELECT count(*) AS n, sum(ipm2.raw.sum::double) AS s FROM events WHERE step = {last_step}"));
     let c = run(sql, "step", 1500);
     common::assert_same(c.result("q").unwrap(), &oracle, &[], "step mode");
-    let whole = cat.sql("SELECT count(*) AS n, sum(\"ipm2.raw.sum\") AS s FROM events").unwrap();
+    let whole = common::oracle("SELECT count(*) AS n, sum(ipm2.raw.sum::double) AS s FROM events");
     let c = run(sql, "run", 1500);
     common::assert_same(c.result("q").unwrap(), &whole, &[], "run mode (one run)");
 }
 
+/// psana's timestamp (seconds since the EPICS epoch << 32 | nanoseconds) as ns since 1970.
+fn unix_ns(ts: u64) -> i64 {
+    const EPICS_EPOCH_UNIX_S: i64 = 631_152_000; // 1990-01-01 UTC
+    ((ts >> 32) as i64 + EPICS_EPOCH_UNIX_S) * 1_000_000_000 + (ts & 0xffff_ffff) as i64
+}
+
 #[test]
 fn a_window_covers_the_newest_events_only() {
-    // The simulated run's timestamps show 1 kHz: 12 000 events span 12 s of event time.
-    let cat = common::catalog();
-    let c = run("SELECT count(*) AS n, min(timestamp) AS t0, max(timestamp) AS t1 FROM events", "2s", 1000);
-    let r = c.result("q").unwrap();
-    let n = r.column("n").unwrap().u64().unwrap().get(0).unwrap();
-    // Sixteen bins of 125 ms: between 15/16 and 16/16 of the window.
-    assert!((1875..=2000).contains(&n), "{n} events in a 2 s window at 1 kHz\n{r}");
-    let newest = cat.sql("SELECT max(timestamp) AS t FROM events").unwrap().column("t").unwrap().u64().unwrap().get(0).unwrap();
-    assert_eq!(r.column("t1").unwrap().u64().unwrap().get(0).unwrap(), newest);
+    // The simulated run's timestamps show 1 kHz: 12 000 events span 12 s of event time. A
+    // window of 2 s is kept as 16 bins of 125 ms of UTC time (bin = ⌊t / 125 ms⌋): the newest
+    // bin and the 15 before it. The oracle computes that boundary from the timestamps alone.
+    let events = common::catalog().get("events").unwrap();
+    let ts: Vec<u64> = events.column("timestamp").unwrap().u64().unwrap().into_no_null_iter().collect();
+    let sum: Vec<f64> = events.column("ipm2.raw.sum").unwrap().cast(&polars::prelude::DataType::Float64).unwrap().f64().unwrap().into_no_null_iter().collect();
+    let bin = |t: u64| unix_ns(t).div_euclid(125_000_000);
+    let newest_bin = ts.iter().map(|&t| bin(t)).max().unwrap();
+    let kept: Vec<usize> = (0..ts.len()).filter(|&i| bin(ts[i]) > newest_bin - 16).collect();
+    let (t0, t1) = (kept.iter().map(|&i| ts[i]).min().unwrap(), kept.iter().map(|&i| ts[i]).max().unwrap());
+    let s: f64 = kept.iter().map(|&i| sum[i]).sum();
+
+    let sql = "SELECT count(*) AS n, min(timestamp) AS t0, max(timestamp) AS t1, sum(ipm2.raw.sum) AS s FROM events";
+    let mut first: Option<polars::prelude::DataFrame> = None;
+    for batch in [1000, 3001] {
+        let c = run(sql, "2s", batch);
+        let r = c.result("q").unwrap();
+        assert_eq!(r.column("n").unwrap().u64().unwrap().get(0), Some(kept.len() as u64), "batch {batch}\n{r}");
+        assert_eq!(r.column("t0").unwrap().u64().unwrap().get(0), Some(t0));
+        assert_eq!(r.column("t1").unwrap().u64().unwrap().get(0), Some(t1));
+        let ours = r.column("s").unwrap().f64().unwrap().get(0).unwrap();
+        assert!((ours - s).abs() <= 1e-12 * s.abs(), "{ours} vs {s}");
+        match &first {
+            None => first = Some(r.clone()),
+            Some(f) => common::assert_identical(r, f, &[], "the window at two batch sizes"),
+        }
+    }
 }
 
 #[test]

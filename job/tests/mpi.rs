@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use job::inproc::{run_inprocess, JobSpec};
-use job::link::{JobEndpoint, JobMessage};
-use job::wire::{Command, FrameHeader};
+use contract::{JobEndpoint, JobMessage};
+use contract::{Command, FrameHeader};
 
 /// One MPI job at a time: the machine may have two cores.
 static MPI: Mutex<()> = Mutex::new(());
@@ -22,7 +22,7 @@ fn launch(spec: &JobSpec, ranks: usize, dir: &Path) -> Child {
     // SAFETY: every test sets the same value before launching; nothing reads it concurrently
     // with a different expectation.
     unsafe { std::env::set_var("BEAMTIME_JOB", env!("CARGO_BIN_EXE_beamtime-job")) };
-    let mut cmd = job::launch::command(&job::launch::default_template(), ranks, spec, &dir.join("job.json")).unwrap();
+    let mut cmd = contract::launch::command(None, ranks, spec, &dir.join("job.json")).unwrap();
     cmd.stdout(std::process::Stdio::null());
     cmd.spawn().expect("mpirun (apt install openmpi-bin libopenmpi-dev)")
 }
@@ -66,11 +66,11 @@ fn collect(ep: &JobEndpoint, limit: Duration, mut each: impl FnMut(&FrameHeader)
     let mut frames = Vec::new();
     while t.elapsed() < limit {
         match ep.recv_timeout(Duration::from_millis(100)) {
-            Some(JobMessage::Frame(h, b)) => {
+            Some(Ok(JobMessage::Frame(h, b))) => {
                 each(&h);
                 frames.push((h, b));
             }
-            Some(JobMessage::End(_)) => return (frames, true),
+            Some(Ok(JobMessage::Finished(_))) => return (frames, true),
             _ => {}
         }
     }
@@ -116,8 +116,7 @@ fn a_live_run_is_followed_while_it_is_written() {
     assert_eq!((last.ranks_alive, last.ranks_total), (1, 1));
     // Frames count up: each later frame has read at least as much.
     assert!(frames.windows(2).all(|w| w[0].0.events_read <= w[1].0.events_read));
-    use polars::prelude::SerReader;
-    let got = polars::prelude::IpcStreamReader::new(std::io::Cursor::new(ipc)).finish().unwrap();
+    let got = contract::codec::decode(ipc).unwrap();
     let mut cat = query::Catalog::new();
     cat.load_run("events", &cfg.source(), Default::default()).unwrap();
     let oracle = cat.sql("SELECT step, count(*) AS n, sum(\"ipm2.raw.sum\") AS s FROM events GROUP BY step").unwrap();
@@ -135,7 +134,7 @@ fn a_killed_worker_is_reported_and_the_others_finish() {
     let mut victim = None;
     let t = Instant::now();
     while victim.is_none() && t.elapsed() < Duration::from_secs(30) {
-        if let Some(JobMessage::Frame(h, _)) = ep.recv_timeout(Duration::from_millis(100)) {
+        if let Some(Ok(JobMessage::Frame(h, _))) = ep.recv_timeout(Duration::from_millis(100)) {
             if h.events_read > 500 {
                 victim = worker_pids(&spec).get(1).copied();
             }
@@ -168,7 +167,7 @@ fn a_stopped_worker_shows_as_stalled_while_the_others_go_on() {
     let mut seen_stall = None;
     while t.elapsed() < Duration::from_secs(60) && seen_stall.is_none() {
         match ep.recv_timeout(Duration::from_millis(100)) {
-            Some(JobMessage::Frame(h, _)) => {
+            Some(Ok(JobMessage::Frame(h, _))) => {
                 if stopped.is_none() && h.events_read > 500 {
                     let pid = worker_pids(&spec)[0];
                     // SAFETY: signalling a process of our own job.
@@ -181,7 +180,7 @@ fn a_stopped_worker_shows_as_stalled_while_the_others_go_on() {
                     }
                 }
             }
-            Some(JobMessage::End(_)) => break,
+            Some(Ok(JobMessage::Finished(_))) => break,
             _ => {}
         }
     }

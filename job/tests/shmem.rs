@@ -95,7 +95,7 @@ fn three_clients_under_mpirun_equal_the_offline_result() {
     spec.output = Some(dir.join("out.parquet"));
     // SAFETY: set before launching; the tests of this file run one at a time.
     unsafe { std::env::set_var("BEAMTIME_JOB", env!("CARGO_BIN_EXE_beamtime-job")) };
-    let mut cmd = job::launch::command(&job::launch::default_template(), 4, &spec, &dir.join("job.json")).unwrap();
+    let mut cmd = contract::launch::command(None, 4, &spec, &dir.join("job.json")).unwrap();
     cmd.stdout(std::process::Stdio::null());
     let mut child = cmd.spawn().expect("mpirun");
     let t = Instant::now();

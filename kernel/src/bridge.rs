@@ -16,7 +16,7 @@
 //! The bridge works on its own copy of the catalog (cheap: columns are shared), which the cell
 //! thread refreshes before each Rust cell and takes back after it ([`TableServer::lend`]).
 
-use std::io::{self, BufRead, BufReader, Cursor, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -152,7 +152,7 @@ pub fn handle(op: &str, payload: &[u8], catalog: &Mutex<query::Catalog>) -> Resu
         "GET" => {
             let name = utf8(payload)?;
             let mut df = table(catalog, name)?;
-            query::df_to_ipc_stream(&mut df).map_err(|e| format!("encoding table {name}: {e}"))
+            contract::codec::encode_portable(&mut df).map_err(|e| format!("encoding table {name}: {e}"))
         }
         "COLUMN" => {
             let (name, col) = split_name(payload)?;
@@ -172,7 +172,7 @@ pub fn handle(op: &str, payload: &[u8], catalog: &Mutex<query::Catalog>) -> Resu
         }
         "PUT" => {
             let (name, ipc) = split_name(payload)?;
-            let df = IpcStreamReader::new(Cursor::new(ipc)).finish().map_err(|e| format!("table {name}: not an Arrow IPC stream: {e}"))?;
+            let df = contract::codec::decode(ipc).map_err(|e| format!("table {name}: not an Arrow IPC stream: {e}"))?;
             store(catalog, name, df)
         }
         "PUTCOLS" => {
@@ -262,7 +262,7 @@ mod tests {
             assert_eq!(request(&path, "LIST", b""), ("OK".into(), b"ev".to_vec()));
             let (s, ipc) = request(&path, "GET", b"ev");
             assert_eq!(s, "OK");
-            let df = IpcStreamReader::new(Cursor::new(ipc.clone())).finish().unwrap();
+            let df = contract::codec::decode(&ipc).unwrap();
             assert_eq!(df.shape(), (3, 2));
             let (s, col) = request(&path, "COLUMN", b"ev\0x");
             assert_eq!(s, "OK");

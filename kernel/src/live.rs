@@ -1,8 +1,8 @@
 //! Live queries from the notebook: `%source`, `%%live`, `%live …`. The kernel starts the job
-//! (in its own process under the launcher, or in-process with `--ranks 1`), sends it query
-//! commands, and turns its frames into kernel tables and display updates. It supervises the
-//! job: a dead job or rank is reported in the live displays and in `%live status`, and the
-//! kernel stays up.
+//! as a process (`beamtime-job`, alone with `--ranks 1`, else under the launcher) and talks to
+//! it only through the contract (ZeroMQ): it sends query commands and turns the job's frames
+//! into kernel tables and display updates. It supervises the job: a dead job or rank is
+//! reported in the live displays and in `%live status`, and the kernel stays up.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -10,9 +10,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use job::inproc::JobSpec;
-use job::link::{JobEndpoint, JobMessage};
-use job::wire::{Command, FrameHeader};
+use contract::{codec, Ack, AckOutcome, Command, FrameHeader, JobEndpoint, JobMessage, JobSpec};
 use polars::prelude::*;
 use query::{LiveMode, LiveQuery};
 use serde_json::{json, Value};
@@ -142,9 +140,8 @@ const WIDGET_MAX_ROWS: usize = 10_000;
 /// which apache-arrow JS may not read), at most the newest `WIDGET_MAX_ROWS` rows.
 fn widget_ipc(df: &DataFrame) -> Bytes {
     let mut df = if df.height() > WIDGET_MAX_ROWS { df.tail(Some(WIDGET_MAX_ROWS)) } else { df.clone() };
-    let mut buf = Vec::new();
-    match IpcStreamWriter::new(&mut buf).with_compat_level(CompatLevel::oldest()).finish(&mut df) {
-        Ok(()) => Bytes::from(buf),
+    match codec::encode_portable(&mut df) {
+        Ok(buf) => Bytes::from(buf),
         Err(e) => {
             eprintln!("beamtime kernel: cannot encode a widget snapshot: {e}");
             Bytes::new()
@@ -192,14 +189,14 @@ struct State {
     running: bool,
     ended: Option<String>,
     died: Option<String>,
-    acks: Vec<Value>,
+    acks: Vec<Ack>,
     stderr_tail: String,
     /// Which job is current: a watcher of an earlier job must not report on this one.
     job_id: u64,
 }
 
 struct Job {
-    child: Option<Arc<Mutex<Child>>>,
+    child: Arc<Mutex<Child>>,
     ranks: usize,
     source: String,
     /// How it was started (`%live restart` starts the next one the same way).
@@ -299,7 +296,7 @@ impl Live {
         if self.endpoint.is_some() {
             return Ok(());
         }
-        let ep = JobEndpoint::bind().map_err(|e| CellError::new("LiveError", e))?;
+        let ep = JobEndpoint::bind().map_err(|e| CellError::new("LiveError", e.to_string()))?;
         self.endpoint = Some(ep.endpoint().to_string());
         self.commands = Some(ep.commander());
         let state = self.state.clone();
@@ -349,16 +346,18 @@ impl Live {
         loop {
             {
                 let mut st = self.state.lock().unwrap();
-                if let Some(ack) = st.acks.iter().find(|a| a["ok"] == false) {
-                    let e = ack["error"].as_str().unwrap_or("rejected").to_string();
-                    st.views.remove(name);
-                    return Err(CellError::new("LiveQueryError", e));
-                }
-                if let Some(ack) = st.acks.iter().find(|a| a["command"]["name"] == name) {
-                    let g = ack["command"]["generation"].as_u64().unwrap_or(0);
-                    if let Some(v) = st.views.get_mut(name) {
-                        v.min_generation = g;
+                // This query's ack (another query's refusal is that query's cell's error).
+                match st.acks.iter().find(|a| a.query.as_deref() == Some(name)).map(|a| a.outcome.clone()) {
+                    Some(AckOutcome::Rejected(e)) => {
+                        st.views.remove(name);
+                        return Err(CellError::new("LiveQueryError", e));
                     }
+                    Some(AckOutcome::Accepted(cmd)) => {
+                        if let (Some(v), Some(g)) = (st.views.get_mut(name), cmd.generation()) {
+                            v.min_generation = g;
+                        }
+                    }
+                    None => {}
                 }
                 let died = st.died.clone();
                 // The first frame with a result (columns), or the final one; after a few
@@ -497,33 +496,12 @@ impl Live {
                 .collect();
             st.job_id
         };
-        let ranks = opts.ranks.unwrap_or_else(default_ranks);
-        if ranks <= 1 {
-            let state = self.state.clone();
-            std::thread::Builder::new()
-                .name("beamtime-job".into())
-                .spawn(move || {
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job::inproc::run_inprocess(&spec, &mut |_| {})));
-                    let mut st = state.lock().unwrap();
-                    if st.job_id != job_id {
-                        return;
-                    }
-                    match r {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => st.died = Some(format!("the job stopped: {e}")),
-                        Err(_) => st.died = Some("the in-process job panicked (a bug: please report it)".into()),
-                    }
-                })
-                .map_err(|e| CellError::new("LiveJobError", e.to_string()))?;
-            self.job = Some(Job { child: None, ranks: 1, source: source.into(), opts: opts.clone() });
-            return Ok(());
-        }
+        let ranks = opts.ranks.unwrap_or_else(default_ranks).max(1);
         let dir = std::env::temp_dir().join(format!("beamtime-live-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| CellError::new("OSError", e.to_string()))?;
-        let template = opts.launcher.clone().unwrap_or_else(job::launch::default_template);
-        let mut cmd = job::launch::command(&template, ranks, &spec, &dir.join("job.json")).map_err(|e| CellError::new("LiveJobError", e))?;
+        let mut cmd = contract::launch::command(opts.launcher.as_deref(), ranks, &spec, &dir.join("job.json")).map_err(|e| CellError::new("LiveJobError", e.to_string()))?;
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| CellError::new("LiveJobError", format!("cannot start `{template}`: {e}")))?;
+        let mut child = cmd.spawn().map_err(|e| CellError::new("LiveJobError", format!("cannot start {cmd:?}: {e}")))?;
         let mut err = child.stderr.take().unwrap();
         let child = Arc::new(Mutex::new(child));
         // Keep the tail of the ranks' messages for error reports; watch the process.
@@ -550,14 +528,15 @@ impl Live {
             if let Ok(Some(s)) = status {
                 std::thread::sleep(Duration::from_millis(300));
                 let mut st = state.lock().unwrap();
-                if st.job_id == job_id && (st.ended.is_none() || !s.success()) {
+                // A job that said why it failed (its final error) is reported with that reason.
+                if st.job_id == job_id && st.died.is_none() && (st.ended.is_none() || !s.success()) {
                     let tail = st.stderr_tail.trim().lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
                     st.died = Some(format!("the job exited ({s}) before finishing{}", if tail.is_empty() { String::new() } else { format!(":\n{tail}") }));
                 }
                 break;
             }
         });
-        self.job = Some(Job { child: Some(child), ranks, source: source.into(), opts: opts.clone() });
+        self.job = Some(Job { child, ranks, source: source.into(), opts: opts.clone() });
         Ok(())
     }
 
@@ -676,16 +655,16 @@ impl Live {
     fn kill(&mut self) {
         if let Some(j) = self.job.take() {
             self.send(Command::Stop);
-            if let Some(c) = j.child {
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_secs(3) {
-                    if let Ok(Some(_)) = c.lock().unwrap().try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = j.child.lock().unwrap().try_wait() {
+                    return;
                 }
-                let _ = c.lock().unwrap().kill();
+                std::thread::sleep(Duration::from_millis(50));
             }
+            let mut child = j.child.lock().unwrap();
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -721,24 +700,31 @@ fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox, widgets: Arc<
         let m = ep.recv_timeout(Duration::from_millis(20));
         let mut st = state.lock().unwrap();
         match m {
-            Some(JobMessage::Hello(_)) => st.running = true,
-            Some(JobMessage::Ack(a)) => {
+            // A job of another contract version: nothing it says can be trusted.
+            Some(Err(e)) => {
+                st.died.get_or_insert_with(|| e.to_string());
+            }
+            Some(Ok(JobMessage::Hello(_))) => st.running = true,
+            Some(Ok(JobMessage::Ack(a))) => {
                 // Frames older than an acknowledged set or reset are not shown.
-                if a["ok"] == true {
-                    let g = a["command"]["generation"].as_u64().unwrap_or(0);
-                    let name = a["command"]["name"].as_str().map(str::to_string);
-                    for (n, v) in st.views.iter_mut() {
-                        if name.as_ref().is_none_or(|x| x == n) && a["command"].get("generation").is_some() {
-                            v.min_generation = v.min_generation.max(g);
+                if let AckOutcome::Accepted(cmd) = &a.outcome {
+                    if let Some(g) = cmd.generation() {
+                        for (n, v) in st.views.iter_mut() {
+                            if a.query.as_ref().is_none_or(|x| x == n) {
+                                v.min_generation = v.min_generation.max(g);
+                            }
                         }
                     }
                 }
                 st.acks.push(a)
             }
-            Some(JobMessage::End(e)) => {
-                st.ended = Some(e["error"].as_str().map(|s| format!("error: {s}")).unwrap_or_else(|| "end of data".into()));
+            Some(Ok(JobMessage::Finished(f))) => {
+                st.ended = Some(f.error.as_ref().map(|e| format!("error: {e}")).unwrap_or_else(|| "end of data".into()));
+                if let Some(e) = f.error {
+                    st.died.get_or_insert_with(|| format!("the job stopped: {e}"));
+                }
             }
-            Some(JobMessage::Frame(h, ipc)) => {
+            Some(Ok(JobMessage::Frame(h, ipc))) => {
                 let Some(v) = st.views.get_mut(&h.query) else { continue };
                 if h.generation < v.min_generation {
                     continue;
@@ -786,8 +772,7 @@ fn pump(ep: JobEndpoint, state: Arc<Mutex<State>>, outbox: Outbox, widgets: Arc<
 /// False when a delta does not extend what the view holds (the rows are then unknown until
 /// a whole result comes).
 fn take_rows(v: &mut View, h: &FrameHeader, ipc: &[u8]) -> bool {
-    use polars::prelude::SerReader;
-    let body = IpcStreamReader::new(std::io::Cursor::new(ipc)).finish().ok();
+    let body = codec::decode(ipc).ok();
     let Some(d) = h.delta else {
         if body.is_some() {
             v.result = body;
@@ -870,7 +855,7 @@ fn publish_fallback(outbox: &Outbox, parent: &Message, name: &str, v: &View, ext
 #[cfg(test)]
 mod tests {
     use super::*;
-    use job::wire::RowDelta;
+    use contract::RowDelta;
 
     fn view() -> View {
         View::new("SELECT x FROM events", "total", "d".into(), Message::new("s", "execute_request", json!({})), ViewOptions::default(), 0)
@@ -881,10 +866,7 @@ mod tests {
     }
 
     fn ipc(x: &[i64]) -> Vec<u8> {
-        let mut df = df!("x" => x).unwrap();
-        let mut buf = Vec::new();
-        IpcStreamWriter::new(&mut buf).finish(&mut df).unwrap();
-        buf
+        codec::encode(&mut df!("x" => x).unwrap()).unwrap()
     }
 
     fn xs(v: &View) -> Vec<i64> {

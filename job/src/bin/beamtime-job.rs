@@ -1,13 +1,15 @@
-//! `beamtime-job`: the live-analysis job as an MPI program. Started by `beamtime run` or the
-//! kernel through a launcher (`mpirun -n N beamtime-job --spec-file job.json`).
+//! `beamtime-job`: the live-analysis job. Started by `beamtime run` or the kernel through
+//! `contract::launch`: `beamtime-job --in-process --spec-file job.json` for one rank, under a
+//! launcher (`mpirun -n N beamtime-job --spec-file job.json`) for more.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use job::inproc::JobSpec;
+use job::inproc::{report_failure, JobSpec};
 
 #[derive(Parser)]
-#[command(name = "beamtime-job", about = "The beamtime live-analysis job (run it under mpirun or srun)")]
+#[command(name = "beamtime-job", about = "The beamtime live-analysis job (run it under mpirun or srun, or with --in-process)")]
 struct Args {
     /// The job description as JSON (what `beamtime run` writes).
     #[arg(long, conflicts_with = "spec_file")]
@@ -15,6 +17,10 @@ struct Args {
     /// A file holding the job description.
     #[arg(long)]
     spec_file: Option<std::path::PathBuf>,
+    /// Reader, worker and collector in this one process, without MPI (also the default when
+    /// no MPI launcher started this process).
+    #[arg(long)]
+    in_process: bool,
 }
 
 fn main() -> ExitCode {
@@ -33,19 +39,67 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let spec: JobSpec = match serde_json::from_str(&text) {
+    let spec = match JobSpec::from_json(&text) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("beamtime-job: bad job description: {e}");
+            // Whoever wrote it still hears why, when it can be reached.
+            if let Ok(lenient) = serde_json::from_str::<JobSpec>(&text) {
+                report_failure(&lenient, &e.to_string());
+            }
+            eprintln!("beamtime-job: {e}");
             return ExitCode::from(2);
         }
     };
-    match job::ranks::run(&spec) {
+    let outcome = if args.in_process || !under_mpi_launcher() {
+        end_with_parent();
+        job::inproc::run_inprocess(&spec, &mut |_| {}).map(Some)
+    } else {
+        run_ranks(&spec)
+    };
+    match outcome {
         Ok(Some(c)) if c.error.is_some() => {
             eprintln!("beamtime-job: {}", c.error.unwrap());
             ExitCode::FAILURE
         }
         Ok(_) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::FAILURE,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("beamtime-job: {e}");
+            }
+            ExitCode::FAILURE
+        }
     }
+}
+
+#[cfg(feature = "mpi")]
+fn run_ranks(spec: &JobSpec) -> Result<Option<job::Collector>, String> {
+    // ranks::run prints its rank's error itself.
+    job::ranks::run(spec).map_err(|_| String::new())
+}
+
+#[cfg(not(feature = "mpi"))]
+fn run_ranks(spec: &JobSpec) -> Result<Option<job::Collector>, String> {
+    let e = "this beamtime-job was built without MPI: use one rank (--ranks 1)".to_string();
+    report_failure(spec, &e);
+    Err(e)
+}
+
+/// Whether mpirun, srun or another PMI launcher started this process.
+fn under_mpi_launcher() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID", "MPI_LOCALNRANKS"].iter().any(|v| std::env::var_os(v).is_some())
+}
+
+/// A job in one process has no launcher to end it: when its driver (the kernel, `beamtime
+/// run`) goes away without stopping it, it ends too instead of reading on forever.
+fn end_with_parent() {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: as above.
+        if unsafe { libc::getppid() } != parent {
+            eprintln!("beamtime-job: the process that started it is gone: exiting");
+            std::process::exit(1);
+        }
+    });
 }

@@ -1,10 +1,12 @@
-//! Starting the MPI job: a launcher template (`mpirun -n {n} {job}`, `srun -n {n} {job}`, or
-//! any command) filled with the rank count and the `beamtime-job` command line.
+//! Starting the job: the one function the kernel and `beamtime run` use. One rank runs
+//! `beamtime-job --in-process` (reader, worker and collector in that one process); more go
+//! through a launcher template (`mpirun -n {n} {job}`, `srun -n {n} {job}`, or any command)
+//! filled with the rank count and the `beamtime-job` command line.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::inproc::JobSpec;
+use crate::{ContractError, JobSpec};
 
 /// The default template: OpenMPI's mpirun, oversubscribing (more ranks than cores is normal
 /// on a laptop or a 2-core VM), with recovery on (a dead worker must not take the job down:
@@ -33,10 +35,19 @@ pub fn job_executable() -> PathBuf {
     }
 }
 
-/// The command that runs `spec` on `ranks` ranks; the spec goes into `spec_file`.
-pub fn command(template: &str, ranks: usize, spec: &JobSpec, spec_file: &Path) -> Result<Command, String> {
-    std::fs::write(spec_file, serde_json::to_vec_pretty(spec).unwrap()).map_err(|e| format!("{}: {e}", spec_file.display()))?;
-    let job = format!("{} --spec-file {}", job_executable().display(), spec_file.display());
+/// The command that runs `spec` on `ranks` ranks (the launcher template, default
+/// [`default_template`], only for more than one); the spec goes into `spec_file`.
+pub fn command(launcher: Option<&str>, ranks: usize, spec: &JobSpec, spec_file: &Path) -> Result<Command, ContractError> {
+    let text = serde_json::to_vec_pretty(spec).expect("job descriptions serialize");
+    std::fs::write(spec_file, text).map_err(|e| ContractError::Launch(format!("{}: {e}", spec_file.display())))?;
+    let job = job_executable();
+    if ranks <= 1 {
+        let mut cmd = Command::new(job);
+        cmd.arg("--in-process").arg("--spec-file").arg(spec_file);
+        return Ok(cmd);
+    }
+    let template = launcher.map(str::to_string).unwrap_or_else(default_template);
+    let job = format!("{} --spec-file {}", job.display(), spec_file.display());
     let mut line = template.replace("{n}", &ranks.to_string());
     if line.contains("{job}") {
         line = line.replace("{job}", &job);
@@ -44,7 +55,7 @@ pub fn command(template: &str, ranks: usize, spec: &JobSpec, spec_file: &Path) -
         line = format!("{line} {job}");
     }
     let words: Vec<&str> = line.split_whitespace().collect();
-    let (prog, args) = words.split_first().ok_or("the launcher template is empty")?;
+    let (prog, args) = words.split_first().ok_or_else(|| ContractError::Launch("the launcher template is empty".into()))?;
     let mut cmd = Command::new(prog);
     cmd.args(args);
     Ok(cmd)

@@ -1,0 +1,90 @@
+//! The job description: what the driver asks `beamtime-job` to read and compute (JSON, in the
+//! file named by `--spec-file`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Command, ContractError, CONTRACT_VERSION};
+
+/// Events per batch a reader hands out, by default.
+pub const DEFAULT_BATCH_EVENTS: usize = 16_384;
+/// A batch goes out after this long even when not full (ms).
+pub const DEFAULT_FLUSH_MS: u64 = 20;
+/// How often a live run's growing files are polled (ms).
+pub const DEFAULT_POLL_MS: u64 = 10;
+/// Row queries keep at most this many of their newest rows by default.
+pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The contract version of the driver that wrote this (0: before versioning).
+    #[serde(default)]
+    pub contract: u32,
+    /// A psana data source string.
+    pub source: String,
+    /// The queries to start with (`Command::Set`).
+    pub queries: Vec<Command>,
+    /// Result frames per second at most.
+    pub frame_rate: f64,
+    /// How often a worker reports its states.
+    pub report_ms: u64,
+    pub batch_events: usize,
+    pub flush_ms: u64,
+    pub poll_ms: u64,
+    /// The driver's ROUTER endpoint ([`crate::JobEndpoint`]).
+    pub connect: Option<String>,
+    /// Row queries keep at most this many newest rows.
+    pub max_rows: usize,
+    /// The calibration directory (`%source … --calib-dir`), for detector reductions on the
+    /// workers.
+    #[serde(default)]
+    pub calib_dir: Option<String>,
+    /// Where rank 0 writes the final result (`.parquet`, `.arrow`, `.csv`); with several
+    /// queries, `<stem>.<query>.<ext>`.
+    pub output: Option<std::path::PathBuf>,
+}
+
+impl JobSpec {
+    pub fn new(source: &str) -> Self {
+        JobSpec {
+            contract: CONTRACT_VERSION,
+            source: source.to_string(),
+            queries: Vec::new(),
+            frame_rate: 5.0,
+            report_ms: 100,
+            batch_events: DEFAULT_BATCH_EVENTS,
+            flush_ms: DEFAULT_FLUSH_MS,
+            poll_ms: DEFAULT_POLL_MS,
+            connect: None,
+            max_rows: DEFAULT_MAX_ROWS,
+            calib_dir: None,
+            output: None,
+        }
+    }
+
+    /// Reads a job description, refusing one written by another contract version.
+    pub fn from_json(text: &str) -> Result<JobSpec, ContractError> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            #[serde(default)]
+            contract: u32,
+        }
+        let v: Versioned = serde_json::from_str(text).map_err(|e| ContractError::malformed("job description", e))?;
+        ContractError::check_driver_version(v.contract)?;
+        serde_json::from_str(text).map_err(|e| ContractError::malformed("job description", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_description_from_another_version_is_refused_by_name() {
+        let spec = JobSpec::new("files=a.xtc2");
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(JobSpec::from_json(&text).unwrap().source, "files=a.xtc2");
+        let old = text.replacen(&format!("\"contract\":{CONTRACT_VERSION}"), "\"contract\":0", 1);
+        let e = JobSpec::from_json(&old).unwrap_err();
+        assert!(e.to_string().starts_with(&format!("job speaks contract v{CONTRACT_VERSION}, kernel v0: ")), "{e}");
+    }
+}
