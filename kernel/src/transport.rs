@@ -58,6 +58,14 @@ impl Message {
     }
 }
 
+/// A header as JSON, its date with microseconds (`2024-05-01T12:00:48.190129Z`): chrono
+/// would write nanoseconds, which jupyter_client cannot parse and leaves as a string.
+fn header_json(h: &Header) -> Vec<u8> {
+    let mut v = serde_json::to_value(h).expect("header serializes");
+    v["date"] = Value::String(h.date.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+    serde_json::to_vec(&v).expect("json")
+}
+
 /// Signs and verifies with the connection file's key (empty key: no signing).
 #[derive(Clone)]
 pub struct Signer {
@@ -105,9 +113,9 @@ impl Signer {
 
     /// Frames a message for sending.
     pub fn encode(&self, m: &Message) -> ZmqMessage {
-        let header = serde_json::to_vec(&m.header).expect("header serializes");
+        let header = header_json(&m.header);
         let parent = match &m.parent_header {
-            Some(h) => serde_json::to_vec(h).expect("header serializes"),
+            Some(h) => header_json(h),
             None => b"{}".to_vec(),
         };
         let metadata = serde_json::to_vec(&m.metadata).expect("json");

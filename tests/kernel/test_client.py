@@ -1,5 +1,6 @@
 """The kernel through jupyter_client: signatures, message order, execution counts, bad cells,
 interrupts, tables and SQL, restart."""
+import datetime
 import subprocess
 import time
 
@@ -23,6 +24,11 @@ def test_message_order_and_counts(kernel):
     assert types(msgs) == ["status", "execute_input", "execute_result", "status"]
     assert msgs[0]["content"]["execution_state"] == "busy"
     assert "%%sql" in msgs[2]["content"]["data"]["text/plain"]
+    # Header dates carry microseconds, which jupyter_client parses (nanoseconds stay a str).
+    assert all(isinstance(m["header"]["date"], datetime.datetime) for m in msgs), [m["header"]["date"] for m in msgs]
+    kc.kernel_info()
+    info = kc.get_shell_msg(timeout=10)
+    assert info["msg_type"] == "kernel_info_reply" and isinstance(info["header"]["date"], datetime.datetime), info["header"]
     # Silent executes get a reply but never bump the counter nor show anything.
     reply, msgs = run_cell(kc, "%help", silent=True)
     assert reply["execution_count"] == 1
