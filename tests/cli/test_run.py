@@ -88,3 +88,19 @@ def test_errors_name_what_is_wrong(finished, tmp_path):
     assert p.returncode != 0 and "/nonexistent" in p.stderr, p.stderr
     p = run("run", "--source", finished, "--sql", "SELECT count(*) FROM events", "-o", str(tmp_path / "x.xlsx"), check=False)
     assert p.returncode != 0 and "xlsx" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_a_typo_in_a_column_is_the_commands_error(finished, ranks):
+    p = run("run", "--source", finished, "--sql", "SELECT avg(ipm2.raw.summ) FROM events", "--ranks", str(ranks), check=False)
+    assert p.returncode != 0, p.stdout
+    assert "unknown column `ipm2.raw.summ`" in p.stderr and "did you mean ipm2.raw.sum" in p.stderr, p.stderr
+    assert p.stdout == "", "no empty table printed"
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_a_missing_directory_is_the_commands_error(tmp_path, ranks):
+    missing = tmp_path / "no-such-dir"
+    p = run("run", "--source", f"exp=tstcli03:run=1:dir={missing}", "--sql", "SELECT count(*) AS n FROM events", "--ranks", str(ranks), check=False)
+    assert p.returncode != 0, p.stdout
+    assert f"beamtime: error: no files for run 1 of tstcli03 in {missing}" in p.stderr, p.stderr
