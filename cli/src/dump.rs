@@ -233,11 +233,24 @@ fn c_float(v: f64) -> String {
     }
 }
 
+/// A scalar as psana's reader prints it: unsigned 32-bit values with `%d` (so values ≥ 2³¹
+/// show negative), u64 with `%llu`.
 fn c_scalar(v: &Value) -> String {
     match v {
         Value::F32(x) => c_float(*x as f64),
         Value::F64(x) => c_float(*x),
+        Value::U32(x) => (*x as i32).to_string(),
+        Value::U64(x) => x.to_string(),
         other => other.as_int().map(|i| i.to_string()).unwrap_or_default(),
+    }
+}
+
+/// An array element as psana's reader prints it: like a scalar, except that u64 arrays use
+/// `%ld` (values ≥ 2⁶³ show negative).
+fn c_array_element(v: &Value) -> String {
+    match v {
+        Value::U64(x) => (*x as i64).to_string(),
+        other => c_scalar(other),
     }
 }
 
@@ -281,7 +294,7 @@ fn write_xtcreader(out: &mut impl Write, state: &StreamState, dg: &Dgram, seq: u
                             }
                             write!(out, "): ")?;
                             for k in 0..a.len().min(3) {
-                                write!(out, " {}", c_scalar(&a.get(k)))?;
+                                write!(out, " {}", c_array_element(&a.get(k)))?;
                             }
                             writeln!(out)
                         }

@@ -7,11 +7,14 @@
 //! - [`convert`]: Arrow record batches (what `xtc` produces) ⇄ polars, and polars → Arrow IPC
 //!   stream bytes for the widgets.
 
+pub mod aggregate;
 pub mod catalog;
 pub mod convert;
 pub mod error;
+pub mod exact;
 pub mod files;
 pub mod live;
+pub mod mode;
 pub mod rewrite;
 pub mod sql;
 

@@ -16,6 +16,10 @@
 //! Names with `:` (EPICS PVs, `epics.HX2:DVD:GCC:01:PMON`) are matched too, but only quoting
 //! (`"epics.HX2:DVD:GCC:01:PMON"`) is documented for them: `:` means other things in SQL.
 //! Matching is case-sensitive, like polars' column names.
+//!
+//! The functions live queries add to SQL (`bin`, `hist`, `var_pop`, `stddev_pop`) are
+//! rewritten here too, into arithmetic polars evaluates ([`live_functions`],
+//! [`live_functions_for_tables`]).
 
 /// Token kinds the rewriter cares about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,5 +409,134 @@ mod tests {
             let _ = rw(q);
             let _ = table_function_paths(q);
         }
+    }
+}
+
+// ---- live functions as SQL polars evaluates ----
+
+use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, SetExpr, Statement};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+
+/// The arguments of a function call as expressions (named ones by position).
+pub(crate) fn function_args(f: &sqlparser::ast::Function) -> Vec<FunctionArgExpr> {
+    match &f.args {
+        FunctionArguments::List(l) => l
+            .args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(x) => x.clone(),
+                FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } => arg.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// True for a `hist(…)` call.
+pub(crate) fn is_hist(e: &Expr) -> bool {
+    matches!(e, Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("hist"))
+}
+
+/// The condition that keeps the rows of `hist(x, lo, hi, n)` inside [lo, hi): a histogram
+/// leaves the others out.
+pub(crate) fn hist_range(e: &Expr) -> Option<String> {
+    let Expr::Function(f) = e else { return None };
+    if !is_hist(e) {
+        return None;
+    }
+    let args = function_args(f);
+    let [FunctionArgExpr::Expr(x), FunctionArgExpr::Expr(lo), FunctionArgExpr::Expr(hi), FunctionArgExpr::Expr(_)] = args.as_slice() else {
+        return None;
+    };
+    Some(format!("({x}) >= ({lo}) AND ({x}) < ({hi})"))
+}
+
+/// `bin(x, w)` → `floor(x / w) * w`; `hist(x, lo, hi, n)` → the lower edge of x's bin, in the
+/// row-level SQL of a live query (its planner adds the range to WHERE).
+pub(crate) fn live_functions(sql: &str) -> String {
+    rewrite_calls(sql, false)
+}
+
+/// The functions live queries know, for `%%sql` queries that polars runs itself (those the
+/// live planner cannot: joins, HAVING, expressions around aggregates…): `bin`, `hist` (rows
+/// outside [lo, hi) left out, as live), `var_pop`, `stddev_pop`.
+pub fn live_functions_for_tables(sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    if !["bin(", "hist(", "var_pop(", "stddev_pop("].iter().any(|f| lower.contains(f)) {
+        return sql.to_string();
+    }
+    rewrite_calls(sql, true)
+}
+
+fn rewrite_calls(sql: &str, tables: bool) -> String {
+    let Ok(mut stmts) = Parser::parse_sql(&GenericDialect {}, sql) else { return sql.to_string() };
+    if tables {
+        for st in stmts.iter_mut() {
+            if let Statement::Query(q) = st {
+                if let SetExpr::Select(sel) = q.body.as_mut() {
+                    leave_out_of_range_rows(sel);
+                }
+            }
+        }
+    }
+    let _ = sqlparser::ast::visit_expressions_mut(&mut stmts, |e: &mut Expr| {
+        if let Expr::Function(f) = e {
+            let name = f.name.to_string().to_ascii_lowercase();
+            let args: Vec<String> = function_args(f)
+                .iter()
+                .map(|a| match a {
+                    FunctionArgExpr::Expr(x) => x.to_string(),
+                    other => other.to_string(),
+                })
+                .collect();
+            let text = match (name.as_str(), args.as_slice()) {
+                ("bin", [x, w]) => Some(format!("(floor(({x}) / ({w})) * ({w}))")),
+                ("hist", [x, lo, hi, n]) => Some(format!(
+                    "(({lo}) + floor((({x}) - ({lo})) / ((({hi}) - ({lo})) / ({n}))) * ((({hi}) - ({lo})) / ({n})))"
+                )),
+                ("var_pop", [x]) if tables => Some(format!("(var({x}) * (count({x}) - 1) / count({x}))")),
+                ("stddev_pop", [x]) if tables => Some(format!("sqrt(var({x}) * (count({x}) - 1) / count({x}))")),
+                _ => None,
+            };
+            if let Some(t) = text {
+                if let Ok(parsed) = Parser::new(&GenericDialect {}).try_with_sql(&t).and_then(|mut p| p.parse_expr()) {
+                    *e = parsed;
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    stmts.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// ANDs the ranges of the `hist(…)` keys in a SELECT's list or GROUP BY into its WHERE.
+fn leave_out_of_range_rows(sel: &mut sqlparser::ast::Select) {
+    let mut ranges: Vec<String> = Vec::new();
+    let mut collect = |e: &Expr| {
+        let _ = sqlparser::ast::visit_expressions(e, |x: &Expr| {
+            if let Some(r) = hist_range(x).filter(|r| !ranges.contains(r)) {
+                ranges.push(r);
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+    };
+    for item in &sel.projection {
+        if let sqlparser::ast::SelectItem::UnnamedExpr(e) | sqlparser::ast::SelectItem::ExprWithAlias { expr: e, .. } = item {
+            collect(e);
+        }
+    }
+    if let sqlparser::ast::GroupByExpr::Expressions(exprs, _) = &sel.group_by {
+        exprs.iter().for_each(&mut collect);
+    }
+    if ranges.is_empty() {
+        return;
+    }
+    let mut cond = ranges.join(" AND ");
+    if let Some(w) = &sel.selection {
+        cond = format!("({w}) AND {cond}");
+    }
+    if let Ok(parsed) = Parser::new(&GenericDialect {}).try_with_sql(&cond).and_then(|mut p| p.parse_expr()) {
+        sel.selection = Some(parsed);
     }
 }

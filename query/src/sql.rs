@@ -13,15 +13,40 @@ use polars::sql::SQLContext;
 use crate::catalog::Catalog;
 use crate::error::{QueryError, Result};
 use crate::files::polars_msg;
-use crate::rewrite::{quote_dotted_names, table_function_paths};
+use crate::live::LiveQuery;
+use crate::rewrite::{live_functions_for_tables, quote_dotted_names, table_function_paths};
 
 /// How many close column names an unknown-column error lists.
 const MAX_SUGGESTIONS: usize = 5;
 
-/// A query ready to run: the lazy plan, and what is needed to explain a failure.
+/// A query ready to run, and what is needed to explain a failure.
 struct Planned {
-    lf: LazyFrame,
+    run: Run,
     hints: Hints,
+}
+
+enum Run {
+    /// Polars SQL.
+    Polars(LazyFrame),
+    /// An aggregate over one table through the live planner (the numbers `%%live` gives);
+    /// polars' plan of the same SQL, should the live one fail, explains the failure.
+    Live { query: LiveQuery, table: DataFrame, fallback: Result<LazyFrame> },
+}
+
+impl Run {
+    fn execute(self, hints: &Hints) -> Result<DataFrame> {
+        let collect = |lf: LazyFrame| match catch_unwind(AssertUnwindSafe(|| lf.collect())) {
+            Ok(r) => r.map_err(|e| explain(e, hints)),
+            Err(p) => Err(panicked(p)),
+        };
+        match self {
+            Run::Polars(lf) => collect(lf),
+            Run::Live { query, table, fallback } => match catch_unwind(AssertUnwindSafe(|| query.run_batches(&[table]))) {
+                Ok(Ok(df)) => Ok(df),
+                _ => collect(fallback?),
+            },
+        }
+    }
 }
 
 /// The columns a failing query could have meant.
@@ -41,20 +66,21 @@ impl Catalog {
     /// with dots may be written unquoted (`avg(ipm2.raw.sum)`, `e.ipm2.raw.sum`); names with
     /// `:` (EPICS PVs) must be double-quoted: `"epics.HX2:DVD:GCC:01:PMON"`.
     ///
-    /// Polars SQL 0.55 as users meet it: `sum` of an `f32` column adds in `f32` (write
-    /// `sum(x::double)`); two aggregates of one column need `AS` names; after
+    /// An aggregate over one table (`SELECT … FROM t [WHERE] [GROUP BY] [ORDER BY] [LIMIT]`)
+    /// runs through the live planner and gives exactly what `%%live` gives: float sums exact
+    /// and in f64, `first`/`last` the non-null value with the smallest/largest timestamp,
+    /// `hist` leaving rows outside [lo, hi) out. Anything else (joins, HAVING, expressions
+    /// around aggregates) is polars SQL 0.55 as users meet it: `sum` of an `f32` column adds
+    /// in `f32` (write `sum(x::double)`); two aggregates of one column need `AS` names; after
     /// `JOIN … ON a.k = b.k` only `a.k` exists; fixed-size arrays are lists here, so `x[1]`
     /// (1-based) and `array_sum(x)` work; `count`, `sum`, `avg`, `min`, `max`, `median`,
     /// `stddev`, `variance`, `quantile_cont`, `first`, `last`, `corr`, `covar_samp`,
     /// `array_agg` aggregate, `stddev_pop`, `var_pop`, `mode` do not exist.
     pub fn sql(&self, query: &str) -> Result<DataFrame> {
-        let Planned { lf, hints } = self.plan(query)?;
+        let Planned { run, hints } = self.plan(query)?;
         // Polars reports most problems as errors, but a bug deep in an engine can still panic;
-        // a notebook must survive it.
-        match catch_unwind(AssertUnwindSafe(|| lf.collect())) {
-            Ok(r) => r.map_err(|e| explain(e, &hints)),
-            Err(p) => Err(panicked(p)),
-        }
+        // a notebook must survive it (`execute` catches it).
+        run.execute(&hints)
     }
 
     /// [`Catalog::sql`] that gives up when `cancel` becomes true (checked every few ms).
@@ -68,19 +94,17 @@ impl Catalog {
         if cancel.load(Ordering::Relaxed) {
             return Err(QueryError::Cancelled);
         }
-        let Planned { lf, hints } = self.plan(query)?;
+        let Planned { run, hints } = self.plan(query)?;
         let (tx, rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("beamtime-sql".into())
             .spawn(move || {
-                let r = catch_unwind(AssertUnwindSafe(|| lf.collect()));
-                let _ = tx.send(r);
+                let _ = tx.send(run.execute(&hints));
             })
             .map_err(|e| QueryError::Sql(format!("cannot start a query thread: {e}")))?;
         loop {
             match rx.recv_timeout(Duration::from_millis(5)) {
-                Ok(Ok(r)) => return r.map_err(|e| explain(e, &hints)),
-                Ok(Err(p)) => return Err(panicked(p)),
+                Ok(r) => return r,
                 Err(mpsc::RecvTimeoutError::Timeout) if cancel.load(Ordering::Relaxed) => return Err(QueryError::Cancelled),
                 Err(mpsc::RecvTimeoutError::Timeout) => {},
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -132,8 +156,9 @@ impl Catalog {
         if query.trim().is_empty() {
             return Err(QueryError::Syntax("the query is empty".into()));
         }
+        let live = self.plan_live(query);
         let mut ctx = self.context();
-        let query = &crate::live::rewrite_for_tables(query);
+        let query = &live_functions_for_tables(query);
         let files = file_schemas(&ctx, query);
         let known = self.known_columns(&files);
         let rewritten = quote_dotted_names(query, &|s| known.contains(s));
@@ -156,12 +181,37 @@ impl Catalog {
         let hints = Hints { columns, unmatched: rewritten.unmatched, tables: self.names() };
 
         // Parsing and planning run user text through a large parser: same panic guard.
-        let planned = catch_unwind(AssertUnwindSafe(|| ctx.execute(&rewritten.sql).and_then(|mut lf| lf.collect_schema().map(|_| lf))));
-        match planned {
-            Ok(Ok(lf)) => Ok(Planned { lf, hints }),
+        // Without common-subexpression elimination: polars 0.55 panics on literal
+        // subexpressions of filtered projections (e.g. a histogram's bin width).
+        let no_cse = |lf: LazyFrame| {
+            let flags = lf.get_current_optimizations();
+            lf.with_optimizations(flags - OptFlags::COMM_SUBEXPR_ELIM)
+        };
+        let planned = catch_unwind(AssertUnwindSafe(|| ctx.execute(&rewritten.sql).map(no_cse).and_then(|mut lf| lf.collect_schema().map(|_| lf))));
+        let polars = match planned {
+            Ok(Ok(lf)) => Ok(lf),
             Ok(Err(e)) => Err(explain(e, &hints)),
             Err(p) => Err(panicked(p)),
-        }
+        };
+        let run = match live {
+            Some((query, table)) => Run::Live { query, table, fallback: polars },
+            None => Run::Polars(polars?),
+        };
+        Ok(Planned { run, hints })
+    }
+
+    /// An aggregate over one table of the catalog, planned as a live query: `first`/`last`
+    /// by timestamp skipping nulls, `hist` leaving out-of-range rows out, exact float sums —
+    /// the numbers `%%live` and `beamtime run` give. None for anything else.
+    fn plan_live(&self, query: &str) -> Option<(LiveQuery, DataFrame)> {
+        let known: HashSet<String> = self.all_columns().collect();
+        let quoted = quote_dotted_names(query, &|s| known.contains(s)).sql;
+        let tables = polars::sql::extract_table_identifiers(&quoted, false, true).ok()?;
+        let [name] = tables.as_slice() else { return None };
+        let table = self.get(name)?;
+        let columns: Vec<String> = table.get_column_names().iter().map(|c| c.to_string()).collect();
+        let planned = catch_unwind(AssertUnwindSafe(|| LiveQuery::plan_table(query, name, &columns))).ok()?;
+        Some((planned.ok()??, table.clone()))
     }
 }
 
@@ -340,14 +390,45 @@ mod tests {
         let r = cat.sql("SELECT bin(x, 0.5) AS b, count(*) AS n FROM t GROUP BY b ORDER BY b").unwrap();
         assert_eq!(r.column("b").unwrap().f64().unwrap().into_no_null_iter().collect::<Vec<_>>(), [0.0, 0.5, 1.0, 5.0]);
         assert_eq!(r.column("n").unwrap().cast(&DataType::UInt32).unwrap().u32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [2, 1, 1, 1]);
-        // hist: the out-of-range value goes to a NULL bin (a live query leaves it out).
+        // hist: the out-of-range value (5.0) is left out, as live — through the live planner
+        // and through polars (HAVING is not live).
         let r = cat.sql("SELECT hist(x, 0, 2, 4) AS h, count(*) AS n FROM t GROUP BY h ORDER BY h NULLS LAST").unwrap();
         let h: Vec<Option<f64>> = r.column("h").unwrap().f64().unwrap().iter().collect();
-        assert_eq!(h, [Some(0.0), Some(0.5), Some(1.0), None]);
+        assert_eq!(h, [Some(0.0), Some(0.5), Some(1.0)]);
+        let r = cat.sql("SELECT hist(x, 0, 2, 4) AS h, count(*) AS n FROM t GROUP BY h HAVING count(*) > 0 ORDER BY h NULLS LAST").unwrap();
+        let h: Vec<Option<f64>> = r.column("h").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(h, [Some(0.0), Some(0.5), Some(1.0)]);
         let r = cat.sql("SELECT var_pop(y) AS v, stddev_pop(y) AS s FROM t").unwrap();
         let v = r.column("v").unwrap().f64().unwrap().get(0).unwrap();
         let mean = 20.0 / 5.0;
         let want = [1.0f64, 2.0, 3.0, 4.0, 10.0].iter().map(|y| (y - mean) * (y - mean)).sum::<f64>() / 5.0;
         assert!((v - want).abs() < 1e-12 && (r.column("s").unwrap().f64().unwrap().get(0).unwrap() - want.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn first_and_last_skip_nulls_in_timestamp_order_like_live() {
+        let mut cat = Catalog::new();
+        // Rows out of timestamp order, the detector present on some events only.
+        let df = df!(
+            "timestamp" => [30u64, 10, 20, 50, 40],
+            "det" => [Some(3.0f32), None, Some(2.0), None, Some(4.0)],
+            "g" => [1i64, 1, 2, 2, 1]
+        )
+        .unwrap();
+        cat.insert("t", df).unwrap();
+        let r = cat.sql("SELECT first(det) AS f, last(det) AS l, sum(det) AS s FROM t").unwrap();
+        assert_eq!(r.column("f").unwrap().f32().unwrap().get(0), Some(2.0)); // t=20 (t=10 is null)
+        assert_eq!(r.column("l").unwrap().f32().unwrap().get(0), Some(4.0)); // t=40 (t=50 is null)
+        // A float sum comes back in f64.
+        assert_eq!(r.column("s").unwrap().f64().unwrap().get(0), Some(9.0));
+        let r = cat.sql("SELECT g, first(det) AS f, last(det) AS l FROM t GROUP BY g ORDER BY g").unwrap();
+        let f: Vec<Option<f32>> = r.column("f").unwrap().f32().unwrap().iter().collect();
+        let l: Vec<Option<f32>> = r.column("l").unwrap().f32().unwrap().iter().collect();
+        assert_eq!((f, l), (vec![Some(3.0), Some(2.0)], vec![Some(4.0), Some(2.0)]));
+        // Without a timestamp column: table order, still skipping nulls.
+        let mut cat = Catalog::new();
+        cat.insert("u", df!("v" => [None, Some(1i32), Some(2), None]).unwrap()).unwrap();
+        let r = cat.sql("SELECT first(v) AS f, last(v) AS l FROM u").unwrap();
+        assert_eq!((r.column("f").unwrap().i32().unwrap().get(0), r.column("l").unwrap().i32().unwrap().get(0)), (Some(1), Some(2)));
     }
 }

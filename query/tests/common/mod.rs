@@ -69,3 +69,13 @@ pub fn strs(df: &DataFrame, col: &str) -> Vec<Option<String>> {
     let c = df.column(col).unwrap_or_else(|e| panic!("{col}: {e}")).cast(&DataType::String).unwrap();
     c.str().unwrap().iter().map(|v| v.map(str::to_string)).collect()
 }
+
+/// The oracle: `sql` run by polars' own SQL engine over `df` registered as `events` (dotted
+/// names quoted), without the live planner that `Catalog::sql` uses for aggregates.
+pub fn polars_sql(df: &DataFrame, sql: &str) -> DataFrame {
+    let columns: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
+    let quoted = query::rewrite::quote_dotted_names(sql, &|c| columns.iter().any(|k| k == c)).sql;
+    let mut ctx = query::polars::sql::SQLContext::new();
+    ctx.register("events", df.clone().lazy());
+    ctx.execute(&quoted).and_then(|lf| lf.collect()).unwrap_or_else(|e| panic!("oracle {sql}: {e}"))
+}
