@@ -183,3 +183,58 @@ def test_a_killed_worker_is_shown_the_kernel_stays_up_and_restart_works(kernel, 
     assert writer.wait(timeout=60) == 0
     s = wait_done(kc, "n")
     assert "12000 events" in s and "ranks 2/2" in s, s
+
+
+def in_process_jobs(parent):
+    """Pids of the one-process jobs (`beamtime-job --in-process`) the kernel `parent` started."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            argv = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+            ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if argv[0].endswith(b"beamtime-job") and b"--in-process" in argv and ppid == parent:
+            found.append(int(d))
+    return found
+
+
+def test_a_job_killed_mid_stream_never_takes_the_kernel_down(kernel, tmp_path):
+    km, kc = kernel
+    writer = sim(tmp_path, "tstlive6", 12000, rate=2000)
+    try:
+        run_cell(kc, f"%source {source(tmp_path, 'tstlive6', live=True)}")
+        reply, msgs = run_cell(kc, "%%live n --ranks 1 --rate 10\nSELECT count(*) AS n FROM events", timeout=120)
+        assert reply["status"] == "ok", texts(msgs)
+        display_id = [m for m in msgs if m["msg_type"] == "display_data"][0]["content"]["transient"]["display_id"]
+        # The job is the kernel's child process, not a thread of it.
+        jobs = in_process_jobs(km.provisioner.pid)
+        assert len(jobs) == 1, jobs
+        os.kill(jobs[0], signal.SIGKILL)
+        killed = time.time()
+        reply, _ = run_cell(kc, "%tables", timeout=5)
+        assert reply["status"] == "ok" and time.time() - killed < 1.0, (reply, time.time() - killed)
+        # The live display says the job is dead (its table and its widget's status).
+        end = time.time() + 10
+        shown = widget = None
+        while time.time() < end and not (shown and widget):
+            try:
+                m = kc.get_iopub_msg(timeout=0.5)
+            except Exception:
+                continue
+            c = m["content"]
+            if m["msg_type"] == "update_display_data" and c["transient"]["display_id"] == display_id and "JOB DEAD" in c["data"]["text/plain"]:
+                shown = c["data"]["text/plain"]
+            error = c.get("data", {}).get("state", {}).get("status", {}).get("error") or ""
+            if m["msg_type"] == "comm_msg" and "JOB DEAD" in error:
+                widget = error
+        assert shown and widget, (shown, widget)
+        assert "SIGKILL" in widget or "signal: 9" in widget, widget
+        s = status(kc)
+        assert "job DEAD" in s, s
+        assert km.is_alive()
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
