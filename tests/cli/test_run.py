@@ -1,7 +1,9 @@
-"""`beamtime run` from the command line: in-process and under mpirun, on a run that is still
+"""`beamtime run` from the command line: one job process and under mpirun, on a run that is still
 being written; its .parquet / .arrow / .csv outputs open in pyarrow and polars with the values
 of the same SQL over the finished run."""
+import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -104,3 +106,11 @@ def test_a_missing_directory_is_the_commands_error(tmp_path, ranks):
     p = run("run", "--source", f"exp=tstcli03:run=1:dir={missing}", "--sql", "SELECT count(*) AS n FROM events", "--ranks", str(ranks), check=False)
     assert p.returncode != 0, p.stdout
     assert f"beamtime: error: no files for run 1 of tstcli03 in {missing}" in p.stderr, p.stderr
+
+
+def test_a_job_description_of_another_contract_version_is_refused_by_name():
+    job = pathlib.Path(beamtime_bin()).with_name("beamtime-job")
+    spec = {"contract": 0, "source": "files=x.xtc2", "queries": [], "frame_rate": 5.0, "report_ms": 100, "batch_events": 1,
+            "flush_ms": 20, "poll_ms": 10, "connect": None, "max_rows": 10, "output": None}
+    p = subprocess.run([str(job), "--in-process", "--spec", json.dumps(spec)], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and re.search(r"job speaks contract v\d+, kernel v0: ", p.stderr), p.stderr
