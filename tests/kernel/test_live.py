@@ -238,3 +238,48 @@ def test_a_job_killed_mid_stream_never_takes_the_kernel_down(kernel, tmp_path):
     finally:
         writer.kill()
         writer.wait(timeout=10)
+
+
+def test_live_at_one_and_three_ranks_and_sql_afterwards_are_the_same_bits(kernel, tmp_path):
+    """A float32 detector on 1 event in 10 (`fim`, the third stream): sums, means, variances,
+    first/last and a histogram with values out of range — %%live in one process, %%live under
+    mpirun and %%sql over the loaded run, saved to Parquet and compared value by value."""
+    import polars as pl
+
+    km, kc = kernel
+    args = [beamtime_bin(), "sim", "--dir", str(tmp_path / "xtc"), "--exp", "tstbits", "--run", "1",
+            "--events", "8000", "--steps", "3", "--streams", "3"]
+    assert subprocess.run(args, capture_output=True).returncode == 0
+    run_cell(kc, f"%source {source(tmp_path, 'tstbits')}")
+    queries = {
+        "agg": "SELECT step, count(fim.fex.intensity) AS n, sum(fim.fex.intensity) AS s, avg(fim.fex.intensity) AS m, "
+               "stddev(fim.fex.intensity) AS sd, first(fim.fex.intensity) AS f, last(fim.fex.intensity) AS l, "
+               "sum(gmd.raw.millijoulesperpulse * ipm2.raw.sum) AS e FROM events GROUP BY step ORDER BY step",
+        "hist": "SELECT hist(fim.fex.intensity, 0.5, 1.5, 20) AS h, count(*) AS n FROM events GROUP BY h ORDER BY h",
+    }
+    saved = {}
+    for ranks in [1, 3]:
+        for name, sql in queries.items():
+            live = f"{name}{ranks}"
+            reply, msgs = run_cell(kc, f"%%live {live} --ranks {ranks}\n{sql}", timeout=120)
+            assert reply["status"] == "ok", texts(msgs)
+            wait_done(kc, live)
+            path = tmp_path / f"{live}.parquet"
+            reply, msgs = run_cell(kc, f"%save {live} {path}")
+            assert reply["status"] == "ok", texts(msgs)
+            saved.setdefault(name, []).append(pl.read_parquet(path))
+        run_cell(kc, "%live stop")
+    run_cell(kc, f"%load run events {source(tmp_path, 'tstbits')}", timeout=120)
+    for name, sql in queries.items():
+        reply, msgs = run_cell(kc, f"%%sql --name {name}_sql\n{sql}", timeout=120)
+        assert reply["status"] == "ok", texts(msgs)
+        path = tmp_path / f"{name}_sql.parquet"
+        run_cell(kc, f"%save {name}_sql {path}")
+        offline = pl.read_parquet(path)
+        for live in saved[name]:
+            assert live.schema == offline.schema, (live.schema, offline.schema)
+            for c in live.columns:
+                a, b = live[c].to_list(), offline[c].to_list()
+                as_bits = lambda xs: [x.hex() if isinstance(x, float) else x for x in xs]
+                assert as_bits(a) == as_bits(b), (name, c, a, b)
+    assert saved["agg"][0]["s"].dtype == pl.Float64 and saved["agg"][0]["n"].sum() == 800
