@@ -1,4 +1,4 @@
-//! psana-style data source strings (ARCHITECTURE.md "Sources"): one string names what to read.
+//! psana-style data source strings (the forms are listed in the project README): one string names what to read.
 
 use std::path::PathBuf;
 use std::time::Duration;

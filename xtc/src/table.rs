@@ -1,4 +1,4 @@
-//! The `events` table (ARCHITECTURE.md "The events table"): every L1Accept, event-built across
+//! The `events` table (the project README, "The events table"): every L1Accept, event-built across
 //! streams, becomes one row of Arrow record batches.
 //!
 //! Columns: `timestamp` (u64, `sec << 32 | nsec`), `time` (UTC), `run`, `step`, `pulse_id`,
