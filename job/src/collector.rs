@@ -114,10 +114,8 @@ impl Collector {
         match cmd {
             Command::Set { name, sql, mode, .. } => {
                 query::validate_name(&name).map_err(|e| e.to_string())?;
-                let live_mode = if mode.is_empty() { LiveMode::Total } else { LiveMode::parse(&mode).map_err(|e| e.to_string())? };
                 // Everything but the columns' existence is checked here, before any data.
-                let names = LiveQuery::referenced_names(&sql).map_err(|e| e.to_string())?;
-                LiveQuery::plan_mode(&sql, &names, live_mode).map_err(|e| e.to_string())?;
+                let live_mode = LiveQuery::check(&sql, &mode).map_err(|e| e.to_string())?;
                 let generation = self.generation();
                 self.queries.insert(
                     name.clone(),

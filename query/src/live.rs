@@ -72,6 +72,17 @@ impl LiveQuery {
         Self::plan_mode(sql, columns, LiveMode::Total)
     }
 
+    /// Checks a live query before any data: its mode (`""` = since start), its SQL, and what
+    /// can be planned without the table's columns. What remains — that the columns exist — is
+    /// found by [`plan_mode`](Self::plan_mode) at the first batch. The kernel and the job's
+    /// collector both check with this.
+    pub fn check(sql: &str, mode: &str) -> Result<LiveMode> {
+        let mode = if mode.trim().is_empty() { LiveMode::Total } else { LiveMode::parse(mode)? };
+        let names = Self::referenced_names(sql)?;
+        Self::plan_mode(sql, &names, mode)?;
+        Ok(mode)
+    }
+
     /// Plans `sql` with a result that covers the events `mode` says.
     pub fn plan_mode(sql: &str, columns: &[String], mode: LiveMode) -> Result<LiveQuery> {
         Self::plan_over("events", sql, columns, mode)
