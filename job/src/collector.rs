@@ -326,7 +326,8 @@ impl Collector {
         self.workers.values().map(|w| w.events_read).sum()
     }
 
-    fn status(&mut self) -> (usize, Vec<i32>, Vec<i32>, f64, Option<f64>, u64) {
+    /// The ranks' health and the reading's progress, as every frame shows them.
+    fn health(&mut self) -> Health {
         let now = Instant::now();
         let total = self.events_read();
         self.rate.push_back((now, total));
@@ -364,12 +365,12 @@ impl Collector {
         // Shared memory: events the server gave to no client (dropped or stolen).
         let clients: Vec<&crate::wire::ShmemCounts> = self.workers.values().filter_map(|w| w.shmem.as_ref()).collect();
         let dropped = dropped + shmem_missed(&clients);
-        (alive, stalled, dead, rate, age, dropped)
+        Health { alive, stalled, dead, rate, newest_age: age, dropped }
     }
 
     /// Frames for the queries that changed (all of them with `all`), with the results.
     pub fn frames(&mut self, all: bool, done: bool) -> Vec<Frame> {
-        let (alive, stalled, dead, rate, age, dropped) = self.status();
+        let Health { alive, stalled, dead, rate, newest_age: age, dropped } = self.health();
         let mean_rate = self.mean_rate();
         let job_error = self.error.clone();
         let ranks_total = self.worker_ranks.len();
@@ -442,6 +443,21 @@ impl Collector {
         }
         out
     }
+}
+
+/// What [`Collector::health`] finds.
+struct Health {
+    /// Worker ranks not known dead.
+    alive: usize,
+    /// Worker ranks silent for longer than the stall limit.
+    stalled: Vec<i32>,
+    dead: Vec<i32>,
+    /// Events read per second over the last few seconds.
+    rate: f64,
+    /// Seconds since the newest event read was taken.
+    newest_age: Option<f64>,
+    /// Events lost: handed to workers that died, or never delivered by shared memory.
+    dropped: u64,
 }
 
 /// How many events the shared-memory server did not deliver to any of `clients` (dropped or

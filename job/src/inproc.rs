@@ -8,7 +8,7 @@ use contract::{Ack, Command, Finished, Hello, Link};
 use xtc::Source;
 
 use crate::collector::{Collector, Frame};
-use crate::feed::{Distributor, FeedOptions};
+use crate::reader::{Reader, ReaderOptions};
 use crate::wire::ReaderStatus;
 use crate::worker::Worker;
 
@@ -16,13 +16,13 @@ pub use contract::JobSpec;
 
 /// What the job makes of its description.
 pub trait SpecExt {
-    fn feed_options(&self) -> FeedOptions;
+    fn reader_options(&self) -> ReaderOptions;
     fn source(&self) -> Result<Source, String>;
 }
 
 impl SpecExt for JobSpec {
-    fn feed_options(&self) -> FeedOptions {
-        FeedOptions {
+    fn reader_options(&self) -> ReaderOptions {
+        ReaderOptions {
             batch_events: self.batch_events.max(1),
             flush: Duration::from_millis(self.flush_ms),
             poll: Duration::from_millis(self.poll_ms.max(1)),
@@ -142,63 +142,63 @@ pub fn write_output(c: &Collector, path: &std::path::Path) -> Result<(), String>
 }
 
 /// Where the in-process worker's data comes from.
-enum Feeder {
+enum InProcessSource {
     /// The file reader (smd + bigdata), handing out batches.
-    Files(Distributor),
+    Files(Reader),
     /// A shared-memory client: events as the server hands them out.
-    Shmem { feed: crate::shmem_feed::ShmemFeed, stopped: bool },
+    Shmem { client: crate::shmem_source::ShmemSource, stopped: bool },
 }
 
-impl Feeder {
+impl InProcessSource {
     fn stop(&mut self) {
         match self {
-            Feeder::Files(dist) => dist.stop(),
-            Feeder::Shmem { stopped, .. } => *stopped = true,
+            InProcessSource::Files(reader) => reader.stop(),
+            InProcessSource::Shmem { stopped, .. } => *stopped = true,
         }
     }
 
     /// Gives the worker what is ready (waiting a few ms when nothing is).
-    fn feed(&mut self, worker: &mut Worker, spec: &JobSpec) {
+    fn hand_work(&mut self, worker: &mut Worker, spec: &JobSpec) {
         match self {
-            Feeder::Files(dist) => {
-                dist.poll(Duration::from_millis(5));
-                if let Some(msg) = dist.next_work(0) {
+            InProcessSource::Files(reader) => {
+                reader.poll(Duration::from_millis(5));
+                if let Some(msg) = reader.next_work(0) {
                     if worker.process(&msg).is_err() {
-                        dist.stop();
+                        reader.stop();
                     }
                 }
             }
-            Feeder::Shmem { feed, stopped: false } => {
-                if let Err(e) = feed.pump(worker, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
+            InProcessSource::Shmem { client, stopped: false } => {
+                if let Err(e) = client.pump(worker, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
                     worker.error.get_or_insert(e);
                 }
             }
-            Feeder::Shmem { stopped: true, .. } => {}
+            InProcessSource::Shmem { stopped: true, .. } => {}
         }
     }
 
     fn finished(&self) -> bool {
         match self {
-            Feeder::Files(dist) => dist.finished().is_some(),
-            Feeder::Shmem { feed, stopped } => *stopped || feed.done(),
+            InProcessSource::Files(reader) => reader.finished().is_some(),
+            InProcessSource::Shmem { client, stopped } => *stopped || client.done(),
         }
     }
 
     /// What the collector shows of the reading (shared memory has no reader: done from the start).
     fn status(&self) -> ReaderStatus {
         match self {
-            Feeder::Files(dist) => {
-                let finished = dist.finished().cloned();
+            InProcessSource::Files(reader) => {
+                let finished = reader.finished().cloned();
                 ReaderStatus {
-                    events_built: dist.counters.events_built.load(std::sync::atomic::Ordering::Relaxed),
-                    events_sent: dist.events_sent,
-                    sent_to: vec![(1, dist.sent_to[0])],
-                    newest: dist.counters.newest.load(std::sync::atomic::Ordering::Relaxed),
+                    events_built: reader.counters.events_built.load(std::sync::atomic::Ordering::Relaxed),
+                    events_sent: reader.events_sent,
+                    sent_to: vec![(1, reader.sent_to[0])],
+                    newest: reader.counters.newest.load(std::sync::atomic::Ordering::Relaxed),
                     done: finished.is_some(),
                     error: finished.flatten(),
                 }
             }
-            Feeder::Shmem { .. } => ReaderStatus { done: true, ..Default::default() },
+            InProcessSource::Shmem { .. } => ReaderStatus { done: true, ..Default::default() },
         }
     }
 }
@@ -228,26 +228,26 @@ fn run_with(spec: &JobSpec, emitter: &mut Emitter, collector: &mut Collector) ->
         let cmd = collector.command(q.clone())?;
         worker.command(&cmd);
     }
-    let mut feeder = match spec.source()? {
-        Source::Shmem { tag, stop, .. } => Feeder::Shmem { feed: crate::shmem_feed::ShmemFeed::new(&tag, stop), stopped: false },
-        source => Feeder::Files(Distributor::start(&source, 1, spec.feed_options()).map_err(|e| e.to_string())?),
+    let mut source = match spec.source()? {
+        Source::Shmem { tag, stop, .. } => InProcessSource::Shmem { client: crate::shmem_source::ShmemSource::new(&tag, stop), stopped: false },
+        source => InProcessSource::Files(Reader::start(&source, 1, spec.reader_options()).map_err(|e| e.to_string())?),
     };
     emitter.hello(&Hello::new(1, vec![1], &spec.source));
-    collector.reader_status(feeder.status());
+    collector.reader_status(source.status());
     let report_every = Duration::from_millis(spec.report_ms);
     let mut last_report = Instant::now();
     loop {
         for cmd in emitter.commands(collector) {
             if cmd == Command::Stop {
-                feeder.stop();
+                source.stop();
             }
             worker.command(&cmd);
         }
-        feeder.feed(&mut worker, spec);
-        let done = feeder.finished() || worker.error.is_some();
+        source.hand_work(&mut worker, spec);
+        let done = source.finished() || worker.error.is_some();
         if done || last_report.elapsed() >= report_every {
             collector.update(1, &worker.report(done))?;
-            collector.reader_status(feeder.status());
+            collector.reader_status(source.status());
             last_report = Instant::now();
             if done {
                 emitter.tick(collector, true, true);

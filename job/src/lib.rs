@@ -2,9 +2,9 @@
 //! `beamtime-job` or in one process by [`inproc`]; it talks to its driver through `contract`.
 
 pub mod collector;
-pub mod feed;
+pub mod reader;
 pub mod inproc;
-pub mod shmem_feed;
+pub mod shmem_source;
 pub mod wire;
 pub mod worker;
 
@@ -12,6 +12,6 @@ pub mod worker;
 pub mod ranks;
 
 pub use collector::{Collector, Frame};
-pub use feed::{Distributor, FeedOptions};
+pub use reader::{Reader, ReaderOptions};
 pub use contract::{Command, FrameHeader};
 pub use worker::Worker;

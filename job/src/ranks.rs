@@ -15,9 +15,9 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
 
 use crate::collector::Collector;
-use crate::feed::Distributor;
+use crate::reader::Reader;
 use crate::inproc::{report_failure, Emitter, JobSpec, SpecExt};
-use crate::shmem_feed::ShmemFeed;
+use crate::shmem_source::ShmemSource;
 use crate::wire::{self, tag, End, ReaderStatus};
 use contract::{Command, Hello};
 use crate::worker::Worker;
@@ -28,13 +28,13 @@ const READER: i32 = 1;
 const TAG_DEAD: i32 = 7;
 
 /// Non-blocking sends whose buffers live until MPI is done with them.
-struct Outbox {
+struct PendingSends {
     pending: Vec<(Request<'static, [u8], StaticScope>, *mut [u8])>,
 }
 
-impl Outbox {
+impl PendingSends {
     fn new() -> Self {
-        Outbox { pending: Vec::new() }
+        PendingSends { pending: Vec::new() }
     }
 
     fn send(&mut self, world: &SimpleCommunicator, to: i32, tag: i32, data: Vec<u8>) {
@@ -111,11 +111,11 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     let workers: Vec<i32> = if has_reader { (2..size).collect() } else { (1..size).collect() };
     let result = match (rank, &shmem) {
         (COLLECTOR, _) => collector(&world, spec, &workers, has_reader).map(Some),
-        (_, Some((tag, stop))) => worker(&world, spec, || Ok(WorkSource::Shmem(ShmemFeed::new(tag, *stop)))).map(|_| None),
+        (_, Some((tag, stop))) => worker(&world, spec, || Ok(WorkSource::Shmem(ShmemSource::new(tag, *stop)))).map(|_| None),
         (READER, None) if has_reader => reader(&world, spec, &workers).map(|_| None),
         // One worker and no reader rank: the worker reads for itself.
         _ if size == 2 => worker(&world, spec, || {
-            Ok(WorkSource::Own(Distributor::start(&spec.source()?, 1, spec.feed_options()).map_err(|e| e.to_string())?))
+            Ok(WorkSource::Own(Reader::start(&spec.source()?, 1, spec.reader_options()).map_err(|e| e.to_string())?))
         })
         .map(|_| None),
         _ => worker(&world, spec, || Ok(WorkSource::Reader { requested: false })).map(|_| None),
@@ -143,7 +143,7 @@ const FINALIZE_PATIENCE: Duration = Duration::from_secs(8);
 fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_reader: bool) -> Result<Collector, String> {
     let mut c = Collector::new(workers.to_vec());
     c.max_rows = spec.max_rows;
-    let mut out = Outbox::new();
+    let mut out = PendingSends::new();
     let mut initial = Vec::new();
     let mut startup_error = None;
     for q in &spec.queries {
@@ -241,11 +241,11 @@ fn commands(world: &SimpleCommunicator) -> Vec<Command> {
 }
 
 fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result<(), String> {
-    let mut out = Outbox::new();
+    let mut out = PendingSends::new();
     let mut stopped = initial_commands(world).contains(&Command::Stop);
     let source = spec.source()?;
     let index = |r: i32| workers.iter().position(|&w| w == r);
-    let mut dist = match Distributor::start(&source, workers.len(), spec.feed_options()) {
+    let mut reading = match Reader::start(&source, workers.len(), spec.reader_options()) {
         Ok(d) => Some(d),
         Err(e) => {
             let status = ReaderStatus { done: true, error: Some(e.to_string()), ..Default::default() };
@@ -263,7 +263,7 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
         }
         while let Some((_, msg)) = recv_from(world, Some(COLLECTOR), TAG_DEAD) {
             dead = serde_json::from_slice(&msg).unwrap_or_default();
-            if let Some(d) = dist.as_mut() {
+            if let Some(d) = reading.as_mut() {
                 for &r in &dead {
                     if let Some(i) = index(r) {
                         d.forget(i);
@@ -274,7 +274,7 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
         while let Some((from, _)) = recv_from(world, None, tag::REQUEST) {
             waiting.push_back(from);
         }
-        let end: Option<End> = match dist.as_mut() {
+        let end: Option<End> = match reading.as_mut() {
             None => Some(End { reason: "the source could not be opened".into(), error: None }),
             Some(d) => {
                 if stopped {
@@ -304,7 +304,7 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
         let all_ended = workers.iter().all(|w| ended.contains(w) || dead.contains(w));
         if last_status.elapsed() > Duration::from_millis(100) || all_ended {
             last_status = Instant::now();
-            if let Some(d) = &dist {
+            if let Some(d) = &reading {
                 let status = ReaderStatus {
                     events_built: d.counters.events_built.load(std::sync::atomic::Ordering::Relaxed),
                     events_sent: d.events_sent,
@@ -331,9 +331,9 @@ enum WorkSource {
     /// Batches from the reader rank, asked for one at a time.
     Reader { requested: bool },
     /// Its own reader (a job with one worker: no reader rank).
-    Own(Distributor),
+    Own(Reader),
     /// Its own client of the shared-memory monitor.
-    Shmem(ShmemFeed),
+    Shmem(ShmemSource),
 }
 
 impl WorkSource {
@@ -345,7 +345,7 @@ impl WorkSource {
 
     /// Processes what is ready: whether there was work, and Some(its error, if any) once the
     /// data is over for this rank.
-    fn step(&mut self, world: &SimpleCommunicator, out: &mut Outbox, w: &mut Worker, spec: &JobSpec, stopped: bool) -> (bool, Option<Option<String>>) {
+    fn step(&mut self, world: &SimpleCommunicator, out: &mut PendingSends, w: &mut Worker, spec: &JobSpec, stopped: bool) -> (bool, Option<Option<String>>) {
         match self {
             WorkSource::Own(d) => {
                 d.poll(Duration::from_millis(2));
@@ -373,15 +373,15 @@ impl WorkSource {
                 }
                 (false, None)
             }
-            WorkSource::Shmem(feed) => {
+            WorkSource::Shmem(client) => {
                 if stopped {
                     return (false, Some(None));
                 }
                 // The client waits for events itself (up to the flush interval): never idle.
-                if let Err(e) = feed.pump(w, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
+                if let Err(e) = client.pump(w, spec.batch_events.max(1), Duration::from_millis(spec.flush_ms.max(5))) {
                     return (true, Some(Some(e)));
                 }
-                (true, feed.done().then_some(None))
+                (true, client.done().then_some(None))
             }
         }
     }
@@ -390,7 +390,7 @@ impl WorkSource {
 /// A worker rank: takes the queries, processes its source's events, reports its cumulative
 /// states to the collector every `report_ms` and when its data is over.
 fn worker(world: &SimpleCommunicator, spec: &JobSpec, source: impl FnOnce() -> Result<WorkSource, String>) -> Result<(), String> {
-    let mut out = Outbox::new();
+    let mut out = PendingSends::new();
     let mut w = Worker::new();
     let mut stopped = false;
     for cmd in initial_commands(world) {

@@ -22,7 +22,7 @@ const EARLY_EVENTS: usize = 64;
 const RECENT_DGRAMS: usize = 4096;
 
 /// One worker's shared-memory client and what it has received.
-pub struct ShmemFeed {
+pub struct ShmemSource {
     tag: String,
     stop: StopAt,
     client: Option<Client>,
@@ -39,9 +39,9 @@ pub struct ShmemFeed {
     recent: VecDeque<(u64, u32)>,
 }
 
-impl ShmemFeed {
+impl ShmemSource {
     pub fn new(tag: &str, stop: StopAt) -> Self {
-        ShmemFeed {
+        ShmemSource {
             tag: tag.to_string(),
             stop,
             client: None,
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_decode_error_names_the_buffer_that_served_its_datagram() {
-        let mut f = ShmemFeed::new("mon", StopAt::EndRun);
+        let mut f = ShmemSource::new("mon", StopAt::EndRun);
         f.recent.extend([(0, 8), (120, 3), (400, 5)]);
         let e = f.locate("shmem:mon: offset 130: ShapesData extent beyond its parent".into());
         assert_eq!(

@@ -19,7 +19,7 @@ use crate::wire::{StreamSpec, Work};
 
 /// How the reader cuts batches.
 #[derive(Clone, Copy, Debug)]
-pub struct FeedOptions {
+pub struct ReaderOptions {
     /// L1 events per batch.
     pub batch_events: usize,
     /// A batch older than this is handed out even if not full (live data).
@@ -28,9 +28,9 @@ pub struct FeedOptions {
     pub poll: Duration,
 }
 
-impl Default for FeedOptions {
+impl Default for ReaderOptions {
     fn default() -> Self {
-        FeedOptions {
+        ReaderOptions {
             batch_events: contract::spec::DEFAULT_BATCH_EVENTS,
             flush: Duration::from_millis(contract::spec::DEFAULT_FLUSH_MS),
             poll: Duration::from_millis(contract::spec::DEFAULT_POLL_MS),
@@ -57,7 +57,7 @@ enum ReadItem {
 }
 
 /// Opens a source for reading small data only (no bigdata fetch), with a short live poll.
-pub fn open_smd(source: &Source, opts: &FeedOptions) -> xtc::Result<RunReader> {
+pub fn open_smd(source: &Source, opts: &ReaderOptions) -> xtc::Result<RunReader> {
     let mut source = source.clone();
     if let Source::Run(run) = &mut source {
         if let Some(f) = run.live.as_mut() {
@@ -78,7 +78,7 @@ pub struct ReadCounters {
 }
 
 /// Hands out batches to workers. Owns the reading thread.
-pub struct Distributor {
+pub struct Reader {
     specs: Vec<StreamSpec>,
     run_hint: Option<u32>,
     rx: Receiver<ReadItem>,
@@ -97,9 +97,9 @@ pub struct Distributor {
     finished: Option<Option<String>>,
 }
 
-impl Distributor {
+impl Reader {
     /// Starts reading `source` for `workers` workers.
-    pub fn start(source: &Source, workers: usize, opts: FeedOptions) -> xtc::Result<Distributor> {
+    pub fn start(source: &Source, workers: usize, opts: ReaderOptions) -> xtc::Result<Reader> {
         let reader = open_smd(source, &opts)?;
         let live = match source {
             Source::Run(r) => r.live.map(|f| (opts.poll.as_millis() as u64, (f.patience().as_millis() / opts.poll.as_millis().max(1)) as u32)),
@@ -129,7 +129,7 @@ impl Distributor {
                 })
                 .expect("spawn the reading thread")
         };
-        Ok(Distributor {
+        Ok(Reader {
             specs,
             run_hint,
             rx,
@@ -265,7 +265,7 @@ impl Distributor {
     }
 }
 
-impl Drop for Distributor {
+impl Drop for Reader {
     fn drop(&mut self) {
         // The thread sees the flag, or a closed channel; it may be waiting on a live file,
         // so it is not joined.
@@ -286,7 +286,7 @@ fn coarse_now() -> Duration {
 /// Reads built steps into batches until the end of the data, an error, or `stop`.
 fn read_loop(
     mut reader: RunReader,
-    opts: &FeedOptions,
+    opts: &ReaderOptions,
     stop: &AtomicBool,
     counters: &ReadCounters,
     send: &mut dyn FnMut(ReadBatch) -> bool,
