@@ -1,4 +1,4 @@
-//! The job under real `mpirun`: 2, 3 and 5 ranks give the in-process result; a live run is
+//! The job under real `mpirun`: 2, 3 and 5 ranks give the in-process result, bit for bit; a live run is
 //! followed while it is written, with frames arriving before it ends; a killed worker is
 //! reported while the others finish; a stopped worker shows as stalled.
 
@@ -56,7 +56,8 @@ fn two_three_and_five_ranks_give_the_in_process_result() {
         let mut child = launch(&spec, ranks, &dir);
         assert!(wait(&mut child, Duration::from_secs(120)).success(), "{ranks} ranks");
         let got = query::read_file(&dir.join("out.parquet")).unwrap();
-        common::assert_same(&got, &reference, sort_by, &format!("{ranks} ranks"));
+        // The same bits: float sums are exact, whatever the split into ranks and batches.
+        common::assert_identical(&got, &reference, sort_by, &format!("{ranks} ranks"));
     }
 }
 
