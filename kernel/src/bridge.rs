@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use polars::prelude::*;
 
+use crate::lock::lock;
+
 /// The environment variable naming the socket, inherited by evcxr's runtime process.
 pub const SOCKET_ENV: &str = "BEAMTIME_TABLES_SOCKET";
 
@@ -113,10 +115,6 @@ pub fn sweep_dead_kernels() {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-fn lock(m: &Mutex<query::Catalog>) -> std::sync::MutexGuard<'_, query::Catalog> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn serve_connection(stream: UnixStream, catalog: &Mutex<query::Catalog>) -> io::Result<()> {

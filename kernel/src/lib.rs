@@ -1,12 +1,19 @@
 //! `beamtime kernel`: a Jupyter kernel (shared/spec/jupyter.md) whose cells are magics for the
 //! live system and tables, or Rust.
+//!
+//! Layers, each using only those below it: `transport`, `lock` → `publisher` → `cell`,
+//! `display`, `widgets` → `live`, `rust`, `bridge` → `magics` → `requests` → `executor` →
+//! `server`.
 
 pub mod bridge;
-pub mod cells;
+pub mod cell;
 pub mod display;
+pub mod executor;
 pub mod install;
 pub mod live;
+pub mod lock;
 pub mod magics;
+pub mod publisher;
 pub mod requests;
 pub mod rust;
 pub mod server;
@@ -14,11 +21,6 @@ pub mod transport;
 pub mod widgets;
 
 pub use rust::runtime_hook;
-
-/// The Rust version this kernel reports (the toolchain it was built with).
-pub fn rust_version() -> &'static str {
-    env!("CARGO_PKG_RUST_VERSION")
-}
 
 /// Runs the kernel on a connection file until a shutdown request.
 pub fn run(connection_file: &std::path::Path) -> Result<(), String> {

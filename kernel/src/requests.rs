@@ -6,27 +6,34 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{json, Value};
 
+use crate::lock::{lock, read};
 use crate::magics::{self, MAGICS};
-use crate::server::Shared;
+use crate::publisher::Publisher;
+use crate::rust::RustShared;
 use crate::transport::{Message, PROTOCOL_VERSION};
+use crate::widgets::Widgets;
+
+/// The Rust version this kernel reports (the toolchain it was built with).
+const RUST_VERSION: &str = env!("CARGO_PKG_RUST_VERSION");
 
 /// Table name → column names, refreshed by the cell thread after every cell.
 pub type NameIndex = BTreeMap<String, Vec<(String, String)>>;
 
 pub struct Requests {
-    shared: Arc<Shared>,
+    publisher: Publisher,
+    widgets: Arc<Widgets>,
     pub index: RwLock<NameIndex>,
     /// (execution count, input) of every stored execution.
     pub history: Mutex<Vec<(u32, String)>>,
     /// The `text/plain` result of stored executions that had one (history with `output`).
     pub outputs: Mutex<BTreeMap<u32, String>>,
     /// The evcxr context, for completing and inspecting Rust code.
-    pub rust: crate::rust::RustShared,
+    pub rust: RustShared,
 }
 
 impl Requests {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Requests { shared, index: RwLock::default(), history: Mutex::default(), outputs: Mutex::default(), rust: Default::default() }
+    pub fn new(publisher: Publisher, widgets: Arc<Widgets>) -> Self {
+        Requests { publisher, widgets, index: RwLock::default(), history: Mutex::default(), outputs: Mutex::default(), rust: Default::default() }
     }
 
     pub fn kernel_info(&self) -> Value {
@@ -37,7 +44,7 @@ impl Requests {
             "implementation_version": env!("CARGO_PKG_VERSION"),
             "language_info": {
                 "name": "rust",
-                "version": crate::rust_version(),
+                "version": RUST_VERSION,
                 "mimetype": "text/rust",
                 "file_extension": ".rs",
                 "pygments_lexer": "rust",
@@ -53,7 +60,7 @@ impl Requests {
 
     /// busy → reply → idle for one shell request that is not an execute.
     pub fn handle_shell(&self, m: &Message) {
-        let out = &self.shared.outbox;
+        let out = &self.publisher;
         out.status(m, "busy");
         let c = &m.content;
         let reply = match m.msg_type() {
@@ -64,7 +71,7 @@ impl Requests {
             "history_request" => Some(("history_reply", self.history_reply(c))),
             "comm_info_request" => Some(("comm_info_reply", self.comm_info(c.get("target_name").and_then(Value::as_str)))),
             "comm_open" | "comm_msg" | "comm_close" => {
-                if !self.shared.widgets.handle(m) && m.msg_type() == "comm_open" {
+                if !self.widgets.handle(m) && m.msg_type() == "comm_open" {
                     // Only widget models and the widget control comm are served here.
                     let id = str_of(c, "comm_id").to_string();
                     eprintln!("beamtime kernel: closing comm {id} for unknown target '{}'", str_of(c, "target_name"));
@@ -84,12 +91,12 @@ impl Requests {
     }
 
     fn comm_info(&self, target: Option<&str>) -> Value {
-        json!({"status": "ok", "comms": self.shared.widgets.comm_info(target)})
+        json!({"status": "ok", "comms": self.widgets.comm_info(target)})
     }
 
     fn history_reply(&self, c: &Value) -> Value {
-        let hist = self.history.lock().unwrap();
-        let outputs = self.outputs.lock().unwrap();
+        let hist = lock(&self.history);
+        let outputs = lock(&self.outputs);
         let with_output = c.get("output").and_then(Value::as_bool).unwrap_or(false);
         // With `output`, each entry is [session, line, [input, output or null]] (as ipykernel).
         let entry = |(n, code): &(u32, String)| {
@@ -128,8 +135,9 @@ impl Requests {
             return reply;
         }
         let (start, end, token) = token_at(code, cursor);
-        let line_start = code.chars().take(start).collect::<String>().rfind('\n').map_or(0, |i| i + 1);
-        let at_line_start = code.chars().take(start).skip(line_start).all(char::is_whitespace);
+        let before: Vec<char> = code.chars().take(start).collect();
+        let line_start = before.iter().rposition(|c| *c == '\n').map_or(0, |i| i + 1);
+        let at_line_start = before[line_start..].iter().all(|c| c.is_whitespace());
         let mut matches: Vec<String> = Vec::new();
         if token.starts_with('%') && at_line_start {
             matches.extend(MAGICS.iter().map(|m| m.spelled()).filter(|s| s.starts_with(&token)));
@@ -138,13 +146,15 @@ impl Requests {
                 MAGICS.iter().filter(|m| m.cell).map(|m| m.spelled()).filter(|s| s[1..].starts_with(&token) && !matches.contains(s)).collect();
             matches.extend(cell_magics);
         } else if token.starts_with("--") {
-            let first = code.lines().next().unwrap_or_default();
-            let magic = first.trim_start_matches('%').split_whitespace().next().unwrap_or_default();
-            if let Some(m) = magics::find(magic) {
-                matches.extend(m.options.iter().filter(|o| o.starts_with(&token)).map(|o| o.to_string()));
+            // The options of the magic on this line, from the magics table (what its parser accepts).
+            if let Some((m, _)) = magic_at(&before[line_start..], code.chars().skip(start)) {
+                matches.extend(m.options.iter().map(|o| o.name).filter(|o| o.starts_with(&token)).map(str::to_string));
             }
+        } else if let Some((m, true)) = magic_at(&before[line_start..], code.chars().skip(start)).filter(|(m, _)| !m.words.is_empty()) {
+            // Its first argument is one of its words (`%live status`…).
+            matches.extend(m.words.iter().filter(|w| w.starts_with(&token)).map(|w| w.to_string()));
         } else if code.trim_start().starts_with('%') {
-            let index = self.index.read().unwrap();
+            let index = read(&self.index);
             matches.extend(index.keys().filter(|t| t.starts_with(&token)).cloned());
             for cols in index.values() {
                 for (c, _) in cols {
@@ -165,10 +175,10 @@ impl Requests {
         let (start, end, _) = token_at(code, cursor);
         let token: String = code.chars().skip(start).take(end - start).collect();
         let word = token.trim_start_matches('%').trim_end_matches('?');
-        let text = if let Some(m) = magics::find(word) {
-            Some(m.help_text())
+        let text = if let Some(help) = magics::help_text(word) {
+            Some(help)
         } else {
-            let index = self.index.read().unwrap();
+            let index = read(&self.index);
             if let Some(cols) = index.get(word) {
                 let mut s = format!("table {word}: {} columns\n", cols.len());
                 for (c, t) in cols {
@@ -187,6 +197,20 @@ impl Requests {
             None => json!({"status": "ok", "found": false, "data": {}, "metadata": {}}),
         }
     }
+}
+
+/// The magic of a line (`before` the token, and the rest of the code from the token on), and
+/// whether the token is its first argument.
+fn magic_at(before: &[char], after: impl Iterator<Item = char>) -> Option<(&'static magics::syntax::Magic, bool)> {
+    let line: String = before.iter().copied().chain(after.take_while(|c| *c != '\n')).collect();
+    let t = line.trim_start();
+    let (cell, rest) = match t.strip_prefix("%%") {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('%')?),
+    };
+    let name = rest.split_whitespace().next()?;
+    let words_before = before.iter().collect::<String>().split_whitespace().count();
+    Some((magics::find(name, cell)?, words_before == 1))
 }
 
 fn str_of<'a>(c: &'a Value, k: &str) -> &'a str {

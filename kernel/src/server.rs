@@ -7,62 +7,15 @@ use std::time::Duration;
 
 use jupyter_protocol::ConnectionInfo;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use zeromq::{RepSocket, RouterSocket, Socket, SocketRecv, SocketSend, XPubSocket};
 
-use crate::cells::{Executor, Job};
+use crate::cell::CellRequest;
+use crate::executor::Executor;
+use crate::publisher::{InputRequest, Publisher};
 use crate::requests::Requests;
 use crate::transport::{Message, Signer};
-
-/// Handles every part of the kernel uses to publish and reply.
-#[derive(Clone)]
-pub struct Outbox {
-    pub session: String,
-    iopub: mpsc::UnboundedSender<Message>,
-    shell: mpsc::UnboundedSender<Message>,
-    stdin: mpsc::UnboundedSender<(Message, oneshot::Sender<Option<String>>)>,
-}
-
-impl Outbox {
-    /// Publishes on iopub, parented to `parent` (or to nothing).
-    pub fn publish(&self, parent: Option<&Message>, msg_type: &str, content: Value) {
-        let mut m = Message::new(&self.session, msg_type, content);
-        m.parent_header = parent.map(|p| p.header.clone());
-        self.publish_message(m);
-    }
-
-    pub fn publish_message(&self, m: Message) {
-        let _ = self.iopub.send(m);
-    }
-
-    pub fn status(&self, parent: &Message, state: &str) {
-        self.publish(Some(parent), "status", json!({"execution_state": state}));
-    }
-
-    /// Replies on shell to `parent`.
-    pub fn shell_reply(&self, parent: &Message, msg_type: &str, content: Value) {
-        let _ = self.shell.send(Message::reply_to(parent, &self.session, msg_type, content));
-    }
-
-    /// Asks the frontend for input (stdin channel) and waits for it; `None` if the frontend
-    /// went away.
-    pub fn input(&self, parent: &Message, prompt: &str, password: bool) -> Option<String> {
-        let (tx, rx) = oneshot::channel();
-        let req = Message::reply_to(parent, &self.session, "input_request", json!({"prompt": prompt, "password": password}));
-        self.stdin.send((req, tx)).ok()?;
-        rx.blocking_recv().ok().flatten()
-    }
-}
-
-/// State shared by the socket tasks and the executor.
-pub struct Shared {
-    pub outbox: Outbox,
-    /// Set by interrupt_request (and SIGINT); long operations poll it.
-    pub interrupt: Arc<AtomicBool>,
-    pub shutdown: Notify,
-    /// Widget models (comms), reached from the shell handlers and the live displays.
-    pub widgets: Arc<crate::widgets::Widgets>,
-}
+use crate::widgets::Widgets;
 
 async fn bind<S: Socket>(mut s: S, url: &str) -> Result<S, String> {
     s.bind(url).await.map_err(|e| format!("cannot bind {url}: {e}"))?;
@@ -73,16 +26,11 @@ async fn bind<S: Socket>(mut s: S, url: &str) -> Result<S, String> {
 pub async fn serve(info: ConnectionInfo) -> Result<(), String> {
     let signer = Signer::new(&info);
     let session = uuid::Uuid::new_v4().to_string();
-    let (iopub_tx, iopub_rx) = mpsc::unbounded_channel();
-    let (shell_tx, shell_rx) = mpsc::unbounded_channel();
-    let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
-    let outbox = Outbox { session: session.clone(), iopub: iopub_tx, shell: shell_tx, stdin: stdin_tx };
-    let shared = Arc::new(Shared {
-        widgets: Arc::new(crate::widgets::Widgets::new(outbox.clone())),
-        outbox,
-        interrupt: Arc::new(AtomicBool::new(false)),
-        shutdown: Notify::new(),
-    });
+    let (publisher, queues) = Publisher::new(&session);
+    let widgets = Arc::new(Widgets::new(publisher.clone()));
+    // Set by interrupt_request (and SIGINT); long operations poll it.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let shutdown = Arc::new(Notify::new());
 
     let iopub = bind(XPubSocket::new(), &info.iopub_url()).await?;
     let shell = bind(RouterSocket::new(), &info.shell_url()).await?;
@@ -90,34 +38,30 @@ pub async fn serve(info: ConnectionInfo) -> Result<(), String> {
     let stdin = bind(RouterSocket::new(), &info.stdin_url()).await?;
     let hb = bind(RepSocket::new(), &info.hb_url()).await?;
 
-    let (exec_tx, exec_rx) = std::sync::mpsc::channel::<Job>();
-    let requests = Arc::new(Requests::new(shared.clone()));
+    let (exec_tx, exec_rx) = std::sync::mpsc::channel::<CellRequest>();
+    let requests = Arc::new(Requests::new(publisher.clone(), widgets.clone()));
     {
-        let shared = shared.clone();
-        let requests = requests.clone();
+        let executor = Executor::new(publisher.clone(), interrupt.clone(), widgets.clone(), requests.clone());
         std::thread::Builder::new()
             .name("beamtime-cells".into())
-            .spawn(move || Executor::new(shared, requests).run(exec_rx))
+            .spawn(move || executor.run(exec_rx))
             .map_err(|e| format!("cannot start the cell thread: {e}"))?;
     }
 
-    tokio::spawn(iopub_task(iopub, iopub_rx, signer.clone(), session.clone()));
+    tokio::spawn(iopub_task(iopub, queues.iopub, signer.clone(), session.clone()));
     tokio::spawn(heartbeat_task(hb));
-    tokio::spawn(stdin_task(stdin, stdin_rx, signer.clone()));
-    tokio::spawn(shell_task(shell, shell_rx, signer.clone(), requests.clone(), exec_tx));
-    tokio::spawn(control_task(control, signer, requests.clone(), shared.clone()));
-    {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            // interrupt_mode is "message", but a SIGINT (terminal Ctrl-C) interrupts too.
-            if let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
-                while sig.recv().await.is_some() {
-                    shared.interrupt.store(true, Ordering::SeqCst);
-                }
+    tokio::spawn(stdin_task(stdin, queues.stdin, signer.clone()));
+    tokio::spawn(shell_task(shell, queues.shell, signer.clone(), requests.clone(), exec_tx));
+    tokio::spawn(control_task(control, signer, requests.clone(), publisher, interrupt.clone(), shutdown.clone()));
+    tokio::spawn(async move {
+        // interrupt_mode is "message", but a SIGINT (terminal Ctrl-C) interrupts too.
+        if let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            while sig.recv().await.is_some() {
+                interrupt.store(true, Ordering::SeqCst);
             }
-        });
-    }
-    shared.shutdown.notified().await;
+        }
+    });
+    shutdown.notified().await;
     // Let the queued shutdown reply and idle status leave the sockets.
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Stop evcxr's runtime process and any build, and remove evcxr's build directory.
@@ -175,7 +119,7 @@ async fn shell_task(
     mut out: mpsc::UnboundedReceiver<Message>,
     signer: Signer,
     requests: Arc<Requests>,
-    exec: std::sync::mpsc::Sender<Job>,
+    exec: std::sync::mpsc::Sender<CellRequest>,
 ) {
     loop {
         tokio::select! {
@@ -189,7 +133,7 @@ async fn shell_task(
                 let Ok(z) = z else { continue };
                 let Some(m) = accept(&signer, "shell", z) else { continue };
                 if m.msg_type() == "execute_request" {
-                    let _ = exec.send(Job::Execute(m));
+                    let _ = exec.send(CellRequest(m));
                 } else {
                     // Everything else answers at once, even while a cell runs (spec §9.4).
                     requests.handle_shell(&m);
@@ -199,40 +143,46 @@ async fn shell_task(
     }
 }
 
-async fn control_task(mut sock: RouterSocket, signer: Signer, requests: Arc<Requests>, shared: Arc<Shared>) {
+async fn control_task(
+    mut sock: RouterSocket,
+    signer: Signer,
+    requests: Arc<Requests>,
+    publisher: Publisher,
+    interrupt: Arc<AtomicBool>,
+    shutdown: Arc<Notify>,
+) {
     while let Ok(z) = sock.recv().await {
         let Some(m) = accept(&signer, "control", z) else { continue };
-        let outbox = &shared.outbox;
-        outbox.status(&m, "busy");
+        publisher.status(&m, "busy");
         let (msg_type, content, stop) = match m.msg_type() {
             "kernel_info_request" => ("kernel_info_reply", requests.kernel_info(), false),
             "interrupt_request" => {
-                shared.interrupt.store(true, Ordering::SeqCst);
+                interrupt.store(true, Ordering::SeqCst);
                 ("interrupt_reply", json!({"status": "ok"}), false)
             }
             "shutdown_request" => {
                 let restart = m.content.get("restart").and_then(Value::as_bool).unwrap_or(false);
-                shared.interrupt.store(true, Ordering::SeqCst);
+                interrupt.store(true, Ordering::SeqCst);
                 ("shutdown_reply", json!({"status": "ok", "restart": restart}), true)
             }
             other => {
                 eprintln!("beamtime kernel: ignored control message {other}");
-                outbox.status(&m, "idle");
+                publisher.status(&m, "idle");
                 continue;
             }
         };
-        let reply = Message::reply_to(&m, &outbox.session, msg_type, content);
+        let reply = Message::reply_to(&m, &publisher.session, msg_type, content);
         let _ = sock.send(signer.encode(&reply)).await;
-        outbox.status(&m, "idle");
+        publisher.status(&m, "idle");
         if stop {
-            shared.shutdown.notify_one();
+            shutdown.notify_one();
         }
     }
 }
 
 async fn stdin_task(
     mut sock: RouterSocket,
-    mut requests: mpsc::UnboundedReceiver<(Message, oneshot::Sender<Option<String>>)>,
+    mut requests: mpsc::UnboundedReceiver<InputRequest>,
     signer: Signer,
 ) {
     while let Some((req, answer)) = requests.recv().await {

@@ -7,10 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use crate::lock::lock;
+
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::server::Outbox;
+use crate::publisher::Publisher;
 use crate::transport::Message;
 
 /// The front end, built by `widgets/` (committed, so building the kernel needs no Node).
@@ -52,7 +54,7 @@ impl Model {
 
 /// The kernel's widget models and open control comms.
 pub struct Widgets {
-    outbox: Outbox,
+    publisher: Publisher,
     models: Mutex<BTreeMap<String, Model>>,
     controls: Mutex<BTreeSet<String>>,
     /// The execute request running now (or the last one): like ipykernel, messages from
@@ -61,26 +63,26 @@ pub struct Widgets {
 }
 
 impl Widgets {
-    pub fn new(outbox: Outbox) -> Self {
-        Widgets { outbox, models: Mutex::default(), controls: Mutex::default(), current: Mutex::default() }
+    pub fn new(publisher: Publisher) -> Self {
+        Widgets { publisher, models: Mutex::default(), controls: Mutex::default(), current: Mutex::default() }
     }
 
     pub fn set_current(&self, parent: &Message) {
-        *self.current.lock().unwrap() = Some(parent.clone());
+        *lock(&self.current) = Some(parent.clone());
     }
 
     /// The parent for messages sent now: the front-end message being handled on this thread
     /// (replies to it), else the execute request running now (or the last one).
     pub fn current(&self) -> Option<Message> {
-        HANDLING.with(|h| h.borrow().clone()).or_else(|| self.current.lock().unwrap().clone())
+        HANDLING.with(|h| h.borrow().clone()).or_else(|| lock(&self.current).clone())
     }
 
     fn send(&self, parent: Option<&Message>, msg_type: &str, content: Value, version: &str, buffers: Vec<Bytes>) {
-        let mut m = Message::new(&self.outbox.session, msg_type, content);
+        let mut m = Message::new(&self.publisher.session, msg_type, content);
         m.parent_header = parent.map(|p| p.header.clone());
         m.metadata = json!({ "version": version });
         m.buffers = buffers;
-        self.outbox.publish_message(m);
+        self.publisher.publish_message(m);
     }
 
     /// Opens a beamtime widget (an anywidget model running our module) with `traits` and binary
@@ -106,7 +108,7 @@ impl Widgets {
         state.extend(traits);
         let model = Model { state, buffers: binary.into_iter().collect(), on_custom };
         let (state, paths, buffers) = model.full();
-        self.models.lock().unwrap().insert(id.clone(), model);
+        lock(&self.models).insert(id.clone(), model);
         self.send(
             Some(parent),
             "comm_open",
@@ -120,7 +122,7 @@ impl Widgets {
     /// Changes some traits (JSON and binary) and sends them to the front end.
     pub fn update(&self, id: &str, changes: Map<String, Value>, binary: Vec<(String, Bytes)>) {
         let buffers: Vec<Bytes> = {
-            let mut models = self.models.lock().unwrap();
+            let mut models = lock(&self.models);
             let Some(m) = models.get_mut(id) else { return };
             for (k, v) in &changes {
                 m.state.insert(k.clone(), v.clone());
@@ -143,7 +145,7 @@ impl Widgets {
 
     /// Sends a custom message (not stored in the state) to the model's views.
     pub fn custom(&self, id: &str, content: Value, buffers: Vec<Bytes>) {
-        if !self.models.lock().unwrap().contains_key(id) {
+        if !lock(&self.models).contains_key(id) {
             return;
         }
         let parent = self.current();
@@ -152,7 +154,7 @@ impl Widgets {
 
     /// Closes a model (its views disappear).
     pub fn close(&self, id: &str) {
-        if self.models.lock().unwrap().remove(id).is_some() {
+        if lock(&self.models).remove(id).is_some() {
             let parent = self.current();
             self.send(parent.as_ref(), "comm_close", json!({"comm_id": id, "data": {}}), WIDGET_PROTOCOL, Vec::new());
         }
@@ -167,12 +169,12 @@ impl Widgets {
     pub fn comm_info(&self, target: Option<&str>) -> Map<String, Value> {
         let mut out = Map::new();
         if target.is_none_or(|t| t == WIDGET_TARGET) {
-            for id in self.models.lock().unwrap().keys() {
+            for id in lock(&self.models).keys() {
                 out.insert(id.clone(), json!({"target_name": WIDGET_TARGET}));
             }
         }
         if target.is_none_or(|t| t == CONTROL_TARGET) {
-            for id in self.controls.lock().unwrap().iter() {
+            for id in lock(&self.controls).iter() {
                 out.insert(id.clone(), json!({"target_name": CONTROL_TARGET}));
             }
         }
@@ -188,17 +190,17 @@ impl Widgets {
         match m.msg_type() {
             "comm_open" => match c.get("target_name").and_then(Value::as_str) {
                 Some(CONTROL_TARGET) => {
-                    self.controls.lock().unwrap().insert(id);
+                    lock(&self.controls).insert(id);
                     true
                 }
                 _ => false,
             },
             "comm_close" => {
-                let ours = self.controls.lock().unwrap().remove(&id);
-                ours || self.models.lock().unwrap().remove(&id).is_some()
+                let ours = lock(&self.controls).remove(&id);
+                ours || lock(&self.models).remove(&id).is_some()
             }
             "comm_msg" => {
-                if self.controls.lock().unwrap().contains(&id) {
+                if lock(&self.controls).contains(&id) {
                     if data.get("method").and_then(Value::as_str) == Some("request_states") {
                         self.update_states(m, &id);
                     }
@@ -215,7 +217,7 @@ impl Widgets {
         let mut states = Map::new();
         let mut paths: Vec<Vec<String>> = Vec::new();
         let mut buffers = Vec::new();
-        for (id, model) in self.models.lock().unwrap().iter() {
+        for (id, model) in lock(&self.models).iter() {
             let (state, p, b) = model.full();
             let s = |k: &str| model.state.get(k).cloned().unwrap_or(Value::Null);
             states.insert(
@@ -240,7 +242,7 @@ impl Widgets {
 
     fn model_message(&self, m: &Message, id: &str, data: &Value) -> bool {
         let method = data.get("method").and_then(Value::as_str).unwrap_or_default();
-        let mut models = self.models.lock().unwrap();
+        let mut models = lock(&self.models);
         let Some(model) = models.get_mut(id) else { return false };
         match method {
             "request_state" => {
