@@ -1,9 +1,10 @@
 //! `beamtime kernel`: a Jupyter kernel (shared/spec/jupyter.md) whose cells are magics for the
 //! live system and tables, or Rust.
 //!
-//! Layers, each using only those below it: `transport`, `lock` → `publisher` → `cell`,
-//! `display`, `widgets` → `live`, `rust`, `bridge` → `magics` → `requests` → `executor` →
-//! `server`.
+//! Layers, bottom first; a file imports only files of lower layers or lower files of its own
+//! folder (kernel/README.md; `tests/module_graph.rs` checks there are no cycles):
+//! `transport`, `lock`, `display` · `publisher` · `cell`, `widgets` · `live/`, `rust/`,
+//! `bridge` · `magics/` · `requests` · `executor` · `server`.
 
 pub mod bridge;
 pub mod cell;

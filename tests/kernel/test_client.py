@@ -70,16 +70,56 @@ def test_bad_cells_are_errors_and_the_kernel_stays_up(kernel, code, ename, needl
     assert reply["status"] == "ok" and km.is_alive()
 
 
+def execute_request(kc, code):
+    """An execute_request made now (its header date is now) but not sent yet."""
+    return kc.session.msg("execute_request", {"code": code, "silent": False, "store_history": True,
+                                              "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+
+
 def test_stop_on_error_aborts_what_was_queued(kernel):
     _, kc = kernel
-    first = kc.execute("%no_such_magic")
-    second = kc.execute("%tables")
+    first = execute_request(kc, "%no_such_magic")
+    second = execute_request(kc, "%tables")
+    kc.shell_channel.send(first)
+    # The second arrives only after the first failed (a slow network): it was sent before the
+    # error, so it is aborted all the same — by when it was sent, not by what was queued.
+    time.sleep(0.5)
+    kc.shell_channel.send(second)
     replies = {}
     while len(replies) < 2:
         m = kc.get_shell_msg(timeout=30)
         replies[m["parent_header"]["msg_id"]] = m["content"]
-    assert replies[first]["status"] == "error"
-    assert replies[second]["status"] == "aborted"
+    assert replies[first["header"]["msg_id"]]["status"] == "error"
+    assert replies[second["header"]["msg_id"]]["status"] == "aborted"
+    # A cell sent after the client saw the error runs.
+    reply, _ = run_cell(kc, "%tables")
+    assert reply["status"] == "ok", reply
+
+
+def test_completion_offers_every_option_the_parser_accepts(kernel):
+    _, kc = kernel
+
+    def complete(code):
+        kc.complete(code, len(code))
+        return kc.get_shell_msg(timeout=10)["content"]["matches"]
+
+    def accepted(code):
+        """The options the magic's parser accepts, as its error for an unknown one lists them."""
+        reply, _ = run_cell(kc, code)
+        assert reply["status"] == "error" and "unknown option --bogus" in reply["evalue"], reply
+        return reply["evalue"].split("(options: ")[1].rstrip(")").split(", ")
+
+    live_line = accepted("%live wait --bogus 1")
+    assert "--timeout" in live_line
+    assert sorted(complete("%live wait --")) == sorted(live_line)
+    assert complete("%live wait --t") == ["--timeout"]
+    live_cell = accepted("%%live x --bogus 1\nSELECT count(*) AS n FROM events")
+    assert {"--ranks", "--rate", "--mode", "--window", "--launcher", "--view"} <= set(live_cell)
+    assert sorted(complete("%%live x --")) == sorted(live_cell)
+    assert sorted(complete("%%sql --")) == sorted(accepted("%%sql --bogus 1\nSELECT 1"))
+    # %live's subcommands come first.
+    assert sorted(complete("%live ")) == ["reset", "restart", "status", "stop", "wait"]
+    assert complete("%live re") == ["reset", "restart"]
 
 
 def test_sql_over_a_sample_run_save_and_reload(kernel, tmp_path):
