@@ -1,0 +1,8 @@
+//! Area-detector calibration as psana2 does it (`shared/spec/calibration.md`): constants from
+//! files, and per-pixel formulas over raw `u16` slices into `f32`.
+
+pub mod constants;
+pub mod error;
+
+pub use constants::{CalibType, DetectorConstants, DetectorKind, DetectorSpec};
+pub use error::{CalibError, ConstantError, ReadError};
