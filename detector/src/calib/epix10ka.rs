@@ -1,0 +1,244 @@
+//! epix10ka (spec §3.2): seven gain modes from per-pixel control bits — pixel config bits 3–2
+//! and trbit (bit 4) from the segment's config, the data's gain bit 14 as bit 5.
+//! `out = (f32(raw & 0x3fff) − ped[i]) × (1/gain[i]) × mask`; no mode → ped 0, factor 1.
+
+use super::real::{all_f32, Real};
+use super::{check_sizes, Fallback, SegmentIndex};
+use crate::calib::mask::default_status_mask;
+use crate::constants::{CalibType, DetectorConstants, DetectorKind, FloatValues};
+use crate::error::{CalibError, ConstantError};
+
+pub const ROWS: usize = 352;
+pub const COLS: usize = 384;
+const ASIC_ROWS: usize = 176;
+const ASIC_COLS: usize = 192;
+/// Pixels looked at together: a chunk whose gain bits agree streams through one table set.
+const CHUNK: usize = 64;
+
+/// The config values calibration needs for one segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Epix10kaConfig {
+    /// raw 2.0.1: `asicPixelConfig` `(4, 176, 192)` and `trbit` `(4,)`.
+    Asics { asic_pixel_config: Vec<u8>, trbit: [u8; 4] },
+    /// raw 3.0.1: `cbitsConfig`, panel-shaped `(352, 384)`, trbit already in bit 4.
+    Panel { cbits: Vec<u8> },
+}
+
+/// The panel's control bits without the data bit (psana's `cbits_config_epix10ka`): ASICs 2 and
+/// 1 rotated by 180° on top, 3 and 0 as they are below; `& 12`; trbit per ASIC quadrant.
+pub fn control_bits(config: &Epix10kaConfig) -> Result<Vec<u8>, String> {
+    match config {
+        Epix10kaConfig::Panel { cbits } => {
+            if cbits.len() != ROWS * COLS {
+                return Err(format!("cbitsConfig has {} values, expected 352×384 = {}", cbits.len(), ROWS * COLS));
+            }
+            Ok(cbits.clone())
+        }
+        Epix10kaConfig::Asics { asic_pixel_config: pca, trbit } => {
+            let asic = ASIC_ROWS * ASIC_COLS;
+            if pca.len() != 4 * asic {
+                return Err(format!("asicPixelConfig has {} values, expected 4×176×192 = {}", pca.len(), 4 * asic));
+            }
+            let at = |a: usize, r: usize, c: usize| pca[a * asic + r * ASIC_COLS + c];
+            let mut cbits = vec![0u8; ROWS * COLS];
+            for r in 0..ROWS {
+                for c in 0..COLS {
+                    let (top, left) = (r < ASIC_ROWS, c < ASIC_COLS);
+                    let (rr, cc) = (r % ASIC_ROWS, c % ASIC_COLS);
+                    let (bits, asic_index) = match (top, left) {
+                        (true, true) => (at(2, ASIC_ROWS - 1 - rr, ASIC_COLS - 1 - cc), 2),
+                        (true, false) => (at(1, ASIC_ROWS - 1 - rr, ASIC_COLS - 1 - cc), 1),
+                        (false, true) => (at(3, rr, cc), 3),
+                        (false, false) => (at(0, rr, cc), 0),
+                    };
+                    cbits[r * COLS + c] = (bits & 12) | if trbit[asic_index] != 0 { 16 } else { 0 };
+                }
+            }
+            Ok(cbits)
+        }
+    }
+}
+
+/// The gain-mode index of control bits `c` (first matching test wins), `None` for no mode.
+/// 0 FH, 1 FM, 2 FL, 3 AHL_H, 4 AML_M, 5 AHL_L, 6 AML_L.
+pub fn gain_mode_index(c: u8) -> Option<usize> {
+    Some(if c & 28 == 28 {
+        0
+    } else if c & 28 == 12 {
+        1
+    } else if c & 12 == 8 {
+        2
+    } else if c & 60 == 16 {
+        3
+    } else if c & 60 == 0 {
+        4
+    } else if c & 60 == 48 {
+        5
+    } else if c & 60 == 32 {
+        6
+    } else {
+        return None;
+    })
+}
+
+/// One segment's constants per pixel for data bit 0 and 1, and its mask, in precision `T`.
+struct SegmentTables<T> {
+    ped: [Vec<T>; 2],
+    factor: [Vec<T>; 2],
+    mask: Vec<T>,
+}
+
+enum Tables {
+    F32(Vec<(u32, SegmentTables<f32>)>),
+    F64(Vec<(u32, SegmentTables<f64>)>),
+}
+
+pub struct Epix10kaCalibrator {
+    detector: String,
+    segments: SegmentIndex,
+    tables: Tables,
+    mask: Option<Vec<u8>>,
+    fallbacks: Vec<Fallback>,
+}
+
+impl Epix10kaCalibrator {
+    /// Holds the constants for the daq segments given with their configs.
+    pub fn new(constants: &DetectorConstants, configs: &[(u32, Epix10kaConfig)]) -> Result<Self, ConstantError> {
+        let spec = &constants.spec;
+        let other = |message: String| ConstantError::Other { detector: spec.name.clone(), message };
+        if spec.kind != DetectorKind::Epix10ka {
+            return Err(other(format!("a {} is not an epix10ka", spec.kind)));
+        }
+        let panel = spec.panel_pixels();
+        let segments = SegmentIndex { detector: spec.name.clone(), nseg: constants.nseg(), panel };
+        let mask = default_status_mask(constants)?;
+        let peds = constants.get(CalibType::Pedestals).map(|c| c.array.to_float());
+        let gain = constants.get(CalibType::PixelGain).map(|c| c.array.to_float());
+        let mut fallbacks = Vec::new();
+        if peds.is_none() {
+            fallbacks.push(Fallback::NoPedestalSubtraction);
+        }
+        if gain.is_none() {
+            fallbacks.push(Fallback::GainOne);
+        }
+        if mask.is_none() {
+            fallbacks.push(Fallback::MaskAllGood);
+        }
+        let mut cbits = Vec::with_capacity(configs.len());
+        for (segment, config) in configs {
+            segments.range(*segment).map_err(|e| other(e.to_string()))?;
+            let bits = control_bits(config).map_err(|m| other(format!("config of segment {segment}: {m}")))?;
+            cbits.push((*segment, bits));
+        }
+        let inputs = Inputs { peds: peds.as_ref(), gain: gain.as_ref(), mask: mask.as_deref(), nseg: constants.nseg().unwrap_or(1), panel };
+        let tables = if all_f32(&[inputs.peds, inputs.gain]) {
+            Tables::F32(cbits.iter().map(|(s, c)| (*s, inputs.segment_tables(*s, c))).collect())
+        } else {
+            Tables::F64(cbits.iter().map(|(s, c)| (*s, inputs.segment_tables(*s, c))).collect())
+        };
+        Ok(Epix10kaCalibrator { detector: spec.name.clone(), segments, tables, mask, fallbacks })
+    }
+
+    pub fn fallbacks(&self) -> &[Fallback] {
+        &self.fallbacks
+    }
+
+    /// Calibrates a frame of the daq `segments` (each must have had its config at `new`).
+    pub fn calibrate(&self, segments: &[u32], raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
+        let panel = check_sizes(&self.detector, self.segments.panel, segments.len(), raw.len(), out.len())?;
+        for (k, &segment) in segments.iter().enumerate() {
+            let (raw, out) = (&raw[k * panel..(k + 1) * panel], &mut out[k * panel..(k + 1) * panel]);
+            match &self.tables {
+                Tables::F32(t) => calibrate_panel(self.find(t, segment)?, raw, out),
+                Tables::F64(t) => calibrate_panel(self.find(t, segment)?, raw, out),
+            }
+        }
+        Ok(())
+    }
+
+    /// The default mask of the daq `segments` (1 good), all ones without status constants.
+    pub fn mask(&self, segments: &[u32], out: &mut [u8]) -> Result<(), CalibError> {
+        super::daq_mask(&self.segments, self.mask.as_deref(), segments, out)
+    }
+
+    fn find<'a, T>(&self, tables: &'a [(u32, SegmentTables<T>)], segment: u32) -> Result<&'a SegmentTables<T>, CalibError> {
+        self.segments.range(segment)?;
+        tables.iter().find(|(s, _)| *s == segment).map(|(_, t)| t).ok_or_else(|| CalibError::Config {
+            detector: self.detector.clone(),
+            segment,
+            message: "no config for this segment in the Configure".into(),
+        })
+    }
+}
+
+struct Inputs<'a> {
+    peds: Option<&'a FloatValues>,
+    gain: Option<&'a FloatValues>,
+    mask: Option<&'a [u8]>,
+    nseg: usize,
+    panel: usize,
+}
+
+impl Inputs<'_> {
+    /// Per pixel of `segment`: the mode index for data bit 0 (`c`) and 1 (`c | 32`) picks
+    /// `pedestals[i]` and `1/pixel_gain[i]` (protected), ped 0 and factor 1 for no mode.
+    fn segment_tables<T: Real>(&self, segment: u32, cbits: &[u8]) -> SegmentTables<T> {
+        let base = segment as usize * self.panel;
+        let range_stride = self.nseg * self.panel;
+        let peds = self.peds.map(T::from_values);
+        let factors: Option<Vec<T>> = self.gain.map(|g| T::from_values(g).into_iter().map(T::inverse_protected).collect());
+        let for_bit = |bit: u8| {
+            let mut ped = Vec::with_capacity(self.panel);
+            let mut factor = Vec::with_capacity(self.panel);
+            for (p, &c) in cbits.iter().enumerate() {
+                match gain_mode_index(c | bit) {
+                    Some(i) => {
+                        let at = i * range_stride + base + p;
+                        ped.push(peds.as_ref().map_or(T::ZERO, |v| v[at]));
+                        factor.push(factors.as_ref().map_or(T::ONE, |v| v[at]));
+                    }
+                    None => {
+                        ped.push(T::ZERO);
+                        factor.push(T::ONE);
+                    }
+                }
+            }
+            (ped, factor)
+        };
+        let (ped0, factor0) = for_bit(0);
+        let (ped1, factor1) = for_bit(32);
+        let mask = match self.mask {
+            Some(m) => m[base..base + self.panel].iter().map(|&v| T::from_u8(v)).collect(),
+            None => vec![T::ONE; self.panel],
+        };
+        SegmentTables { ped: [ped0, ped1], factor: [factor0, factor1], mask }
+    }
+}
+
+/// One panel: `((raw & 0x3fff) − ped) × factor × mask` with the set chosen by bit 14.
+fn calibrate_panel<T: Real>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) {
+    let n = raw.len();
+    let mut start = 0;
+    while start < n {
+        let end = (start + CHUNK).min(n);
+        let r = &raw[start..end];
+        let o = &mut out[start..end];
+        let any = r.iter().fold(0u16, |a, &x| a | x) & 0x4000;
+        let all = r.iter().fold(0x4000u16, |a, &x| a & x) & 0x4000;
+        let m = &t.mask[start..end];
+        if any == all {
+            let set = (all >> 14) as usize;
+            let (p, f) = (&t.ped[set][start..end], &t.factor[set][start..end]);
+            for ((((o, &x), &p), &f), &m) in o.iter_mut().zip(r).zip(p).zip(f).zip(m) {
+                *o = (((T::from_u16(x & 0x3fff) - p) * f) * m).to_f32();
+            }
+        } else {
+            for i in 0..r.len() {
+                let set = ((r[i] >> 14) & 1) as usize;
+                let (p, f) = (t.ped[set][start + i], t.factor[set][start + i]);
+                o[i] = (((T::from_u16(r[i] & 0x3fff) - p) * f) * m[i]).to_f32();
+            }
+        }
+        start = end;
+    }
+}

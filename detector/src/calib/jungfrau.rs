@@ -1,0 +1,171 @@
+//! Jungfrau (spec §3.1, psana's default cversion 3): per pixel, gain code `raw >> 14` picks
+//! range 0 (`00`), 1 (`01`) or 2 (`11`); `10` is a bad switch and gives +0.
+//! `out = f32(f32(adu − po[g]) × gm[g])` with `po = ped + offset`, `gm = (1/gain) × mask`.
+
+use super::real::all_f32;
+use super::{check_sizes, Fallback, SegmentIndex};
+use crate::calib::mask::default_status_mask;
+use crate::constants::{CalibType, DetectorConstants, DetectorKind, FloatValues};
+use crate::error::{CalibError, ConstantError};
+
+/// Pixels looked at together: a chunk with no gain bits set (the common case) streams through
+/// the gain-0 tables only, so the other ranges' tables are touched only where pixels switch.
+const CHUNK: usize = 64;
+
+/// `po` and `gm` for the three gain ranges, each `(nseg, 512, 1024)` flattened.
+struct Tables {
+    po: [Vec<f32>; 3],
+    gm: [Vec<f32>; 3],
+}
+
+pub struct JungfrauCalibrator {
+    detector: String,
+    segments: SegmentIndex,
+    /// None: no pedestals, psana returns raw unchanged.
+    tables: Option<Tables>,
+    mask: Option<Vec<u8>>,
+    fallbacks: Vec<Fallback>,
+}
+
+impl JungfrauCalibrator {
+    pub fn new(constants: &DetectorConstants) -> Result<Self, ConstantError> {
+        let spec = &constants.spec;
+        if spec.kind != DetectorKind::Jungfrau {
+            return Err(ConstantError::Other {
+                detector: spec.name.clone(),
+                message: format!("a {} is not a Jungfrau", spec.kind),
+            });
+        }
+        let panel = spec.panel_pixels();
+        let segments = SegmentIndex { detector: spec.name.clone(), nseg: constants.nseg(), panel };
+        let mask = default_status_mask(constants)?;
+        let mut fallbacks = Vec::new();
+        if mask.is_none() {
+            fallbacks.push(Fallback::MaskAllGood);
+        }
+        let Some(peds) = constants.get(CalibType::Pedestals) else {
+            fallbacks.insert(0, Fallback::RawUnchanged);
+            return Ok(JungfrauCalibrator { detector: spec.name.clone(), segments, tables: None, mask, fallbacks });
+        };
+        let peds = peds.array.to_float();
+        let offset = constants.get(CalibType::PixelOffset).map(|c| c.array.to_float());
+        let gain = constants.get(CalibType::PixelGain).map(|c| c.array.to_float());
+        if offset.is_none() {
+            fallbacks.push(Fallback::OffsetZero);
+        }
+        if gain.is_none() {
+            fallbacks.push(Fallback::GainOne);
+        }
+        let per_range = peds.len() / 3;
+        let po = combined_offsets(&peds, offset.as_ref(), per_range);
+        let gm = combined_factors(gain.as_ref(), mask.as_deref(), per_range);
+        Ok(JungfrauCalibrator {
+            detector: spec.name.clone(),
+            segments,
+            tables: Some(Tables { po, gm }),
+            mask,
+            fallbacks,
+        })
+    }
+
+    pub fn fallbacks(&self) -> &[Fallback] {
+        &self.fallbacks
+    }
+
+    /// Calibrates a frame of the daq `segments` (segment numbers, raw in that order).
+    pub fn calibrate(&self, segments: &[u32], raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
+        let panel = check_sizes(&self.detector, self.segments.panel, segments.len(), raw.len(), out.len())?;
+        for (k, &segment) in segments.iter().enumerate() {
+            let range = self.segments.range(segment)?;
+            let (raw, out) = (&raw[k * panel..(k + 1) * panel], &mut out[k * panel..(k + 1) * panel]);
+            match &self.tables {
+                None => raw.iter().zip(out).for_each(|(&r, o)| *o = r as f32),
+                Some(t) => calibrate_panel(
+                    raw,
+                    [&t.po[0][range.clone()], &t.po[1][range.clone()], &t.po[2][range.clone()]],
+                    [&t.gm[0][range.clone()], &t.gm[1][range.clone()], &t.gm[2][range]],
+                    out,
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// The default mask of the daq `segments` (1 good), all ones without status constants.
+    pub fn mask(&self, segments: &[u32], out: &mut [u8]) -> Result<(), CalibError> {
+        super::daq_mask(&self.segments, self.mask.as_deref(), segments, out)
+    }
+}
+
+/// `po[g] = f32(ped[g] + offset[g])`, in f32 when both are f32, else in f64 then rounded.
+fn combined_offsets(peds: &FloatValues, offset: Option<&FloatValues>, per_range: usize) -> [Vec<f32>; 3] {
+    let f32_path = all_f32(&[Some(peds), offset]);
+    std::array::from_fn(|g| {
+        let at = g * per_range;
+        (at..at + per_range)
+            .map(|i| match (peds, offset) {
+                (FloatValues::F32(p), Some(FloatValues::F32(o))) if f32_path => p[i] + o[i],
+                (FloatValues::F32(p), None) => p[i],
+                (p, Some(o)) => (p.get_f64(i) + o.get_f64(i)) as f32,
+                (p, None) => p.get_f64(i) as f32,
+            })
+            .collect()
+    })
+}
+
+/// `gm[g] = f32((1/gain[g]) × mask)` with the protected inverse; gain 1 when absent.
+fn combined_factors(gain: Option<&FloatValues>, mask: Option<&[u8]>, per_range: usize) -> [Vec<f32>; 3] {
+    std::array::from_fn(|g| {
+        let at = g * per_range;
+        (0..per_range)
+            .map(|i| {
+                let m = mask.map_or(1u8, |m| m[i]);
+                match gain {
+                    None => m as f32,
+                    Some(FloatValues::F32(v)) => {
+                        let x = v[at + i];
+                        (if x != 0.0 { 1.0 / x } else { 0.0 }) * m as f32
+                    }
+                    Some(FloatValues::F64(v)) => {
+                        let x = v[at + i];
+                        ((if x != 0.0 { 1.0 / x } else { 0.0 }) * m as f64) as f32
+                    }
+                }
+            })
+            .collect()
+    })
+}
+
+/// One panel: `raw`, the three ranges' `po`/`gm` for its pixels, `out`. Pure, allocation-free.
+pub fn calibrate_panel(raw: &[u16], po: [&[f32]; 3], gm: [&[f32]; 3], out: &mut [f32]) {
+    let n = raw.len();
+    assert!(out.len() == n && po.iter().chain(&gm).all(|t| t.len() == n), "panel slices differ in length");
+    let mut start = 0;
+    while start < n {
+        let end = (start + CHUNK).min(n);
+        let r = &raw[start..end];
+        let o = &mut out[start..end];
+        let gain_bits = r.iter().fold(0u16, |acc, &x| acc | x) & 0xC000;
+        if gain_bits == 0 {
+            // Every pixel in gain 0: adu = raw.
+            for (((o, &x), &p), &g) in o.iter_mut().zip(r).zip(&po[0][start..end]).zip(&gm[0][start..end]) {
+                *o = (x as f32 - p) * g;
+            }
+        } else {
+            let (p0, p1, p2) = (&po[0][start..end], &po[1][start..end], &po[2][start..end]);
+            let (g0, g1, g2) = (&gm[0][start..end], &gm[1][start..end], &gm[2][start..end]);
+            for i in 0..r.len() {
+                let x = r[i];
+                let adu = (x & 0x3fff) as f32;
+                let (p, g) = match x >> 14 {
+                    0 => (p0[i], g0[i]),
+                    1 => (p1[i], g1[i]),
+                    3 => (p2[i], g2[i]),
+                    _ => (0.0, 0.0), // bad switch: (adu − 0) × 0 = +0
+                };
+                o[i] = (adu - p) * g;
+            }
+        }
+        start = end;
+    }
+}

@@ -1,0 +1,150 @@
+//! psana2's per-pixel calibration (spec §3): a `Calibrator` per detector holds its constants
+//! once, laid out per gain range for streaming, and turns one frame `&[u16]` into `&mut [f32]`.
+
+pub mod camera;
+pub mod epix10ka;
+pub mod jungfrau;
+pub mod mask;
+mod real;
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::constants::{DetectorConstants, DetectorKind};
+use crate::error::{CalibError, ConstantError};
+
+pub use camera::CameraCalibrator;
+pub use epix10ka::{Epix10kaCalibrator, Epix10kaConfig};
+pub use jungfrau::JungfrauCalibrator;
+
+/// What psana does when a constant is missing (spec §1.3), for the caller to show once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fallback {
+    /// No pedestals: calib is the raw value unchanged (Jungfrau: gain bits included).
+    RawUnchanged,
+    /// No pedestals: nothing subtracted, gain factor and mask still applied (epix10ka).
+    NoPedestalSubtraction,
+    /// No pedestals: calib is `f32(raw)`, `pixel_gain` not applied (cameras).
+    RawAsFloat,
+    /// No `pixel_gain`: factor 1.
+    GainOne,
+    /// No `pixel_offset`: 0 (Jungfrau).
+    OffsetZero,
+    /// No `pixel_status` nor `status_extra`: every pixel good.
+    MaskAllGood,
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fallback::RawUnchanged => "no pedestals: calib returns raw unchanged (as psana)",
+            Fallback::NoPedestalSubtraction => "no pedestals: nothing subtracted (as psana)",
+            Fallback::RawAsFloat => "no pedestals: calib is raw as float, pixel_gain not applied (as psana)",
+            Fallback::GainOne => "no pixel_gain: gain factor 1 (as psana)",
+            Fallback::OffsetZero => "no pixel_offset: offset 0 (as psana)",
+            Fallback::MaskAllGood => "no pixel_status/status_extra: every pixel good (as psana)",
+        })
+    }
+}
+
+/// The calibrator of one detector.
+pub enum Calibrator {
+    Jungfrau(JungfrauCalibrator),
+    Epix10ka(Epix10kaCalibrator),
+    Camera(CameraCalibrator),
+}
+
+impl Calibrator {
+    /// The calibrator for the constants' detector type; epix10ka needs each daq segment's config.
+    pub fn new(constants: &DetectorConstants, epix_configs: &[(u32, Epix10kaConfig)]) -> Result<Self, ConstantError> {
+        Ok(match constants.spec.kind {
+            DetectorKind::Jungfrau => Calibrator::Jungfrau(JungfrauCalibrator::new(constants)?),
+            DetectorKind::Epix10ka => Calibrator::Epix10ka(Epix10kaCalibrator::new(constants, epix_configs)?),
+            DetectorKind::Camera => Calibrator::Camera(CameraCalibrator::new(constants)?),
+            other => {
+                return Err(ConstantError::Other {
+                    detector: constants.spec.name.clone(),
+                    message: format!("calibration of {other} is not implemented yet"),
+                });
+            }
+        })
+    }
+
+    /// Calibrates one frame: `raw` holds the daq `segments` in order, `(nseg, rows, cols)`.
+    pub fn calibrate(&self, segments: &[u32], raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
+        match self {
+            Calibrator::Jungfrau(c) => c.calibrate(segments, raw, out),
+            Calibrator::Epix10ka(c) => c.calibrate(segments, raw, out),
+            Calibrator::Camera(c) => c.calibrate(segments, raw, out),
+        }
+    }
+
+    /// psana's default mask for the daq `segments` (cameras: all good).
+    pub fn mask(&self, segments: &[u32], out: &mut [u8]) -> Result<(), CalibError> {
+        match self {
+            Calibrator::Jungfrau(c) => c.mask(segments, out),
+            Calibrator::Epix10ka(c) => c.mask(segments, out),
+            Calibrator::Camera(_) => {
+                out.fill(1);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn fallbacks(&self) -> &[Fallback] {
+        match self {
+            Calibrator::Jungfrau(c) => c.fallbacks(),
+            Calibrator::Epix10ka(c) => c.fallbacks(),
+            Calibrator::Camera(c) => c.fallbacks(),
+        }
+    }
+}
+
+/// Where a segment's pixels sit in constants covering `nseg` segments (indexed by number).
+pub(crate) struct SegmentIndex {
+    pub detector: String,
+    /// None: no panel constants held, any segment number is accepted.
+    pub nseg: Option<usize>,
+    pub panel: usize,
+}
+
+impl SegmentIndex {
+    pub fn range(&self, segment: u32) -> Result<Range<usize>, CalibError> {
+        let s = segment as usize;
+        match self.nseg {
+            Some(nseg) if s >= nseg => {
+                Err(CalibError::SegmentOutOfRange { detector: self.detector.clone(), segment, nseg })
+            }
+            _ => Ok(s * self.panel..(s + 1) * self.panel),
+        }
+    }
+}
+
+/// Checks raw and out hold `segments` panels; returns the panel size.
+pub(crate) fn check_sizes(detector: &str, panel: usize, segments: usize, raw: usize, out: usize) -> Result<usize, CalibError> {
+    let expected = segments * panel;
+    if raw != expected {
+        return Err(CalibError::RawSize { detector: detector.to_string(), found: raw, segments, panel, expected });
+    }
+    if out != raw {
+        return Err(CalibError::OutSize { detector: detector.to_string(), found: out, expected: raw });
+    }
+    Ok(panel)
+}
+
+/// The mask of the daq segments, taken by segment number from the whole detector's mask.
+pub(crate) fn daq_mask(index: &SegmentIndex, mask: Option<&[u8]>, segments: &[u32], out: &mut [u8]) -> Result<(), CalibError> {
+    let panel = index.panel;
+    if out.len() != segments.len() * panel {
+        return Err(CalibError::OutSize { detector: index.detector.clone(), found: out.len(), expected: segments.len() * panel });
+    }
+    for (k, &segment) in segments.iter().enumerate() {
+        let range = index.range(segment)?;
+        let dst = &mut out[k * panel..(k + 1) * panel];
+        match mask {
+            Some(m) => dst.copy_from_slice(&m[range]),
+            None => dst.fill(1),
+        }
+    }
+    Ok(())
+}
