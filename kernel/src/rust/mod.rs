@@ -3,6 +3,9 @@
 //! (`diagnostics`, `panics`), output, and interrupting a cell. The kernel's tables reach the
 //! cells through `crate::bridge`.
 
+// Without evcxr only the error of `without_evcxr` is left of Rust cells.
+#![cfg_attr(not(feature = "rust-cells"), allow(dead_code))]
+
 mod analysis;
 mod diagnostics;
 #[cfg(feature = "rust-cells")]
