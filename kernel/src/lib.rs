@@ -2,7 +2,7 @@
 //! live system and tables, or Rust.
 //!
 //! Layers, bottom first; a file imports only files of lower layers or lower files of its own
-//! folder (kernel/README.md; `tests/module_graph.rs` checks there are no cycles):
+//! folder (docs/kernel.md; `tests/module_graph.rs` checks there are no cycles):
 //! `transport`, `lock`, `display` · `publisher` · `cell`, `widgets` · `live/`, `rust/`,
 //! `bridge` · `magics/` · `requests` · `executor` · `server`.
 
