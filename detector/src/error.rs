@@ -20,8 +20,9 @@ pub enum ReadError {
 /// A detector's constant that is missing, mis-shaped or unreadable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConstantError {
-    #[error("{detector}: {ctype} from {path}: {source} (expected shape {expected})")]
-    Unreadable { detector: String, ctype: CalibType, path: PathBuf, expected: ExpectedShape, source: ReadError },
+    /// The source names the file (and line or byte).
+    #[error("{detector}: {ctype}: {source} (expected shape {expected})")]
+    Unreadable { detector: String, ctype: CalibType, path: PathBuf, expected: ExpectedShape, source: Box<ReadError> },
     #[error("{detector}: {ctype} in {path} has shape {found}, expected {expected}")]
     Shape { detector: String, ctype: CalibType, path: PathBuf, found: String, expected: ExpectedShape },
     #[error("{detector}: status_extra in {path} has {found} values but pixel_status has {expected} (psana requires equal sizes)")]

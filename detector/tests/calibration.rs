@@ -87,14 +87,15 @@ fn jungfrau_case(nseg: usize, seed: u64) -> JungfrauCase {
 fn jungfrau_raw(nseg_daq: usize, seed: u64) -> Vec<u16> {
     let mut rng = Rng(seed);
     (0..nseg_daq * JF_PANEL)
-        .map(|_| {
-            let code = match rng.below(100) {
+        .map(|i| {
+            // Dark regions (every chunk gain 0) alternate with regions of bright pixels.
+            let dark = (i / 8192) % 2 == 0;
+            let code = match if dark { 99 } else { rng.below(100) } {
                 0..=2 => 1u16,
                 3..=5 => 3,
                 6 => 2,
                 _ => 0,
             };
-            // Whole chunks of gain 0 and mixed chunks both occur at this rate.
             (code << 14) | rng.below(1 << 14) as u16
         })
         .collect()

@@ -277,7 +277,12 @@ fn calib_dir_errors_name_file_detector_and_shape() {
     // Unreadable: truncated text.
     write(&det.join("pixel_gain/0-end.data"), "# SHAPE       (3,1,512,1024)\n1 2 3\n");
     let e = DetectorConstants::from_calib_dir(spec.clone(), root.path(), "jungfrau", 15, 0).unwrap_err();
-    assert!(matches!(e, ConstantError::Unreadable { ctype: CalibType::PixelGain, source: ReadError::Text { .. }, .. }), "{e}");
+    match &e {
+        ConstantError::Unreadable { ctype: CalibType::PixelGain, source, .. } => {
+            assert!(matches!(**source, ReadError::Text { line: 1, .. }), "{e}")
+        }
+        other => panic!("{other}"),
+    }
 
     // Another segment count than the pedestals.
     write(&det.join("pixel_gain/0-end.data"), jungfrau_text(&[3, 2, 512, 1024], "float32", |_| 1.0));

@@ -12,7 +12,8 @@ pub const ROWS: usize = 352;
 pub const COLS: usize = 384;
 const ASIC_ROWS: usize = 176;
 const ASIC_COLS: usize = 192;
-/// Pixels looked at together: a chunk whose gain bits agree streams through one table set.
+/// Pixels looked at together: a chunk whose gain bits agree streams through one table set, a
+/// mixed one selects per pixel with bit masks (both vectorise).
 const CHUNK: usize = 64;
 
 /// The config values calibration needs for one segment.
@@ -85,7 +86,9 @@ pub fn gain_mode_index(c: u8) -> Option<usize> {
 struct SegmentTables<T> {
     ped: [Vec<T>; 2],
     factor: [Vec<T>; 2],
-    mask: Vec<T>,
+    /// 1 good, 0 bad; multiplied after the factor as psana does (not folded into it, which
+    /// would differ where `arrf × factor` overflows).
+    mask: Vec<u8>,
 }
 
 enum Tables {
@@ -208,8 +211,8 @@ impl Inputs<'_> {
         let (ped0, factor0) = for_bit(0);
         let (ped1, factor1) = for_bit(32);
         let mask = match self.mask {
-            Some(m) => m[base..base + self.panel].iter().map(|&v| T::from_u8(v)).collect(),
-            None => vec![T::ONE; self.panel],
+            Some(m) => m[base..base + self.panel].to_vec(),
+            None => vec![1; self.panel],
         };
         SegmentTables { ped: [ped0, ped1], factor: [factor0, factor1], mask }
     }
@@ -221,22 +224,27 @@ fn calibrate_panel<T: Real>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) 
     let mut start = 0;
     while start < n {
         let end = (start + CHUNK).min(n);
+        let len = end - start;
+        // Slices of one length: the compiler drops the bounds checks and vectorises.
         let r = &raw[start..end];
-        let o = &mut out[start..end];
+        let o = &mut out[start..end][..len];
+        let m = &t.mask[start..end][..len];
         let any = r.iter().fold(0u16, |a, &x| a | x) & 0x4000;
         let all = r.iter().fold(0x4000u16, |a, &x| a & x) & 0x4000;
-        let m = &t.mask[start..end];
         if any == all {
             let set = (all >> 14) as usize;
-            let (p, f) = (&t.ped[set][start..end], &t.factor[set][start..end]);
-            for ((((o, &x), &p), &f), &m) in o.iter_mut().zip(r).zip(p).zip(f).zip(m) {
-                *o = (((T::from_u16(x & 0x3fff) - p) * f) * m).to_f32();
+            let (p, f) = (&t.ped[set][start..end][..len], &t.factor[set][start..end][..len]);
+            for i in 0..len {
+                o[i] = (((T::from_u16(r[i] & 0x3fff) - p[i]) * f[i]) * T::from_u8(m[i])).to_f32();
             }
         } else {
-            for i in 0..r.len() {
-                let set = ((r[i] >> 14) & 1) as usize;
-                let (p, f) = (t.ped[set][start + i], t.factor[set][start + i]);
-                o[i] = (((T::from_u16(r[i] & 0x3fff) - p) * f) * m[i]).to_f32();
+            let (p0, p1) = (&t.ped[0][start..end][..len], &t.ped[1][start..end][..len]);
+            let (f0, f1) = (&t.factor[0][start..end][..len], &t.factor[1][start..end][..len]);
+            for i in 0..len {
+                let high = r[i] & 0x4000 != 0;
+                let p = T::select(high, p1[i], p0[i]);
+                let f = T::select(high, f1[i], f0[i]);
+                o[i] = (((T::from_u16(r[i] & 0x3fff) - p) * f) * T::from_u8(m[i])).to_f32();
             }
         }
         start = end;

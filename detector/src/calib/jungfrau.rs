@@ -8,11 +8,11 @@ use crate::calib::mask::default_status_mask;
 use crate::constants::{CalibType, DetectorConstants, DetectorKind, FloatValues};
 use crate::error::{CalibError, ConstantError};
 
-/// Pixels looked at together: a chunk with no gain bits set (the common case) streams through
-/// the gain-0 tables only, so the other ranges' tables are touched only where pixels switch.
+/// Pixels per gain-bit check: a chunk without switched pixels reads only the gain-0 tables.
 const CHUNK: usize = 64;
 
-/// `po` and `gm` for the three gain ranges, each `(nseg, 512, 1024)` flattened.
+/// `po` and `gm` for the three gain ranges, each `(nseg, 512, 1024)` flattened: one contiguous
+/// stream per range, so dark chunks read only range 0's.
 struct Tables {
     po: [Vec<f32>; 3],
     gm: [Vec<f32>; 3],
@@ -137,33 +137,39 @@ fn combined_factors(gain: Option<&FloatValues>, mask: Option<&[u8]>, per_range: 
 }
 
 /// One panel: `raw`, the three ranges' `po`/`gm` for its pixels, `out`. Pure, allocation-free.
+///
+/// Chunk by chunk: a chunk without switched pixels streams through the gain-0 tables only; a
+/// chunk with some is computed branch-free (bit masks select the range), so both vectorise.
 pub fn calibrate_panel(raw: &[u16], po: [&[f32]; 3], gm: [&[f32]; 3], out: &mut [f32]) {
     let n = raw.len();
     assert!(out.len() == n && po.iter().chain(&gm).all(|t| t.len() == n), "panel slices differ in length");
     let mut start = 0;
     while start < n {
         let end = (start + CHUNK).min(n);
+        let len = end - start;
+        // Slices of one length: the compiler drops the bounds checks and vectorises.
         let r = &raw[start..end];
-        let o = &mut out[start..end];
-        let gain_bits = r.iter().fold(0u16, |acc, &x| acc | x) & 0xC000;
-        if gain_bits == 0 {
-            // Every pixel in gain 0: adu = raw.
-            for (((o, &x), &p), &g) in o.iter_mut().zip(r).zip(&po[0][start..end]).zip(&gm[0][start..end]) {
-                *o = (x as f32 - p) * g;
+        let o = &mut out[start..end][..len];
+        let (p0, g0) = (&po[0][start..end][..len], &gm[0][start..end][..len]);
+        let gain_bits = r.iter().fold(0u16, |acc, &x| acc | x);
+        if gain_bits < 0x4000 {
+            for i in 0..len {
+                o[i] = (r[i] as f32 - p0[i]) * g0[i];
             }
         } else {
-            let (p0, p1, p2) = (&po[0][start..end], &po[1][start..end], &po[2][start..end]);
-            let (g0, g1, g2) = (&gm[0][start..end], &gm[1][start..end], &gm[2][start..end]);
-            for i in 0..r.len() {
+            // The gain code keeps one range's constants; code 10 (bad switch) keeps none, so
+            // po = gm = +0 and the output is (adu − 0) × 0 = +0, exactly psana's.
+            let (p1, p2) = (&po[1][start..end][..len], &po[2][start..end][..len]);
+            let (g1, g2) = (&gm[1][start..end][..len], &gm[2][start..end][..len]);
+            for i in 0..len {
                 let x = r[i];
-                let adu = (x & 0x3fff) as f32;
-                let (p, g) = match x >> 14 {
-                    0 => (p0[i], g0[i]),
-                    1 => (p1[i], g1[i]),
-                    3 => (p2[i], g2[i]),
-                    _ => (0.0, 0.0), // bad switch: (adu − 0) × 0 = +0
-                };
-                o[i] = (adu - p) * g;
+                let code = x >> 14;
+                let keep0 = ((code == 0) as u32).wrapping_neg();
+                let keep1 = ((code == 1) as u32).wrapping_neg();
+                let keep2 = ((code == 3) as u32).wrapping_neg();
+                let p = (p0[i].to_bits() & keep0) | (p1[i].to_bits() & keep1) | (p2[i].to_bits() & keep2);
+                let g = (g0[i].to_bits() & keep0) | (g1[i].to_bits() & keep1) | (g2[i].to_bits() & keep2);
+                o[i] = ((x & 0x3fff) as f32 - f32::from_bits(p)) * f32::from_bits(g);
             }
         }
         start = end;

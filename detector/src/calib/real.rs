@@ -14,6 +14,8 @@ pub trait Real: Copy + PartialEq + Sub<Output = Self> + Mul<Output = Self> + Div
     /// Values of a constant in this precision (f32 → f64 exact; f64 → f32 rounds, only used
     /// when the caller chose f32 because the constant is f32).
     fn from_values(v: &FloatValues) -> Vec<Self>;
+    /// `if pick_a { a } else { b }` with bit masks, so a loop of it vectorises.
+    fn select(pick_a: bool, a: Self, b: Self) -> Self;
     /// psana's protected inverse: `1/x`, 0 where x is 0.
     #[inline]
     fn inverse_protected(self) -> Self {
@@ -35,6 +37,11 @@ impl Real for f32 {
     #[inline]
     fn to_f32(self) -> f32 {
         self
+    }
+    #[inline]
+    fn select(pick_a: bool, a: f32, b: f32) -> f32 {
+        let keep_a = (pick_a as u32).wrapping_neg();
+        f32::from_bits((a.to_bits() & keep_a) | (b.to_bits() & !keep_a))
     }
     fn from_values(v: &FloatValues) -> Vec<f32> {
         match v {
@@ -58,6 +65,11 @@ impl Real for f64 {
     #[inline]
     fn to_f32(self) -> f32 {
         self as f32
+    }
+    #[inline]
+    fn select(pick_a: bool, a: f64, b: f64) -> f64 {
+        let keep_a = (pick_a as u64).wrapping_neg();
+        f64::from_bits((a.to_bits() & keep_a) | (b.to_bits() & !keep_a))
     }
     fn from_values(v: &FloatValues) -> Vec<f64> {
         match v {

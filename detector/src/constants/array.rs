@@ -142,17 +142,20 @@ impl NdArray {
         match &self.data {
             Elements::F32(v) => FloatValues::F32(v.clone()),
             Elements::F64(v) => FloatValues::F64(v.clone()),
+            #[allow(clippy::unnecessary_cast)]
             other => FloatValues::F64(each_elements!(other, v => v.iter().map(|&x| x as f64).collect())),
         }
     }
 
     /// Values as u64 the way psana casts status (`astype(uint64)`): integers wrap like numpy,
     /// floats truncate (negative and NaN give 0 here, where numpy's result is undefined).
+    #[allow(clippy::unnecessary_cast)] // the macro casts every element type, u64 included
     pub fn to_u64(&self) -> Vec<u64> {
         each_elements!(&self.data, v => v.iter().map(|&x| x as u64).collect())
     }
 
     /// Values as f64 (common-mode parameters).
+    #[allow(clippy::unnecessary_cast)] // the macro casts every element type, f64 included
     pub fn to_f64(&self) -> Vec<f64> {
         each_elements!(&self.data, v => v.iter().map(|&x| x as f64).collect())
     }

@@ -133,7 +133,7 @@ impl DetectorConstants {
         let panel = self.spec.panel_pixels();
         let segments_guess = nseg.unwrap_or_else(|| {
             let per_seg = self.spec.kind.gain_ranges().unwrap_or(1) * panel;
-            if per_seg > 0 && array.len() % per_seg == 0 { array.len() / per_seg } else { 1 }
+            if per_seg > 0 && array.len().is_multiple_of(per_seg) { array.len() / per_seg } else { 1 }
         });
         let expected = self.spec.expected_shape(ctype, segments_guess.max(1));
         if expected.accepts(&array.shape) {
@@ -144,11 +144,11 @@ impl DetectorConstants {
             [_, c] => *c == cols,
             _ => false,
         };
-        if flat_table {
-            if let Some(target) = expected.candidates().iter().find(|s| s.iter().product::<usize>() == array.len()) {
-                array.shape = target.clone();
-                return Ok(array);
-            }
+        if flat_table
+            && let Some(target) = expected.candidates().iter().find(|s| s.iter().product::<usize>() == array.len())
+        {
+            array.shape = target.clone();
+            return Ok(array);
         }
         Err(self.shape_error(ctype, path, &array.shape, expected))
     }
@@ -170,7 +170,7 @@ impl DetectorConstants {
             ctype,
             path: path.to_path_buf(),
             expected: self.spec.expected_shape(ctype, nseg),
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -1,0 +1,157 @@
+//! Calibration throughput on one core, side by side with a plain memory pass over the same
+//! bytes (u16 → f32, the physical limit for this work), in one run. Prints Markdown.
+//!
+//! `cargo bench -p beamtime-detector --bench calib` (release). Frames rotate through more raw
+//! data than the caches hold, as a worker sees new frames; constants are held once.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use detector::constants::{CalibType, DetectorConstants, DetectorKind, DetectorSpec, Elements, NdArray};
+use detector::{Calibrator, Epix10kaConfig};
+
+/// Distinct raw frames cycled through (Jungfrau: 1 MiB each).
+const FRAMES: usize = 24;
+const TRIAL: Duration = Duration::from_millis(400);
+const TRIALS: usize = 5;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Frames per second of `f(frame_index)`: the best of several trials of `TRIAL` each.
+fn rate(mut f: impl FnMut(usize)) -> f64 {
+    for i in 0..FRAMES {
+        f(i);
+    }
+    let mut best = 0f64;
+    for _ in 0..TRIALS {
+        let start = Instant::now();
+        let mut n = 0usize;
+        while start.elapsed() < TRIAL {
+            for _ in 0..8 {
+                f(n % FRAMES);
+                n += 1;
+            }
+        }
+        best = best.max(n as f64 / start.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn constants(spec: DetectorSpec, ranges: usize, nseg: usize, rng: &mut Rng, status: bool) -> DetectorConstants {
+    let (r, c) = spec.panel;
+    let shape = vec![ranges, nseg, r, c];
+    let n = ranges * nseg * r * c;
+    let origin = PathBuf::from("generated");
+    let mut set = DetectorConstants::new(spec);
+    let f = |rng: &mut Rng, lo, hi| NdArray::new(shape.clone(), Elements::F32((0..n).map(|_| rng.uniform(lo, hi)).collect()));
+    set.insert(CalibType::Pedestals, f(rng, 1000.0, 4000.0), origin.clone()).unwrap();
+    set.insert(CalibType::PixelGain, f(rng, 0.1, 40.0), origin.clone()).unwrap();
+    set.insert(CalibType::PixelOffset, f(rng, -10.0, 10.0), origin.clone()).unwrap();
+    if status {
+        let st = (0..n).map(|i| if i % 997 == 0 { 1u64 } else { 0 }).collect();
+        set.insert(CalibType::PixelStatus, NdArray::new(shape.clone(), Elements::U64(st)), origin).unwrap();
+    }
+    set
+}
+
+/// Jungfrau frames: dark noise around a level in gain 0, and a fraction of bright pixels in
+/// clusters (gain 1/2), like scattering on a detector.
+fn jungfrau_frames(rng: &mut Rng, pixels: usize, bright_per_mille: u64) -> Vec<Vec<u16>> {
+    (0..FRAMES)
+        .map(|_| {
+            let mut frame: Vec<u16> = (0..pixels).map(|_| 2000 + (rng.next() % 200) as u16).collect();
+            let mut i = 0;
+            while i < pixels {
+                if rng.next() % 1000 < bright_per_mille {
+                    // a 4-pixel spot
+                    for word in frame.iter_mut().skip(i).take(4) {
+                        *word = if rng.next().is_multiple_of(4) { 0xC000 | 3000 } else { 0x4000 | 9000 };
+                    }
+                }
+                i += 4;
+            }
+            frame
+        })
+        .collect()
+}
+
+fn memory_pass(raw: &[Vec<u16>], out: &mut [f32]) -> f64 {
+    rate(|i| {
+        for (o, &r) in out.iter_mut().zip(&raw[i]) {
+            *o = r as f32;
+        }
+        black_box(&mut *out);
+    })
+}
+
+fn row(what: &str, frames_per_s: f64, raw_bytes: usize, memory: f64) {
+    println!(
+        "| {what} | {:.0} | {:.2} | {:.2}× |",
+        frames_per_s,
+        frames_per_s * raw_bytes as f64 / 1e9,
+        frames_per_s / memory
+    );
+}
+
+fn main() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    println!("### detector: calibration on one core ({cpu})\n");
+    println!("{FRAMES} distinct raw frames cycled; best of {TRIALS} trials of {} ms; ratio = calib rate / memory-pass rate (u16 → f32 over the same bytes, same run).\n", TRIAL.as_millis());
+    println!("| work | frames/s | GB/s raw | × memory pass |");
+    println!("|---|---|---|---|");
+
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let module = 512 * 1024;
+    let spec = DetectorSpec::new("jungfrau", DetectorKind::Jungfrau).unwrap();
+    let cal = Calibrator::new(&constants(spec, 3, 1, &mut rng, true), &[]).unwrap();
+    let mut out = vec![0f32; module];
+    let dark = jungfrau_frames(&mut rng, module, 0);
+    let memory = memory_pass(&dark, &mut out);
+    row("memory pass: Jungfrau module u16 → f32", memory, module * 2, memory);
+    for (label, per_mille) in [("dark (all gain 0)", 0), ("0.5 % of pixels switched", 5), ("5 % of pixels switched", 50)] {
+        let frames = jungfrau_frames(&mut rng, module, per_mille);
+        let r = rate(|i| {
+            cal.calibrate(&[0], &frames[i], &mut out).unwrap();
+            black_box(&mut out);
+        });
+        row(&format!("Jungfrau module calib, {label}"), r, module * 2, memory);
+    }
+
+    // epix10ka 2M: 16 panels of 352×384, auto-ranging AHL (trbit 1, config 0), bit 14 on
+    // bright pixels.
+    let panel = 352 * 384;
+    let spec = DetectorSpec::new("epix10ka2m", DetectorKind::Epix10ka).unwrap();
+    let set = constants(spec, 7, 16, &mut rng, true);
+    let configs: Vec<(u32, Epix10kaConfig)> =
+        (0..16).map(|s| (s, Epix10kaConfig::Asics { asic_pixel_config: vec![0; 4 * 176 * 192], trbit: [1; 4] })).collect();
+    let cal = Calibrator::new(&set, &configs).unwrap();
+    let segments: Vec<u32> = (0..16).collect();
+    let frames: Vec<Vec<u16>> = jungfrau_frames(&mut rng, 16 * panel, 5)
+        .into_iter()
+        .map(|f| f.into_iter().map(|w| if w & 0xC000 != 0 { 0x4000 | (w & 0x3fff) } else { w }).collect())
+        .collect();
+    let mut out = vec![0f32; 16 * panel];
+    let memory = memory_pass(&frames, &mut out);
+    row("memory pass: epix10ka 2M u16 → f32", memory, 16 * panel * 2, memory);
+    let r = rate(|i| {
+        cal.calibrate(&segments, &frames[i], &mut out).unwrap();
+        black_box(&mut out);
+    });
+    row("epix10ka 2M calib, 0.5 % of pixels in low gain", r, 16 * panel * 2, memory);
+    println!("\nBudget (issue 15): ≥ 1000 Jungfrau-module frames/s per core (≥ 1 GB/s raw) and ≥ 0.4× the memory pass.");
+}
