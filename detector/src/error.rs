@@ -33,6 +33,9 @@ pub enum ConstantError {
     NoDetectorDir { detector: String, root: PathBuf, looked_for: String },
     #[error("{path}: {message}")]
     Listing { path: PathBuf, message: String },
+    /// psana's calibration cache pickle.
+    #[error("calibration cache {path}: {message}")]
+    Cache { path: PathBuf, message: String },
     #[error("{detector}: {message}")]
     Other { detector: String, message: String },
 }

@@ -70,6 +70,11 @@ impl DetectorConstants {
         self.insert(ctype, array, path.to_path_buf())
     }
 
+    /// Sets the geometry text; `origin` names where it came from.
+    pub fn insert_geometry(&mut self, text: String, origin: PathBuf) {
+        self.geometry = Some((text, origin));
+    }
+
     /// Adds an array read elsewhere; `path` names its origin in errors.
     pub fn insert(&mut self, ctype: CalibType, array: NdArray, path: PathBuf) -> Result<(), ConstantError> {
         // Once one panel constant is held, the others must cover as many segments.
