@@ -5,6 +5,6 @@ pub mod calib;
 pub mod constants;
 pub mod error;
 
-pub use calib::{Calibrator, Epix10kaConfig, Fallback};
+pub use calib::{Calibrator, CommonMode, Epix10kaConfig, Fallback};
 pub use constants::{CalibType, DetectorConstants, DetectorKind, DetectorSpec};
 pub use error::{CalibError, ConstantError, ReadError};

@@ -495,3 +495,169 @@ fn detectors_not_yet_calibrated_say_so() {
     let e = Calibrator::new(&DetectorConstants::new(spec), &[]).err().unwrap().to_string();
     assert!(e.contains("archon") && e.contains("not implemented"), "{e}");
 }
+
+// ---------------------------------------------------------------- common mode (§3.7)
+
+/// numpy's median of float32 values (§3.7): middle value, or f32(a + b) / 2.
+fn oracle_median(mut v: Vec<f32>) -> f32 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// The §3.7 table for one panel: bit 4 per (row half × bank) block needing ≥ npix_min good
+/// pixels, bit 1 per row of each bank and bit 2 per column of each half needing > npix_min;
+/// |median| < cormax; only good selected pixels are used and corrected.
+/// Returns how many medians were (subtracted, over cormax, short of pixels).
+#[allow(clippy::too_many_arguments)]
+fn oracle_common_mode(arrf: &mut [f32], good: &[bool], rows: usize, cols: usize, nb: usize, mode: u32, cormax: f32, npix_min: usize) -> [usize; 3] {
+    let h = rows / 2;
+    let w = cols / nb;
+    let mut counts = [0usize; 3];
+    let mut fix = |idx: Vec<usize>, arrf: &mut [f32], strict: bool| {
+        let sel: Vec<usize> = idx.into_iter().filter(|&i| good[i]).collect();
+        let ok = if strict { sel.len() > npix_min } else { sel.len() >= npix_min && !sel.is_empty() };
+        if !ok {
+            counts[2] += 1;
+            return;
+        }
+        let m = oracle_median(sel.iter().map(|&i| arrf[i]).collect());
+        if m.abs() < cormax {
+            counts[0] += 1;
+            for i in sel {
+                arrf[i] -= m;
+            }
+        } else {
+            counts[1] += 1;
+        }
+    };
+    if mode & 4 != 0 {
+        for r0 in [0, h] {
+            for b in 0..nb {
+                let idx = (r0..r0 + h).flat_map(|r| (b * w..b * w + w).map(move |c| r * cols + c)).collect();
+                fix(idx, arrf, false);
+            }
+        }
+    }
+    if mode & 1 != 0 {
+        for b in 0..nb {
+            for r in 0..rows {
+                fix((b * w..b * w + w).map(|c| r * cols + c).collect(), arrf, true);
+            }
+        }
+    }
+    if mode & 2 != 0 {
+        for r0 in [0, h] {
+            for c in 0..cols {
+                fix((r0..r0 + h).map(|r| r * cols + c).collect(), arrf, true);
+            }
+        }
+    }
+    counts
+}
+
+/// Raw frames whose gain-0 pixels carry a common-mode offset per (row, bank) of up to ±60 ADU.
+fn raw_with_common_mode(pixels: usize, cols: usize, bank: usize, peds: impl Fn(usize) -> f32, bits: impl Fn(usize) -> u16, seed: u64) -> Vec<u16> {
+    let mut rng = Rng(seed);
+    (0..pixels)
+        .map(|i| {
+            let (r, c) = (i / cols, i % cols);
+            let offset = (((r * 7 + (c / bank) * 13) % 121) as f32) - 60.0;
+            let adu = (peds(i) + offset + rng.uniform(-3.0, 3.0)).clamp(0.0, 16383.0) as u16;
+            bits(i) | adu
+        })
+        .collect()
+}
+
+#[test]
+fn jungfrau_common_mode_all_bits() {
+    let case = jungfrau_case(2, 91);
+    let with = (true, true, true);
+    let mut cal = Calibrator::new(&jungfrau_constants(&case, with), &[]).unwrap();
+    let segment = 1usize;
+    // Gain 0 near the pedestal (plus offsets), a few switched pixels, a few bad switches.
+    let mut rng = Rng(92);
+    let codes: Vec<u16> = (0..JF_PANEL).map(|_| match rng.below(200) { 0 => 1, 1 => 3, 2 => 2, _ => 0 }).collect();
+    let base = |i: usize| case.peds[(segment) * JF_PANEL + i] + case.offset[segment * JF_PANEL + i];
+    let raw = raw_with_common_mode(JF_PANEL, 1024, 64, base, |i| codes[i] << 14, 93);
+    for (mode, cormax, npix_min) in [(7u32, 40.0f32, 10usize), (1, 100.0, 60), (2, 25.0, 10), (4, 1000.0, 15000)] {
+        cal.set_common_mode(Some(detector::CommonMode { alg: 7, mode, cormax: cormax as f64, npix_min })).unwrap();
+        let mut out = vec![0f32; JF_PANEL];
+        cal.calibrate(&[segment as u32], &raw, &mut out).unwrap();
+
+        let at = |g: usize, p: usize| (g * 2 + segment) * JF_PANEL + p;
+        let range = |w: u16| match w >> 14 { 0 => Some(0), 1 => Some(1), 3 => Some(2), _ => None };
+        let good: Vec<bool> = (0..JF_PANEL)
+            .map(|p| raw[p] >> 14 == 0 && (0..3).all(|g| case.status[at(g, p)] == 0 && case.extra[at(g, p)] == 0))
+            .collect();
+        let mut arrf: Vec<f32> = (0..JF_PANEL)
+            .map(|p| {
+                let adu = (raw[p] & 0x3fff) as f32;
+                match range(raw[p]) {
+                    Some(g) => adu - (case.peds[at(g, p)] + case.offset[at(g, p)]),
+                    None => adu,
+                }
+            })
+            .collect();
+        let counts = oracle_common_mode(&mut arrf, &good, 512, 1024, 16, mode, cormax, npix_min);
+        // Every case occurs: medians subtracted, over cormax (mode 7), short of pixels (npix_min 60).
+        assert!(counts[0] > 0, "{counts:?}");
+        assert!(mode != 7 || counts[1] > 0, "{counts:?}");
+        assert!(npix_min != 60 || counts[2] > 0, "{counts:?}");
+        let oracle: Vec<f32> = (0..JF_PANEL)
+            .map(|p| match range(raw[p]) {
+                None => 0.0,
+                Some(g) => {
+                    let gain = case.gain[at(g, p)];
+                    let inv: f32 = if gain != 0.0 { 1.0 / gain } else { 0.0 };
+                    let masked = (0..3).any(|r| case.status[at(r, p)] != 0 || case.extra[at(r, p)] != 0);
+                    arrf[p] * (inv * if masked { 0.0 } else { 1.0 })
+                }
+            })
+            .collect();
+        assert_bits_equal(&out, &oracle, &format!("jungfrau common mode {mode} {cormax} {npix_min}"));
+    }
+    // Mode 0 is off: the plain formula again.
+    cal.set_common_mode(Some(detector::CommonMode { alg: 7, mode: 0, cormax: 100.0, npix_min: 10 })).unwrap();
+    let mut out = vec![0f32; JF_PANEL];
+    cal.calibrate(&[segment as u32], &raw, &mut out).unwrap();
+    assert_bits_equal(&out, &jungfrau_oracle(&case, &[segment as u32], &raw, with), "common mode off");
+}
+
+#[test]
+fn epix10ka_common_mode_alg7_selects_high_and_medium_modes() {
+    let case = epix_case(101);
+    let mut cal = epix_calibrator(&case, (true, true, true));
+    let segment = 0u32; // random pixel configs: every mode present
+    let (_, pca, trbit) = case.configs.iter().find(|c| c.0 == segment).unwrap();
+    let cbits = oracle_cbits(pca, *trbit);
+    let mut rng = Rng(102);
+    let bit14: Vec<u16> = (0..EP_PANEL).map(|_| if rng.below(10) == 0 { 0x4000 } else { 0 }).collect();
+    let mode_of = |p: usize| oracle_mode(cbits[p] | ((bit14[p] >> 9) as u8));
+    let at = |g: usize, p: usize| (g * case.nseg + segment as usize) * EP_PANEL + p;
+    let base = |p: usize| mode_of(p).map_or(0.0, |i| case.peds[at(i, p)]);
+    let raw = raw_with_common_mode(EP_PANEL, 384, 48, base, |p| bit14[p], 103);
+    for (alg, mode, cormax) in [(7i64, 7u32, 45.0f32), (0, 7, 45.0), (7, 3, 1000.0)] {
+        cal.set_common_mode(Some(detector::CommonMode { alg, mode, cormax: cormax as f64, npix_min: 10 })).unwrap();
+        let mut out = vec![0f32; EP_PANEL];
+        cal.calibrate(&[segment], &raw, &mut out).unwrap();
+
+        let good_status = |p: usize| (0..5).all(|g| case.status[at(g, p)] == 0);
+        let good: Vec<bool> = (0..EP_PANEL)
+            .map(|p| good_status(p) && (alg != 7 || matches!(mode_of(p), Some(0 | 1 | 3 | 4))))
+            .collect();
+        let mut arrf: Vec<f32> = (0..EP_PANEL).map(|p| (raw[p] & 0x3fff) as f32 - base(p)).collect();
+        let counts = oracle_common_mode(&mut arrf, &good, 352, 384, 8, mode, cormax, 10);
+        assert!(counts[0] > 0 && (cormax > 100.0 || counts[1] > 0), "applied / over cormax / too few: {counts:?}");
+        let oracle: Vec<f32> = (0..EP_PANEL)
+            .map(|p| {
+                let factor = mode_of(p).map_or(1.0, |i| {
+                    let g = case.gain[at(i, p)];
+                    if g != 0.0 { 1.0 / g } else { 0.0 }
+                });
+                arrf[p] * factor * if good_status(p) { 1.0 } else { 0.0 }
+            })
+            .collect();
+        assert_bits_equal(&out, &oracle, &format!("epix10ka common mode alg {alg} mode {mode}"));
+    }
+}

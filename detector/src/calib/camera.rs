@@ -34,6 +34,10 @@ impl CameraCalibrator {
         Ok(CameraCalibrator { detector: spec.name.clone(), pixels: spec.panel_pixels(), formula, fallbacks })
     }
 
+    pub fn detector(&self) -> &str {
+        &self.detector
+    }
+
     pub fn fallbacks(&self) -> &[Fallback] {
         &self.fallbacks
     }

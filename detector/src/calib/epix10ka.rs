@@ -2,6 +2,7 @@
 //! and trbit (bit 4) from the segment's config, the data's gain bit 14 as bit 5.
 //! `out = (f32(raw & 0x3fff) − ped[i]) × (1/gain[i]) × mask`; no mode → ped 0, factor 1.
 
+use super::common_mode::{self, CommonMode, PanelBanks};
 use super::real::{all_f32, Real};
 use super::{check_sizes, Fallback, SegmentIndex};
 use crate::calib::mask::default_status_mask;
@@ -89,7 +90,12 @@ struct SegmentTables<T> {
     /// 1 good, 0 bad; multiplied after the factor as psana does (not folded into it, which
     /// would differ where `arrf × factor` overflows).
     mask: Vec<u8>,
+    /// Per data bit: the pixel's mode is FH, FM, AHL_H or AML_M (common-mode alg 7's pixels).
+    high_or_medium: [Vec<bool>; 2],
 }
+
+/// epix10ka common mode: two row halves of 176, 8 banks of 48 columns.
+const BANKS: PanelBanks = PanelBanks { rows: ROWS, cols: COLS, banks: 8 };
 
 enum Tables {
     F32(Vec<(u32, SegmentTables<f32>)>),
@@ -102,6 +108,7 @@ pub struct Epix10kaCalibrator {
     tables: Tables,
     mask: Option<Vec<u8>>,
     fallbacks: Vec<Fallback>,
+    common_mode: Option<CommonMode>,
 }
 
 impl Epix10kaCalibrator {
@@ -139,7 +146,13 @@ impl Epix10kaCalibrator {
         } else {
             Tables::F64(cbits.iter().map(|(s, c)| (*s, inputs.segment_tables(*s, c))).collect())
         };
-        Ok(Epix10kaCalibrator { detector: spec.name.clone(), segments, tables, mask, fallbacks })
+        Ok(Epix10kaCalibrator { detector: spec.name.clone(), segments, tables, mask, fallbacks, common_mode: None })
+    }
+
+    /// psana's common mode (`cmpars`; the DB's 1-D `common_mode` makes psana fail, §3.2):
+    /// medians subtracted from `raw − pedestal` before the gain. `None` or mode 0: off.
+    pub fn set_common_mode(&mut self, cm: Option<CommonMode>) {
+        self.common_mode = cm.filter(|c| c.mode != 0);
     }
 
     pub fn fallbacks(&self) -> &[Fallback] {
@@ -151,9 +164,11 @@ impl Epix10kaCalibrator {
         let panel = check_sizes(&self.detector, self.segments.panel, segments.len(), raw.len(), out.len())?;
         for (k, &segment) in segments.iter().enumerate() {
             let (raw, out) = (&raw[k * panel..(k + 1) * panel], &mut out[k * panel..(k + 1) * panel]);
-            match &self.tables {
-                Tables::F32(t) => calibrate_panel(self.find(t, segment)?, raw, out),
-                Tables::F64(t) => calibrate_panel(self.find(t, segment)?, raw, out),
+            match (&self.tables, &self.common_mode) {
+                (Tables::F32(t), None) => calibrate_panel(self.find(t, segment)?, raw, out),
+                (Tables::F64(t), None) => calibrate_panel(self.find(t, segment)?, raw, out),
+                (Tables::F32(t), Some(cm)) => calibrate_panel_common_mode(self.find(t, segment)?, cm, raw, out),
+                (Tables::F64(t), Some(cm)) => calibrate_panel_common_mode(self.find(t, segment)?, cm, raw, out),
             }
         }
         Ok(())
@@ -193,8 +208,11 @@ impl Inputs<'_> {
         let for_bit = |bit: u8| {
             let mut ped = Vec::with_capacity(self.panel);
             let mut factor = Vec::with_capacity(self.panel);
+            let mut high_or_medium = Vec::with_capacity(self.panel);
             for (p, &c) in cbits.iter().enumerate() {
-                match gain_mode_index(c | bit) {
+                let index = gain_mode_index(c | bit);
+                high_or_medium.push(matches!(index, Some(0 | 1 | 3 | 4)));
+                match index {
                     Some(i) => {
                         let at = i * range_stride + base + p;
                         ped.push(peds.as_ref().map_or(T::ZERO, |v| v[at]));
@@ -206,15 +224,15 @@ impl Inputs<'_> {
                     }
                 }
             }
-            (ped, factor)
+            (ped, factor, high_or_medium)
         };
-        let (ped0, factor0) = for_bit(0);
-        let (ped1, factor1) = for_bit(32);
+        let (ped0, factor0, hm0) = for_bit(0);
+        let (ped1, factor1, hm1) = for_bit(32);
         let mask = match self.mask {
             Some(m) => m[base..base + self.panel].to_vec(),
             None => vec![1; self.panel],
         };
-        SegmentTables { ped: [ped0, ped1], factor: [factor0, factor1], mask }
+        SegmentTables { ped: [ped0, ped1], factor: [factor0, factor1], mask, high_or_medium: [hm0, hm1] }
     }
 }
 
@@ -248,5 +266,21 @@ fn calibrate_panel<T: Real>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) 
             }
         }
         start = end;
+    }
+}
+
+/// One panel with common mode: `arrf = (raw & 0x3fff) − ped`, medians of the selected good
+/// pixels (alg 7: modes FH, FM, AHL_H, AML_M) subtracted, then `× factor × mask`.
+fn calibrate_panel_common_mode<T: Real>(t: &SegmentTables<T>, cm: &CommonMode, raw: &[u16], out: &mut [f32]) {
+    let set = |x: u16| ((x >> 14) & 1) as usize;
+    let mut arrf: Vec<T> = raw.iter().enumerate().map(|(i, &x)| T::from_u16(x & 0x3fff) - t.ped[set(x)][i]).collect();
+    let selected: Vec<bool> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| t.mask[i] != 0 && (cm.alg != 7 || t.high_or_medium[set(x)][i]))
+        .collect();
+    common_mode::apply(cm, BANKS, &mut arrf, &selected);
+    for (i, &x) in raw.iter().enumerate() {
+        out[i] = ((arrf[i] * t.factor[set(x)][i]) * T::from_u8(t.mask[i])).to_f32();
     }
 }

@@ -2,6 +2,7 @@
 //! range 0 (`00`), 1 (`01`) or 2 (`11`); `10` is a bad switch and gives +0.
 //! `out = f32(f32(adu − po[g]) × gm[g])` with `po = ped + offset`, `gm = (1/gain) × mask`.
 
+use super::common_mode::{self, CommonMode, PanelBanks};
 use super::real::all_f32;
 use super::{check_sizes, Fallback, SegmentIndex};
 use crate::calib::mask::default_status_mask;
@@ -25,7 +26,11 @@ pub struct JungfrauCalibrator {
     tables: Option<Tables>,
     mask: Option<Vec<u8>>,
     fallbacks: Vec<Fallback>,
+    common_mode: Option<CommonMode>,
 }
+
+/// Jungfrau common mode: two row halves of 256, 16 banks of 64 columns.
+const BANKS: PanelBanks = PanelBanks { rows: 512, cols: 1024, banks: 16 };
 
 impl JungfrauCalibrator {
     pub fn new(constants: &DetectorConstants) -> Result<Self, ConstantError> {
@@ -45,7 +50,7 @@ impl JungfrauCalibrator {
         }
         let Some(peds) = constants.get(CalibType::Pedestals) else {
             fallbacks.insert(0, Fallback::RawUnchanged);
-            return Ok(JungfrauCalibrator { detector: spec.name.clone(), segments, tables: None, mask, fallbacks });
+            return Ok(JungfrauCalibrator { detector: spec.name.clone(), segments, tables: None, mask, fallbacks, common_mode: None });
         };
         let peds = peds.array.to_float();
         let offset = constants.get(CalibType::PixelOffset).map(|c| c.array.to_float());
@@ -65,7 +70,14 @@ impl JungfrauCalibrator {
             tables: Some(Tables { po, gm }),
             mask,
             fallbacks,
+            common_mode: None,
         })
+    }
+
+    /// psana's cversion-0 common mode (`cmpars`, never from the constants for Jungfrau): medians
+    /// of gain-0 good pixels, subtracted from them before the gain. `None` or mode 0: off.
+    pub fn set_common_mode(&mut self, cm: Option<CommonMode>) {
+        self.common_mode = cm.filter(|c| c.mode != 0);
     }
 
     pub fn fallbacks(&self) -> &[Fallback] {
@@ -80,6 +92,13 @@ impl JungfrauCalibrator {
             let (raw, out) = (&raw[k * panel..(k + 1) * panel], &mut out[k * panel..(k + 1) * panel]);
             match &self.tables {
                 None => raw.iter().zip(out).for_each(|(&r, o)| *o = r as f32),
+                Some(t) if self.common_mode.is_some() => {
+                    let mask = self.mask.as_ref().map(|m| &m[range.clone()]);
+                    let cm = self.common_mode.as_ref().unwrap();
+                    let po = [&t.po[0][range.clone()], &t.po[1][range.clone()], &t.po[2][range.clone()]];
+                    let gm = [&t.gm[0][range.clone()], &t.gm[1][range.clone()], &t.gm[2][range]];
+                    calibrate_panel_common_mode(raw, po, gm, mask, cm, out);
+                }
                 Some(t) => calibrate_panel(
                     raw,
                     [&t.po[0][range.clone()], &t.po[1][range.clone()], &t.po[2][range.clone()]],
@@ -173,5 +192,32 @@ pub fn calibrate_panel(raw: &[u16], po: [&[f32]; 3], gm: [&[f32]; 3], out: &mut 
             }
         }
         start = end;
+    }
+}
+
+/// One panel with common mode: `adu − po[g]`, medians of gain-0 good pixels subtracted from
+/// them, then `× gm[g]`; bad switches stay +0.
+fn calibrate_panel_common_mode(raw: &[u16], po: [&[f32]; 3], gm: [&[f32]; 3], mask: Option<&[u8]>, cm: &CommonMode, out: &mut [f32]) {
+    let range_of = |x: u16| match x >> 14 {
+        0 => Some(0),
+        1 => Some(1),
+        3 => Some(2),
+        _ => None,
+    };
+    let mut selected = vec![false; raw.len()];
+    for (i, &x) in raw.iter().enumerate() {
+        let adu = (x & 0x3fff) as f32;
+        out[i] = match range_of(x) {
+            Some(g) => adu - po[g][i],
+            None => adu,
+        };
+        selected[i] = x >> 14 == 0 && mask.is_none_or(|m| m[i] != 0);
+    }
+    common_mode::apply(cm, BANKS, out, &selected);
+    for (i, &x) in raw.iter().enumerate() {
+        out[i] = match range_of(x) {
+            Some(g) => out[i] * gm[g][i],
+            None => 0.0,
+        };
     }
 }

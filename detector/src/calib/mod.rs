@@ -2,10 +2,11 @@
 //! once, laid out per gain range for streaming, and turns one frame `&[u16]` into `&mut [f32]`.
 
 pub mod camera;
+pub mod common_mode;
 pub mod epix10ka;
 pub mod jungfrau;
 pub mod mask;
-mod real;
+pub mod real;
 
 use std::fmt;
 use std::ops::Range;
@@ -14,6 +15,7 @@ use crate::constants::{DetectorConstants, DetectorKind};
 use crate::error::{CalibError, ConstantError};
 
 pub use camera::CameraCalibrator;
+pub use common_mode::CommonMode;
 pub use epix10ka::{Epix10kaCalibrator, Epix10kaConfig};
 pub use jungfrau::JungfrauCalibrator;
 
@@ -77,6 +79,22 @@ impl Calibrator {
             Calibrator::Epix10ka(c) => c.calibrate(segments, raw, out),
             Calibrator::Camera(c) => c.calibrate(segments, raw, out),
         }
+    }
+
+    /// Turns psana's common-mode correction on (`Some` with mode ≠ 0) or off; cameras have none.
+    pub fn set_common_mode(&mut self, cm: Option<CommonMode>) -> Result<(), CalibError> {
+        match self {
+            Calibrator::Jungfrau(c) => c.set_common_mode(cm),
+            Calibrator::Epix10ka(c) => c.set_common_mode(cm),
+            Calibrator::Camera(c) if cm.is_some_and(|c| c.mode != 0) => {
+                return Err(CalibError::Unsupported {
+                    detector: c.detector().to_string(),
+                    message: "cameras have no common-mode correction in psana".into(),
+                });
+            }
+            Calibrator::Camera(_) => {}
+        }
+        Ok(())
     }
 
     /// psana's default mask for the daq `segments` (cameras: all good).

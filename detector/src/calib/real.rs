@@ -1,16 +1,17 @@
 //! The float type a formula computes in: f32 for f32 constants (psana's numpy float32), f64 when
 //! a constant is stored as f64 (numpy promotes; beamtime rounds the f64 result to f32 once).
 
-use std::ops::{Div, Mul, Sub};
+use std::ops::{Add, Div, Mul, Sub};
 
 use crate::constants::FloatValues;
 
-pub trait Real: Copy + PartialEq + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + Send + Sync + 'static {
+pub trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + Send + Sync + 'static {
     const ZERO: Self;
     const ONE: Self;
     fn from_u16(x: u16) -> Self;
     fn from_u8(x: u8) -> Self;
     fn to_f32(self) -> f32;
+    fn to_f64(self) -> f64;
     /// Values of a constant in this precision (f32 → f64 exact; f64 → f32 rounds, only used
     /// when the caller chose f32 because the constant is f32).
     fn from_values(v: &FloatValues) -> Vec<Self>;
@@ -39,6 +40,10 @@ impl Real for f32 {
         self
     }
     #[inline]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline]
     fn select(pick_a: bool, a: f32, b: f32) -> f32 {
         let keep_a = (pick_a as u32).wrapping_neg();
         f32::from_bits((a.to_bits() & keep_a) | (b.to_bits() & !keep_a))
@@ -65,6 +70,10 @@ impl Real for f64 {
     #[inline]
     fn to_f32(self) -> f32 {
         self as f32
+    }
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self
     }
     #[inline]
     fn select(pick_a: bool, a: f64, b: f64) -> f64 {
