@@ -661,3 +661,84 @@ fn epix10ka_common_mode_alg7_selects_high_and_medium_modes() {
         assert_bits_equal(&out, &oracle, &format!("epix10ka common mode alg {alg} mode {mode}"));
     }
 }
+
+// ---------------------------------------------------------------- user mask (§4, psana's umask)
+
+#[test]
+fn user_mask_files_join_the_status_mask() {
+    let case = jungfrau_case(2, 111);
+    let segments = [1u32, 0];
+    let raw = jungfrau_raw(2, 112);
+    let dir = tempfile::tempdir().unwrap();
+    // A user mask (2, 512, 1024): a bad rectangle and scattered bad pixels.
+    let umask: Vec<u8> = (0..2 * JF_PANEL)
+        .map(|i| {
+            let (r, c) = ((i % JF_PANEL) / 1024, i % 1024);
+            u8::from(!((100..140).contains(&r) && (300..420).contains(&c)) && i % 1013 != 0)
+        })
+        .collect();
+    // NDArrIO text as psana writes a mask: SHAPE, DATATYPE uint8, %d rows.
+    let text_path = dir.path().join("umask.data");
+    let mut text = String::from("# SHAPE       (2,512,1024)\n# DATATYPE    uint8\n\n");
+    for row in umask.chunks(1024) {
+        text += &row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" ");
+        text += "\n";
+    }
+    std::fs::write(&text_path, text).unwrap();
+    // The same as .npy bytes.
+    let npy_path = dir.path().join("umask.npy");
+    let mut header = "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 512, 1024), }".to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(&umask);
+    std::fs::write(&npy_path, bytes).unwrap();
+
+    for path in [&text_path, &npy_path] {
+        let mut set = jungfrau_constants(&case, (true, true, true));
+        set.load_user_mask(path).unwrap();
+        let cal = Calibrator::new(&set, &[]).unwrap();
+        let mut out = vec![0f32; raw.len()];
+        cal.calibrate(&segments, &raw, &mut out).unwrap();
+        let mut mask = vec![0u8; raw.len()];
+        cal.mask(&segments, &mut mask).unwrap();
+        // Oracle: the spec's formula with good = status good AND user mask 1.
+        let at = |g: usize, s: usize, p: usize| (g * 2 + s) * JF_PANEL + p;
+        for (k, &s) in segments.iter().enumerate() {
+            let s = s as usize;
+            for p in 0..JF_PANEL {
+                let w = raw[k * JF_PANEL + p];
+                let good = umask[s * JF_PANEL + p] == 1 && (0..3).all(|g| case.status[at(g, s, p)] == 0 && case.extra[at(g, s, p)] == 0);
+                assert_eq!(mask[k * JF_PANEL + p], good as u8);
+                let g = match w >> 14 {
+                    0 => 0,
+                    1 => 1,
+                    3 => 2,
+                    _ => {
+                        assert_eq!(out[k * JF_PANEL + p].to_bits(), 0);
+                        continue;
+                    }
+                };
+                let po: f32 = case.peds[at(g, s, p)] + case.offset[at(g, s, p)];
+                let gain = case.gain[at(g, s, p)];
+                let gm: f32 = (if gain != 0.0 { 1.0 / gain } else { 0.0 }) * if good { 1.0 } else { 0.0 };
+                let expected = ((w & 0x3fff) as f32 - po) * gm;
+                assert_eq!(out[k * JF_PANEL + p].to_bits(), expected.to_bits(), "{} pixel {p}", path.display());
+            }
+        }
+    }
+
+    // A user mask of another detector's shape: the error names the file and psana's shape.
+    let bad = dir.path().join("bad.data");
+    let row = vec!["1"; 1024].join(" ") + "\n";
+    std::fs::write(&bad, "# SHAPE       (1,512,1024)\n# DATATYPE    uint8\n".to_string() + &row.repeat(512)).unwrap();
+    let mut set = jungfrau_constants(&case, (true, true, true));
+    let e = set.load_user_mask(&bad).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, detector::ConstantError::Shape { .. }), "{text}");
+    assert!(text.contains("bad.data") && text.contains("(1, 512, 1024), expected (2, 512, 1024)"), "{text}");
+}

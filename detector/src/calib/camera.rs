@@ -1,5 +1,6 @@
 //! Opal and other cameras (spec §3.6): `out = (f32(raw) − ped) / gain`, 0 where gain is 0;
-//! no mask. Without pedestals `f32(raw)`, without gain `raw − ped` (psana's `opal_base.calib`).
+//! no mask (a user mask is not applied either: psana's Opal calib has none). Without pedestals
+//! `f32(raw)`, without gain `raw − ped` (psana's `opal_base.calib`).
 
 use super::{check_sizes, Fallback};
 use crate::constants::{CalibType, DetectorConstants, DetectorKind, FloatValues};

@@ -5,7 +5,7 @@
 use super::common_mode::{self, CommonMode, PanelBanks};
 use super::real::all_f32;
 use super::{check_sizes, Fallback, SegmentIndex};
-use crate::calib::mask::default_status_mask;
+use crate::calib::mask::calib_mask;
 use crate::constants::{CalibType, DetectorConstants, DetectorKind, FloatValues};
 use crate::error::{CalibError, ConstantError};
 
@@ -43,7 +43,7 @@ impl JungfrauCalibrator {
         }
         let panel = spec.panel_pixels();
         let segments = SegmentIndex { detector: spec.name.clone(), nseg: constants.nseg(), panel };
-        let mask = default_status_mask(constants)?;
+        let mask = calib_mask(constants)?;
         let mut fallbacks = Vec::new();
         if mask.is_none() {
             fallbacks.push(Fallback::MaskAllGood);

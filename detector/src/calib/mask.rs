@@ -1,5 +1,6 @@
 //! psana's default mask: status only (spec §4). A pixel is good (1) when no bit of
 //! `pixel_status` nor of `status_extra` is set in any of the first `min(ranges, 5)` gain ranges.
+//! A user mask (psana's `umask`) is ANDed in.
 
 use crate::constants::{CalibType, DetectorConstants};
 use crate::error::ConstantError;
@@ -39,4 +40,25 @@ pub fn default_status_mask(constants: &DetectorConstants) -> Result<Option<Vec<u
     } else {
         Ok(Some(good.into_iter().map(u8::from).collect()))
     }
+}
+
+/// The mask calibration multiplies by: the default status mask AND the user mask (nonzero good),
+/// `(nseg, rows, cols)` flattened; `None` when neither exists (all good).
+pub fn calib_mask(constants: &DetectorConstants) -> Result<Option<Vec<u8>>, ConstantError> {
+    let status = default_status_mask(constants)?;
+    let Some(user) = constants.user_mask() else { return Ok(status) };
+    let user: Vec<u8> = user.array.to_f64().iter().map(|&v| u8::from(v != 0.0)).collect();
+    Ok(Some(match status {
+        None => user,
+        Some(mut m) => {
+            if m.len() != user.len() {
+                return Err(ConstantError::Other {
+                    detector: constants.spec.name.clone(),
+                    message: format!("user mask has {} pixels, the status mask {}", user.len(), m.len()),
+                });
+            }
+            m.iter_mut().zip(&user).for_each(|(a, &b)| *a &= b);
+            m
+        }
+    }))
 }

@@ -32,7 +32,7 @@ pub enum Fallback {
     GainOne,
     /// No `pixel_offset`: 0 (Jungfrau).
     OffsetZero,
-    /// No `pixel_status` nor `status_extra`: every pixel good.
+    /// No `pixel_status` nor `status_extra` (nor a user mask): every pixel good.
     MaskAllGood,
 }
 

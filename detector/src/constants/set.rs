@@ -23,11 +23,13 @@ pub struct DetectorConstants {
     pub spec: DetectorSpec,
     arrays: BTreeMap<CalibType, Constant>,
     geometry: Option<(String, PathBuf)>,
+    /// A user's mask (psana's `umask`, 1 good / 0 bad), ANDed into the calib mask.
+    user_mask: Option<Constant>,
 }
 
 impl DetectorConstants {
     pub fn new(spec: DetectorSpec) -> Self {
-        DetectorConstants { spec, arrays: BTreeMap::new(), geometry: None }
+        DetectorConstants { spec, arrays: BTreeMap::new(), geometry: None, user_mask: None }
     }
 
     pub fn get(&self, ctype: CalibType) -> Option<&Constant> {
@@ -68,6 +70,26 @@ impl DetectorConstants {
         };
         let array = read.map_err(|e| self.unreadable(ctype, path, e))?;
         self.insert(ctype, array, path.to_path_buf())
+    }
+
+    /// The user's mask, if one was given.
+    pub fn user_mask(&self) -> Option<&Constant> {
+        self.user_mask.as_ref()
+    }
+
+    /// Reads a user mask file (`.npy` or NDArrIO text), shaped like `pixel_mask`
+    /// (`(nseg, rows, cols)`); nonzero is good. It joins the default mask as psana's `umask`.
+    pub fn load_user_mask(&mut self, path: &Path) -> Result<(), ConstantError> {
+        let read = if path.extension().is_some_and(|e| e == "npy") { npy::read_npy(path) } else { ndarrio::read_text(path) };
+        let array = read.map_err(|e| self.unreadable(CalibType::PixelMask, path, e))?;
+        self.set_user_mask(array, path.to_path_buf())
+    }
+
+    /// Sets the user mask from an array; `path` names its origin in errors.
+    pub fn set_user_mask(&mut self, array: NdArray, path: PathBuf) -> Result<(), ConstantError> {
+        let array = self.fit_shape(CalibType::PixelMask, array, self.nseg(), &path)?;
+        self.user_mask = Some(Constant { array, path });
+        Ok(())
     }
 
     /// Sets the geometry text; `origin` names where it came from.
