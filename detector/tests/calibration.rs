@@ -489,6 +489,41 @@ fn camera_subtract_then_divide_protected() {
     assert!(matches!(cal.calibrate(&[0], &raw[1..], &mut out[1..]), Err(CalibError::RawSize { .. })));
 }
 
+// ---------------------------------------------------------------- epixM320 (§3.4)
+
+#[test]
+fn epixm320_pedestal_by_bit15_and_mask() {
+    let panel = 192 * 384;
+    let mut rng = Rng(121);
+    let n = 3 * 4 * panel;
+    let peds: Vec<f32> = (0..n).map(|_| rng.uniform(500.0, 1500.0)).collect();
+    let status: Vec<u64> = (0..n).map(|_| if rng.below(400) == 0 { 2 } else { 0 }).collect();
+    let spec = DetectorSpec::new("epixm", DetectorKind::Epixm320).unwrap();
+    let mut set = DetectorConstants::new(spec.clone());
+    set.insert(CalibType::Pedestals, f32s(&[3, 4, 192, 384], |i| peds[i]), origin("p")).unwrap();
+    set.insert(CalibType::PixelStatus, u64s(&[3, 4, 192, 384], |i| status[i]), origin("s")).unwrap();
+    let cal = Calibrator::new(&set, &[]).unwrap();
+    let segments = [0u32, 3, 1];
+    let raw: Vec<u16> = (0..segments.len() * panel).map(|_| rng.below(1 << 16) as u16).collect();
+    let mut out = vec![0f32; raw.len()];
+    cal.calibrate(&segments, &raw, &mut out).unwrap();
+    let oracle: Vec<f32> = (0..raw.len())
+        .map(|i| {
+            let (s, p) = (segments[i / panel] as usize, i % panel);
+            let w = raw[i];
+            let ped = if w & 0x8000 != 0 { peds[(4 + s) * panel + p] } else { peds[s * panel + p] };
+            let good = (0..3).all(|g| status[(g * 4 + s) * panel + p] == 0);
+            ((w & 0x7fff) as f32 - ped) * if good { 1.0 } else { 0.0 }
+        })
+        .collect();
+    assert_bits_equal(&out, &oracle, "epixm320");
+    // Without pedestals: raw unchanged.
+    let cal = Calibrator::new(&DetectorConstants::new(spec), &[]).unwrap();
+    assert_eq!(cal.fallbacks(), &[Fallback::RawUnchanged, Fallback::MaskAllGood]);
+    cal.calibrate(&segments, &raw, &mut out).unwrap();
+    assert!(raw.iter().zip(&out).all(|(&r, &o)| o == r as f32));
+}
+
 #[test]
 fn detectors_not_yet_calibrated_say_so() {
     let spec = DetectorSpec::with_panel("archon", DetectorKind::Archon, (10, 4800));

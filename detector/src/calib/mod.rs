@@ -4,6 +4,7 @@
 pub mod camera;
 pub mod common_mode;
 pub mod epix10ka;
+pub mod epixm320;
 pub mod jungfrau;
 pub mod mask;
 pub mod real;
@@ -17,6 +18,7 @@ use crate::error::{CalibError, ConstantError};
 pub use camera::CameraCalibrator;
 pub use common_mode::CommonMode;
 pub use epix10ka::{Epix10kaCalibrator, Epix10kaConfig};
+pub use epixm320::Epixm320Calibrator;
 pub use jungfrau::JungfrauCalibrator;
 
 /// What psana does when a constant is missing (spec §1.3), for the caller to show once.
@@ -53,6 +55,7 @@ impl fmt::Display for Fallback {
 pub enum Calibrator {
     Jungfrau(JungfrauCalibrator),
     Epix10ka(Epix10kaCalibrator),
+    Epixm320(Epixm320Calibrator),
     Camera(CameraCalibrator),
 }
 
@@ -62,6 +65,7 @@ impl Calibrator {
         Ok(match constants.spec.kind {
             DetectorKind::Jungfrau => Calibrator::Jungfrau(JungfrauCalibrator::new(constants)?),
             DetectorKind::Epix10ka => Calibrator::Epix10ka(Epix10kaCalibrator::new(constants, epix_configs)?),
+            DetectorKind::Epixm320 => Calibrator::Epixm320(Epixm320Calibrator::new(constants)?),
             DetectorKind::Camera => Calibrator::Camera(CameraCalibrator::new(constants)?),
             other => {
                 return Err(ConstantError::Other {
@@ -77,6 +81,7 @@ impl Calibrator {
         match self {
             Calibrator::Jungfrau(c) => c.calibrate(segments, raw, out),
             Calibrator::Epix10ka(c) => c.calibrate(segments, raw, out),
+            Calibrator::Epixm320(c) => c.calibrate(segments, raw, out),
             Calibrator::Camera(c) => c.calibrate(segments, raw, out),
         }
     }
@@ -86,6 +91,13 @@ impl Calibrator {
         match self {
             Calibrator::Jungfrau(c) => c.set_common_mode(cm),
             Calibrator::Epix10ka(c) => c.set_common_mode(cm),
+            Calibrator::Epixm320(_) if cm.is_some_and(|c| c.mode != 0) => {
+                return Err(CalibError::Unsupported {
+                    detector: "epixm320".into(),
+                    message: "psana applies no common mode to the epixM320".into(),
+                });
+            }
+            Calibrator::Epixm320(_) => {}
             Calibrator::Camera(c) if cm.is_some_and(|c| c.mode != 0) => {
                 return Err(CalibError::Unsupported {
                     detector: c.detector().to_string(),
@@ -102,6 +114,7 @@ impl Calibrator {
         match self {
             Calibrator::Jungfrau(c) => c.mask(segments, out),
             Calibrator::Epix10ka(c) => c.mask(segments, out),
+            Calibrator::Epixm320(c) => c.mask(segments, out),
             Calibrator::Camera(_) => {
                 out.fill(1);
                 Ok(())
@@ -113,6 +126,7 @@ impl Calibrator {
         match self {
             Calibrator::Jungfrau(c) => c.fallbacks(),
             Calibrator::Epix10ka(c) => c.fallbacks(),
+            Calibrator::Epixm320(c) => c.fallbacks(),
             Calibrator::Camera(c) => c.fallbacks(),
         }
     }
