@@ -59,6 +59,8 @@ bench:
 	cargo bench -p beamtime-xtc --bench decode
 	cargo bench -p beamtime-shmem --bench shmem
 	cargo bench --workspace --bench job
+	cargo bench --workspace --bench aggregate
+	cargo bench --workspace --bench calib
 
 fuzz:
 	cd xtc/fuzz && ./seed.sh && RUSTC_BOOTSTRAP=1 cargo fuzz run dgram -- -max_len=300000 -max_total_time=600
