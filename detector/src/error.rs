@@ -54,3 +54,19 @@ pub enum CalibError {
     #[error("{detector}: {message}")]
     Unsupported { detector: String, message: String },
 }
+
+/// A geometry that cannot be read or used (spec §5): names the file (or its origin) and the line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GeometryError {
+    /// psana's geometry text: a line that is not 13 fields of the right types (lines from 1).
+    #[error("{origin}:{line}: {message}")]
+    Syntax { origin: String, line: usize, message: String },
+    /// A well-formed file whose objects do not make one tree of known segments.
+    #[error("{origin}: {message}")]
+    Structure { origin: String, message: String },
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// A frame or segment list that does not fit the geometry.
+    #[error("image: {message}")]
+    Frame { message: String },
+}

@@ -4,7 +4,8 @@
 pub mod calib;
 pub mod constants;
 pub mod error;
+pub mod geometry;
 
 pub use calib::{Calibrator, CommonMode, Epix10kaConfig, Fallback};
 pub use constants::{CalibType, DetectorConstants, DetectorKind, DetectorSpec};
-pub use error::{CalibError, ConstantError, ReadError};
+pub use error::{CalibError, ConstantError, GeometryError, ReadError};
