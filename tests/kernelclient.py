@@ -1,5 +1,5 @@
 """What the Python suites share to talk to the Beamtime kernel: where its binary is, and running
-one cell through a jupyter_client to its idle."""
+one cell through a jupyter_client to its idle, running the `beamtime` command."""
 import os
 
 
@@ -9,6 +9,15 @@ def beamtime_bin() -> str:
         return os.environ["BEAMTIME_BIN"]
     target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/beamtime/target"))
     return os.path.join(target, "debug", "beamtime")
+
+
+def run_beamtime(*args, check=True, timeout=300):
+    """`beamtime ARGS…` as a subprocess; with `check`, a non-zero exit fails the test with stderr."""
+    import subprocess
+    p = subprocess.run([beamtime_bin(), *args], capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
 
 
 def run_cell(kc, code, timeout=60, **kw):

@@ -5,7 +5,6 @@ beamtime's float sums return), on a run whose `fim` detector is on 1 event in 10
 import math
 import pathlib
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -15,15 +14,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "xtc2"
 sys.path.insert(0, str(ROOT / "tests"))
-from kernelclient import beamtime_bin  # noqa: E402
+from kernelclient import run_beamtime as run  # noqa: E402
 
 SPARSE = "fim.fex.intensity"  # the third stream's detector: 1 event in 10
-
-
-def run(*args):
-    p = subprocess.run([beamtime_bin(), *args], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    return p
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,10 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from kernelclient import beamtime_bin  # noqa: E402
+from kernelclient import beamtime_bin, run_beamtime as run  # noqa: E402
 
 
 SQL = "SELECT step, count(*) AS n, sum(ipm2.raw.sum) AS s, avg(diode.raw.signal) AS d FROM events GROUP BY step ORDER BY step"
-
-
-def run(*args, check=True):
-    p = subprocess.run([beamtime_bin(), *args], capture_output=True, text=True, timeout=300)
-    if check:
-        assert p.returncode == 0, p.stderr
-    return p
 
 
 @pytest.fixture(scope="module")
