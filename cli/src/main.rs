@@ -92,6 +92,10 @@ struct RunArgs {
     /// L1 events per batch handed to a worker.
     #[arg(long, default_value_t = contract::spec::DEFAULT_BATCH_EVENTS)]
     batch_events: usize,
+    /// Calibration constants in psana's calib-dir layout
+    /// (`DIR/Jungfrau::CalibV1/<detector>/pedestals/<begin>-end.data`), for `<det>.raw.calib`.
+    #[arg(long, value_name = "DIR")]
+    calib_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

@@ -34,6 +34,14 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     spec.queries = vec![Command::Set { name: "result".into(), sql, mode: a.mode.clone(), generation: 0 }];
     spec.batch_events = a.batch_events;
     spec.output = a.output.clone();
+    if let Some(dir) = &a.calib_dir {
+        // Absolute: the ranks may start elsewhere (srun).
+        let dir = std::fs::canonicalize(dir).map_err(|e| format!("--calib-dir {}: {e}", dir.display()))?;
+        if !dir.is_dir() {
+            return Err(format!("--calib-dir {}: not a directory", dir.display()));
+        }
+        spec.calib_dir = Some(dir.to_string_lossy().into_owned());
+    }
     spec.connect = Some(endpoint.endpoint().to_string());
     // Only the final frame matters here.
     spec.frame_rate = 1.0;

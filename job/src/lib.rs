@@ -1,6 +1,7 @@
 //! The live-analysis job: reader, workers and collector (see README.md), run over MPI by
 //! `beamtime-job` or in one process by [`inproc`]; it talks to its driver through `contract`.
 
+pub mod calib_columns;
 pub mod collector;
 pub mod reader;
 pub mod inproc;

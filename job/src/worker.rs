@@ -11,10 +11,13 @@ use xtc::RunReader;
 
 use contract::{codec, Command};
 
+use crate::calib_columns::{self, CalibColumns};
 use crate::wire::{self, QueryUpdate, StreamSpec, Update, UpdateKind, Work};
 
 struct WorkerQuery {
     sql: String,
+    /// The column names the SQL references.
+    names: Vec<String>,
     mode: LiveMode,
     generation: u64,
     plan: Option<LiveQuery>,
@@ -38,6 +41,11 @@ pub struct Worker {
     streams: Vec<StreamSpec>,
     queries: BTreeMap<String, WorkerQuery>,
     projection: Vec<String>,
+    /// Detectors whose `<det>.raw.calib` a query names.
+    calib_detectors: Vec<String>,
+    calib: CalibColumns,
+    /// `<det>.raw.calib` → why it cannot be computed, for the queries naming it.
+    calib_errors: BTreeMap<String, String>,
     pub events_read: u64,
     pub batches: u64,
     pub newest: u64,
@@ -55,11 +63,19 @@ impl Default for Worker {
 
 impl Worker {
     pub fn new() -> Self {
+        Self::with_calib_dir(None)
+    }
+
+    /// A worker calibrating area detectors with the constants of `calib_dir` (psana's layout).
+    pub fn with_calib_dir(calib_dir: Option<std::path::PathBuf>) -> Self {
         Worker {
             events: None,
             streams: Vec::new(),
             queries: BTreeMap::new(),
             projection: sticky_columns(),
+            calib_detectors: Vec::new(),
+            calib: CalibColumns::new(calib_dir),
+            calib_errors: BTreeMap::new(),
             events_read: 0,
             batches: 0,
             newest: 0,
@@ -73,11 +89,15 @@ impl Worker {
         match cmd {
             Command::Set { name, sql, mode, generation } => {
                 let mode = LiveMode::parse(mode).unwrap_or_default();
-                let error = LiveQuery::referenced_names(sql).err().map(|e| e.to_string());
+                let (names, error) = match LiveQuery::referenced_names(sql) {
+                    Ok(names) => (names, None),
+                    Err(e) => (Vec::new(), Some(e.to_string())),
+                };
                 self.queries.insert(
                     name.clone(),
                     WorkerQuery {
                         sql: sql.clone(),
+                        names,
                         mode,
                         generation: *generation,
                         plan: None,
@@ -118,15 +138,28 @@ impl Worker {
     /// change on transitions and must be current when a query needing them arrives).
     fn update_projection(&mut self) {
         let mut cols = sticky_columns();
+        let mut calib_detectors = Vec::new();
         for q in self.queries.values() {
-            if let Ok(names) = LiveQuery::referenced_names(&q.sql) {
-                for n in names {
-                    if !cols.contains(&n) {
-                        cols.push(n);
+            for n in &q.names {
+                if !cols.contains(n) {
+                    cols.push(n.clone());
+                }
+                if let Some(det) = calib_columns::calib_detector(n) {
+                    if !calib_detectors.iter().any(|d| d == det) {
+                        calib_detectors.push(det.to_string());
                     }
                 }
             }
         }
+        // A calib column is computed from the raw arrays of all the detector's segments.
+        for det in &calib_detectors {
+            for raw in calib_columns::raw_projection(det) {
+                if !cols.contains(&raw) {
+                    cols.push(raw);
+                }
+            }
+        }
+        self.calib_detectors = calib_detectors;
         cols[2..].sort();
         if cols != self.projection {
             self.projection = cols;
@@ -202,6 +235,7 @@ impl Worker {
             }
             let ts = batch.column(0).as_any().downcast_ref::<arrow_array::UInt64Array>().map(|a| a.value(a.len() - 1));
             self.newest = self.newest.max(ts.unwrap_or(0));
+            let batch = self.add_calib_columns(batch);
             let mut df = batches_to_df(&[batch]).map_err(|e| e.to_string())?;
             // Each event's index in the run, for windows counted in events.
             if self.queries.values().any(|q| matches!(q.mode, LiveMode::Events(_))) {
@@ -215,11 +249,41 @@ impl Worker {
         Ok(())
     }
 
+    /// Appends the `<det>.raw.calib` columns the queries name, then drops the raw arrays no
+    /// query names (decoded only for calib).
+    fn add_calib_columns(&mut self, batch: arrow_array::RecordBatch) -> arrow_array::RecordBatch {
+        if self.calib_detectors.is_empty() {
+            return batch;
+        }
+        let (batch, errors) = self.calib.add(batch, &self.calib_detectors);
+        self.calib_errors.extend(errors);
+        if self.columns().is_none() {
+            // A query selects `*`: the raw arrays are its columns too.
+            return batch;
+        }
+        let schema = batch.schema();
+        let keep: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| {
+                let name = schema.field(i).name();
+                let only_for_calib = self.calib_detectors.iter().any(|d| calib_columns::raw_segment(d, name).is_some())
+                    && !self.queries.values().any(|q| q.names.iter().any(|n| n == name));
+                !only_for_calib
+            })
+            .collect();
+        batch.project(&keep).expect("projected columns exist")
+    }
+
     fn run_queries(&mut self, df: &DataFrame) {
         let columns: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
         let mut available: Option<Vec<String>> = None;
         for q in self.queries.values_mut() {
             if q.error.is_some() {
+                continue;
+            }
+            // A calib column that cannot be computed: its reason is the query's error.
+            if let Some(e) = q.names.iter().find_map(|n| self.calib_errors.get(n)) {
+                q.error = Some(e.clone());
+                q.dirty = true;
                 continue;
             }
             if q.plan.is_none() || q.planned_for != columns {
@@ -229,6 +293,8 @@ impl Worker {
                     let all = available.get_or_insert_with(|| {
                         let mut a = columns.clone();
                         a.extend(self.events.as_ref().map(|e| e.available_columns()).unwrap_or_default());
+                        let calib = calib_columns::calib_names(&a);
+                        a.extend(calib);
                         a
                     });
                     if !all.contains(missing) {

@@ -39,7 +39,8 @@ pub struct TableOptions {
     pub run_hint: Option<u32>,
     /// Only these detector/scan/epics columns (the fixed columns always come); detectors
     /// with no projected field are not decoded at all. A name ending in `*` is a prefix
-    /// (`epics.*`). `None` = every column.
+    /// (`epics.*`); `<det>_*.<alg>.<field>` is that field of every segment > 0 of `<det>`.
+    /// `None` = every column.
     pub columns: Option<Vec<String>>,
 }
 
@@ -50,7 +51,15 @@ impl Default for TableOptions {
 }
 
 fn projected(columns: &[String], name: &str) -> bool {
-    columns.iter().any(|c| c == name || c.strip_suffix('*').is_some_and(|prefix| name.starts_with(prefix)))
+    columns.iter().any(|c| c == name || c.strip_suffix('*').is_some_and(|prefix| name.starts_with(prefix)) || any_segment(c, name))
+}
+
+/// `name` is `<det>_<n>.<rest>` for the pattern `<det>_*.<rest>`.
+fn any_segment(pattern: &str, name: &str) -> bool {
+    let Some((det, rest)) = pattern.split_once("_*.") else { return false };
+    let Some(tail) = name.strip_prefix(det).and_then(|t| t.strip_prefix('_')) else { return false };
+    let Some((segment, field)) = tail.split_once('.') else { return false };
+    !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) && field == rest
 }
 
 /// Typed column storage; values are appended row by row.
@@ -901,4 +910,20 @@ pub fn read_events(source: &Source, opts: TableOptions) -> Result<Vec<RecordBatc
         out.push(b.batch);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::projected;
+
+    #[test]
+    fn a_segment_pattern_projects_every_segment_above_zero_and_nothing_else() {
+        let cols = vec!["jungfrau.raw.raw".to_string(), "jungfrau_*.raw.raw".to_string()];
+        for name in ["jungfrau.raw.raw", "jungfrau_1.raw.raw", "jungfrau_31.raw.raw"] {
+            assert!(projected(&cols, name), "{name}");
+        }
+        for name in ["jungfrau_1.raw.frameCnt", "jungfrau_x.raw.raw", "jungfrau_.raw.raw", "jungfrau2_1.raw.raw", "epix_1.raw.raw"] {
+            assert!(!projected(&cols, name), "{name}");
+        }
+    }
 }
