@@ -15,7 +15,10 @@ use detector::constants::{CalibType, Elements, NdArray};
 use job::inproc::{run_inprocess, JobSpec};
 use polars::prelude::*;
 
-const FILE: &str = "/work/shared/data/xtc2/detector/test_jungfrau05M_calib.xtc2";
+/// psana's Jungfrau 0.5M test file, in `shared/` beside the project.
+fn file() -> String {
+    format!("{}/../../shared/data/xtc2/detector/test_jungfrau05M_calib.xtc2", env!("CARGO_MANIFEST_DIR"))
+}
 const GROUP: &str = "Jungfrau::CalibV1";
 const RUN: u32 = 7;
 const PIXELS: usize = 512 * 1024;
@@ -92,7 +95,7 @@ impl Constants {
 
 /// The raw frames of the file by timestamp, read by the xtc crate alone.
 fn raw_frames() -> BTreeMap<u64, Vec<u16>> {
-    let source = xtc::Source::parse(&format!("files={FILE}")).unwrap();
+    let source = xtc::Source::parse(&format!("files={}", file())).unwrap();
     let opts = xtc::table::TableOptions { columns: Some(vec!["jungfrau.raw.raw".into()]), ..Default::default() };
     let mut frames = BTreeMap::new();
     for batch in xtc::table::read_events(&source, opts).unwrap() {
@@ -116,7 +119,7 @@ fn scratch(what: &str) -> PathBuf {
 
 /// Runs the queries over the file in one process; returns the collector and each query's error.
 fn run(calib_dir: Option<&Path>, queries: &[(&str, &str)]) -> (job::Collector, BTreeMap<String, String>) {
-    let mut spec = JobSpec::new(&format!("files={FILE}"));
+    let mut spec = JobSpec::new(&format!("files={}", file()));
     spec.calib_dir = calib_dir.map(|d| d.to_string_lossy().into_owned());
     spec.queries = queries
         .iter()
