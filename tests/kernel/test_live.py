@@ -240,6 +240,17 @@ def test_a_job_killed_mid_stream_never_takes_the_kernel_down(kernel, tmp_path):
         writer.wait(timeout=10)
 
 
+def live_to_parquet(kc, name, sql, ranks, tmp_path):
+    """`%%live NAME --ranks N` to its end, then `%save NAME` as Parquet: the file's path."""
+    reply, msgs = run_cell(kc, f"%%live {name} --ranks {ranks}\n{sql}", timeout=120)
+    assert reply["status"] == "ok", texts(msgs)
+    wait_done(kc, name)
+    path = tmp_path / f"{name}.parquet"
+    reply, msgs = run_cell(kc, f"%save {name} {path}")
+    assert reply["status"] == "ok", texts(msgs)
+    return path
+
+
 def test_live_at_one_and_three_ranks_and_sql_afterwards_are_the_same_bits(kernel, tmp_path):
     """A float32 detector on 1 event in 10 (`fim`, the third stream): sums, means, variances,
     first/last and a histogram with values out of range — %%live in one process, %%live under
@@ -260,13 +271,7 @@ def test_live_at_one_and_three_ranks_and_sql_afterwards_are_the_same_bits(kernel
     saved = {}
     for ranks in [1, 3]:
         for name, sql in queries.items():
-            live = f"{name}{ranks}"
-            reply, msgs = run_cell(kc, f"%%live {live} --ranks {ranks}\n{sql}", timeout=120)
-            assert reply["status"] == "ok", texts(msgs)
-            wait_done(kc, live)
-            path = tmp_path / f"{live}.parquet"
-            reply, msgs = run_cell(kc, f"%save {live} {path}")
-            assert reply["status"] == "ok", texts(msgs)
+            path = live_to_parquet(kc, f"{name}{ranks}", sql, ranks, tmp_path)
             saved.setdefault(name, []).append(pl.read_parquet(path))
         run_cell(kc, "%live stop")
     run_cell(kc, f"%load run events {source(tmp_path, 'tstbits')}", timeout=120)
@@ -300,13 +305,7 @@ def test_calibrated_jungfrau_frames_through_source_calib_dir(kernel, tmp_path):
     saved = {}
     for name, sql in {"cal": "SELECT timestamp, jungfrau.raw.calib AS c FROM events",
                       "raw": "SELECT timestamp, jungfrau.raw.raw AS r FROM events"}.items():
-        reply, msgs = run_cell(kc, f"%%live {name} --ranks 1\n{sql}", timeout=120)
-        assert reply["status"] == "ok", texts(msgs)
-        wait_done(kc, name)
-        path = tmp_path / f"{name}.parquet"
-        reply, msgs = run_cell(kc, f"%save {name} {path}")
-        assert reply["status"] == "ok", texts(msgs)
-        saved[name] = pyarrow.parquet.read_table(path)
+        saved[name] = pyarrow.parquet.read_table(live_to_parquet(kc, name, sql, 1, tmp_path))
     ts, calib = frames(saved["cal"], "c")
     raw_ts, raw = frames(saved["raw"], "r")
     assert ts == raw_ts and len(ts) == 2 and calib.dtype == np.float32

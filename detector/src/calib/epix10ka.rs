@@ -4,7 +4,7 @@
 
 use super::common_mode::{self, CommonMode, PanelBanks};
 use super::real::{all_f32, Real};
-use super::{check_sizes, Fallback, SegmentIndex};
+use super::{Fallback, SegmentIndex};
 use crate::calib::mask::calib_mask;
 use crate::constants::{CalibType, DetectorConstants, DetectorKind, FloatValues};
 use crate::error::{CalibError, ConstantError};
@@ -161,9 +161,7 @@ impl Epix10kaCalibrator {
 
     /// Calibrates a frame of the daq `segments` (each must have had its config at `new`).
     pub fn calibrate(&self, segments: &[u32], raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
-        let panel = check_sizes(&self.detector, self.segments.panel, segments.len(), raw.len(), out.len())?;
-        for (k, &segment) in segments.iter().enumerate() {
-            let (raw, out) = (&raw[k * panel..(k + 1) * panel], &mut out[k * panel..(k + 1) * panel]);
+        for (segment, raw, out) in super::panels(&self.detector, self.segments.panel, segments, raw, out)? {
             match (&self.tables, &self.common_mode) {
                 (Tables::F32(t), None) => calibrate_panel(self.find(t, segment)?, raw, out),
                 (Tables::F64(t), None) => calibrate_panel(self.find(t, segment)?, raw, out),

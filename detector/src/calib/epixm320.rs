@@ -4,7 +4,7 @@
 
 use super::mask::calib_mask;
 use super::real::{all_f32, Real};
-use super::{check_sizes, Fallback, SegmentIndex};
+use super::{Fallback, SegmentIndex};
 use crate::constants::{CalibType, DetectorConstants, DetectorKind};
 use crate::error::{CalibError, ConstantError};
 
@@ -57,10 +57,8 @@ impl Epixm320Calibrator {
 
     /// Calibrates the ASICs `segments` (0–3), raw `(n, 192, 384)`.
     pub fn calibrate(&self, segments: &[u32], raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
-        let panel = check_sizes(&self.detector, self.segments.panel, segments.len(), raw.len(), out.len())?;
-        for (k, &segment) in segments.iter().enumerate() {
+        for (segment, raw, out) in super::panels(&self.detector, self.segments.panel, segments, raw, out)? {
             let range = self.segments.range(segment)?;
-            let (raw, out) = (&raw[k * panel..(k + 1) * panel], &mut out[k * panel..(k + 1) * panel]);
             let mask = self.mask.as_ref().map(|m| &m[range.clone()]);
             match &self.peds {
                 None => raw.iter().zip(out).for_each(|(&r, o)| *o = r as f32),

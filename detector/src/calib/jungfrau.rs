@@ -4,7 +4,7 @@
 
 use super::common_mode::{self, CommonMode, PanelBanks};
 use super::real::all_f32;
-use super::{check_sizes, Fallback, SegmentIndex};
+use super::{Fallback, SegmentIndex};
 use crate::calib::mask::calib_mask;
 use crate::constants::{CalibType, DetectorConstants, DetectorKind, FloatValues};
 use crate::error::{CalibError, ConstantError};
@@ -86,10 +86,8 @@ impl JungfrauCalibrator {
 
     /// Calibrates a frame of the daq `segments` (segment numbers, raw in that order).
     pub fn calibrate(&self, segments: &[u32], raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
-        let panel = check_sizes(&self.detector, self.segments.panel, segments.len(), raw.len(), out.len())?;
-        for (k, &segment) in segments.iter().enumerate() {
+        for (segment, raw, out) in super::panels(&self.detector, self.segments.panel, segments, raw, out)? {
             let range = self.segments.range(segment)?;
-            let (raw, out) = (&raw[k * panel..(k + 1) * panel], &mut out[k * panel..(k + 1) * panel]);
             match &self.tables {
                 None => raw.iter().zip(out).for_each(|(&r, o)| *o = r as f32),
                 Some(t) if self.common_mode.is_some() => {

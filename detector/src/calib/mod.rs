@@ -164,6 +164,18 @@ pub(crate) fn check_sizes(detector: &str, panel: usize, segments: usize, raw: us
     Ok(panel)
 }
 
+/// Each daq segment with its panel of `raw` and of `out`, after checking their sizes.
+pub(crate) fn panels<'a>(
+    detector: &str,
+    panel: usize,
+    segments: &'a [u32],
+    raw: &'a [u16],
+    out: &'a mut [f32],
+) -> Result<impl Iterator<Item = (u32, &'a [u16], &'a mut [f32])>, CalibError> {
+    let panel = check_sizes(detector, panel, segments.len(), raw.len(), out.len())?;
+    Ok(segments.iter().zip(raw.chunks_exact(panel)).zip(out.chunks_exact_mut(panel)).map(|((&s, r), o)| (s, r, o)))
+}
+
 /// The mask of the daq segments, taken by segment number from the whole detector's mask.
 pub(crate) fn daq_mask(index: &SegmentIndex, mask: Option<&[u8]>, segments: &[u32], out: &mut [u8]) -> Result<(), CalibError> {
     let panel = index.panel;
