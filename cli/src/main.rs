@@ -96,6 +96,12 @@ struct RunArgs {
     /// (`DIR/Jungfrau::CalibV1/<detector>/pedestals/<begin>-end.data`), for `<det>.raw.calib`.
     #[arg(long, value_name = "DIR")]
     calib_dir: Option<PathBuf>,
+    /// One calibration setting, repeatable: `[DET:]KEY=VALUE` with KEY a constant type
+    /// (`pedestals=FILE`, `pixel_gain=FILE`, … `geometry=FILE`; .npy or NDArrIO text), `mask=FILE`
+    /// (a user mask ANDed with psana's), `cmpars=ALG,MODE,CORMAX` (psana's common mode),
+    /// `cache=FILE` (psana2's calibconst.pkl) or `exports=DIR` (`cdb get` files)
+    #[arg(long, value_name = "[DET:]KEY=VALUE")]
+    calib: Vec<String>,
 }
 
 #[derive(clap::Args)]

@@ -42,6 +42,8 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         }
         spec.calib_dir = Some(dir.to_string_lossy().into_owned());
     }
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    spec.calib = contract::CalibSetting::parse_all(&a.calib, &cwd)?.iter().map(|s| s.to_arg()).collect();
     spec.connect = Some(endpoint.endpoint().to_string());
     // Only the final frame matters here.
     spec.frame_rate = 1.0;
@@ -52,7 +54,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let mut child = cmd.spawn().map_err(|e| format!("cannot start the job ({cmd:?}): {e}"))?;
     let outcome = follow(&endpoint, &mut child);
     let status = wait_or_kill(&mut child);
-    let Outcome { result, events, error, finished } = outcome?;
+    let Outcome { result, events, error, finished, .. } = outcome?;
     if let Some(e) = error {
         return Err(e);
     }
@@ -81,11 +83,13 @@ struct Outcome {
     error: Option<String>,
     /// The job sent its last message.
     finished: bool,
+    /// Notices printed so far (the job's list only grows).
+    notices: usize,
 }
 
 /// Hears the job until its last message, or until its process is gone.
 fn follow(endpoint: &JobEndpoint, child: &mut Child) -> Result<Outcome, String> {
-    let mut outcome = Outcome { result: None, events: 0, error: None, finished: false };
+    let mut outcome = Outcome { result: None, events: 0, error: None, finished: false, notices: 0 };
     let mut gone: Option<Instant> = None;
     loop {
         match endpoint.recv_timeout(Duration::from_millis(100)) {
@@ -115,6 +119,10 @@ fn follow(endpoint: &JobEndpoint, child: &mut Child) -> Result<Outcome, String> 
 }
 
 fn take_frame(outcome: &mut Outcome, h: &FrameHeader, body: &[u8]) -> Result<(), String> {
+    for n in h.notices.iter().skip(outcome.notices) {
+        eprintln!("beamtime: {n}");
+    }
+    outcome.notices = outcome.notices.max(h.notices.len());
     if let Some(e) = &h.error {
         outcome.error.get_or_insert_with(|| e.clone());
     }

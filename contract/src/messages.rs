@@ -125,6 +125,10 @@ pub struct FrameHeader {
     pub done: bool,
     /// The query failed (bad query, unknown column) or the job did (unreadable data).
     pub error: Option<String>,
+    /// What the user should know about the result, each said once by the job (psana's
+    /// calibration fallbacks, where the constants came from).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 impl Default for FrameHeader {
@@ -149,6 +153,7 @@ impl Default for FrameHeader {
             delta: None,
             done: false,
             error: None,
+            notices: Vec::new(),
         }
     }
 }

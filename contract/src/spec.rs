@@ -38,6 +38,9 @@ pub struct JobSpec {
     /// workers.
     #[serde(default)]
     pub calib_dir: Option<String>,
+    /// Calibration settings (`--calib [DET:]KEY=VALUE`, [`crate::CalibSetting`]), paths absolute.
+    #[serde(default)]
+    pub calib: Vec<String>,
     /// Where rank 0 writes the final result (`.parquet`, `.arrow`, `.csv`); with several
     /// queries, `<stem>.<query>.<ext>`.
     pub output: Option<std::path::PathBuf>,
@@ -57,8 +60,14 @@ impl JobSpec {
             connect: None,
             max_rows: DEFAULT_MAX_ROWS,
             calib_dir: None,
+            calib: Vec::new(),
             output: None,
         }
+    }
+
+    /// The `--calib` settings, checked (the driver wrote them with absolute paths).
+    pub fn calib_settings(&self) -> Result<Vec<crate::CalibSetting>, String> {
+        self.calib.iter().map(|s| crate::CalibSetting::parse(s, std::path::Path::new("/"))).collect()
     }
 
     /// Reads a job description, refusing one written by another contract version.

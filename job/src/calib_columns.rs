@@ -1,7 +1,14 @@
-//! `<det>.raw.calib` columns (`shared/spec/calibration.md` §3): computed on the worker, only
-//! for the detectors a query names, from the raw arrays of every segment of the event and the
-//! constants of the job's calib dir, loaded once per process for each detector and run.
-//! psana's shape (segments, rows, cols) is kept: one fixed-size list of f32 per event, C order.
+//! `<det>.raw.calib` and `<det>.raw.image` columns (`shared/spec/calibration.md` §3–5): computed
+//! on the worker, only for the detectors a query names, from the raw arrays of every segment of
+//! the event, the detector's configuration records and its constants (calib dir, `cdb get`
+//! exports, psana2's cache pickle or single files: [`contract::CalibSetting`]), loaded once per
+//! process for each detector, run and Configure.
+//!
+//! `calib` keeps psana's shape (segments, rows, cols); `image` is the frame placed by the
+//! geometry (the `geometry` constant or the type's default), holes filled, (rows, cols). Both are
+//! one fixed-size list of f32 per event, C order, the shape in the field's `shape` metadata.
+//! A camera's raw array already is its image (`<det>.raw.image` is its raw field): `calib` is
+//! the calibrated image.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -10,26 +17,60 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt16Array, UInt32Array};
 use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
-use detector::{Calibrator, DetectorConstants, DetectorKind, DetectorSpec};
+use contract::{CalibSetting, CalibValue};
+use detector::constants::cache::CalibCache;
+use detector::constants::cdb::scan_exports;
+use detector::geometry::defaults::default_geometry;
+use detector::geometry::image::{ImageMapper, ImageOptions, PixelIndices};
+use detector::geometry::tree::Geometry;
+use detector::{Calibrator, CalibType, CommonMode, DetectorConstants, DetectorKind, DetectorSpec, Epix10kaConfig};
+use xtc::ConfigRecord;
 
 const CALIB_SUFFIX: &str = ".raw.calib";
-const RAW_SUFFIX: &str = ".raw.raw";
+const IMAGE_SUFFIX: &str = ".raw.image";
+/// Raw arrays: `raw` (Jungfrau, epix…) and `image` (cameras).
+const RAW_SUFFIXES: [&str; 2] = [".raw.raw", ".raw.image"];
+
+/// What a query asks of a detector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Product {
+    Calib,
+    Image,
+}
+
+impl Product {
+    fn suffix(self) -> &'static str {
+        match self {
+            Product::Calib => CALIB_SUFFIX,
+            Product::Image => IMAGE_SUFFIX,
+        }
+    }
+}
+
+/// The detector and product a column name asks for: `<det>.raw.calib` or `<det>.raw.image`.
+/// (`<det>.raw.image` of a camera is its raw field; the batch then already has it.)
+pub fn calib_request(column: &str) -> Option<(&str, Product)> {
+    [Product::Calib, Product::Image]
+        .into_iter()
+        .find_map(|p| Some((column.strip_suffix(p.suffix()).filter(|d| !d.is_empty() && !d.contains('.'))?, p)))
+}
 
 /// The detector a `<det>.raw.calib` name asks to calibrate.
 pub fn calib_detector(column: &str) -> Option<&str> {
-    column.strip_suffix(CALIB_SUFFIX).filter(|d| !d.is_empty() && !d.contains('.'))
+    calib_request(column).filter(|(_, p)| *p == Product::Calib).map(|(d, _)| d)
 }
 
-/// The projection entries a detector's calib needs: the raw array of segment 0 and of the
+/// The projection entries a detector's calib needs: the raw arrays of segment 0 and of the
 /// others (`xtc::table::TableOptions::columns`).
-pub fn raw_projection(det: &str) -> [String; 2] {
-    [format!("{det}{RAW_SUFFIX}"), format!("{det}_*{RAW_SUFFIX}")]
+pub fn raw_projection(det: &str) -> Vec<String> {
+    RAW_SUFFIXES.iter().flat_map(|s| [format!("{det}{s}"), format!("{det}_*{s}")]).collect()
 }
 
-/// The segment whose raw array `column` is, if it is one of `det`'s
-/// (`<det>.raw.raw` is segment 0, `<det>_<n>.raw.raw` segment n).
+/// The daq segment whose raw array `column` is, if it is one of `det`'s
+/// (`<det>.raw.raw` is segment 0, `<det>_<n>.raw.raw` segment n; cameras `.raw.image`).
 pub fn raw_segment(det: &str, column: &str) -> Option<u32> {
-    let rest = column.strip_prefix(det)?.strip_suffix(RAW_SUFFIX)?;
+    let rest = column.strip_prefix(det)?;
+    let rest = RAW_SUFFIXES.iter().find_map(|s| rest.strip_suffix(s))?;
     if rest.is_empty() {
         return Some(0);
     }
@@ -40,87 +81,186 @@ pub fn raw_segment(det: &str, column: &str) -> Option<u32> {
     n.parse().ok().filter(|&s| s > 0)
 }
 
-/// `<det>.raw.calib` for every detector with a raw array among `columns` (for the planner's
-/// check of unknown columns and its suggestions).
+/// `<det>.raw.calib` and `<det>.raw.image` for every detector with a raw array among `columns`
+/// (for the planner's check of unknown columns and its suggestions).
 pub fn calib_names(columns: &[String]) -> Vec<String> {
     let mut out = BTreeSet::new();
     for c in columns {
-        let Some(det) = c.strip_suffix(RAW_SUFFIX).filter(|d| !d.contains('.')) else { continue };
+        let Some(det) = RAW_SUFFIXES.iter().find_map(|s| c.strip_suffix(s)).filter(|d| !d.contains('.')) else { continue };
         // `<det>_<n>` is segment n of `<det>`.
         let det = match det.rsplit_once('_') {
             Some((d, n)) if !d.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => d,
             _ => det,
         };
         out.insert(format!("{det}{CALIB_SUFFIX}"));
+        out.insert(format!("{det}{IMAGE_SUFFIX}"));
     }
     out.into_iter().collect()
 }
 
-/// The calibrators of one worker process, per detector and run, and where they come from.
+/// One detector as a query wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub det: String,
+    pub calib: bool,
+    pub image: bool,
+}
+
+/// Gathers the detectors and products of `names` into `wanted`.
+pub fn add_wanted(wanted: &mut Vec<Wanted>, names: &[String]) {
+    for n in names {
+        let Some((det, product)) = calib_request(n) else { continue };
+        let i = match wanted.iter().position(|w| w.det == det) {
+            Some(i) => i,
+            None => {
+                wanted.push(Wanted { det: det.to_string(), calib: false, image: false });
+                wanted.len() - 1
+            }
+        };
+        match product {
+            Product::Calib => wanted[i].calib = true,
+            Product::Image => wanted[i].image = true,
+        }
+    }
+}
+
+/// A detector's calibrator and geometry for one run and Configure.
+struct Prepared {
+    calibrator: Calibrator,
+    /// psana's fallbacks and where the constants came from, said once in the queries' status.
+    notices: Vec<String>,
+    /// The image indices, once an image is asked for.
+    indices: Option<Result<Arc<PixelIndices>, String>>,
+    geometry_text: Option<(String, String)>,
+    /// Per list of daq segments in the frame.
+    mappers: HashMap<Vec<u32>, Arc<ImageMapper>>,
+}
+
+type Key = (String, u32, u32);
+
+/// The calibrators of one worker process, per detector, run and Configure, and where their
+/// constants come from.
 pub struct CalibColumns {
     calib_dir: Option<PathBuf>,
+    settings: Vec<CalibSetting>,
     /// Errors are kept too: a run without constants is not looked up again at every batch.
-    calibrators: HashMap<(String, u32), Result<Arc<Calibrator>, String>>,
+    prepared: HashMap<Key, Result<Prepared, String>>,
+    caches: HashMap<PathBuf, Result<Arc<CalibCache>, String>>,
+}
+
+/// What [`CalibColumns::add`] found out besides the columns.
+#[derive(Default)]
+pub struct Added {
+    /// Column name → why it cannot be computed, for the queries naming it.
+    pub errors: Vec<(String, String)>,
+    /// Column name → notices (psana's fallbacks), for the queries naming it.
+    pub notices: Vec<(String, Vec<String>)>,
 }
 
 impl CalibColumns {
-    pub fn new(calib_dir: Option<PathBuf>) -> Self {
-        CalibColumns { calib_dir, calibrators: HashMap::new() }
+    pub fn new(calib_dir: Option<PathBuf>, settings: Vec<CalibSetting>) -> Self {
+        CalibColumns { calib_dir, settings, prepared: HashMap::new(), caches: HashMap::new() }
     }
 
-    /// Appends `<det>.raw.calib` for each of `detectors` whose raw arrays the batch holds. A
-    /// detector that cannot be calibrated gets no column; its column name and error are
-    /// returned, for the queries naming it.
-    pub fn add(&mut self, batch: RecordBatch, detectors: &[String]) -> (RecordBatch, Vec<(String, String)>) {
-        let mut errors = Vec::new();
+    /// Appends `<det>.raw.calib` / `<det>.raw.image` for each of `wanted` whose raw arrays the
+    /// batch holds. `configs(det)` gives the detector's configuration records and `configure`
+    /// counts the Configures seen (new constants and configs with each).
+    pub fn add(
+        &mut self,
+        batch: RecordBatch,
+        wanted: &[Wanted],
+        configs: &dyn Fn(&str) -> Vec<ConfigRecord>,
+        configure: u32,
+    ) -> (RecordBatch, Added) {
+        let mut added = Added::default();
         let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
-        for det in detectors {
-            let name = format!("{det}{CALIB_SUFFIX}");
-            match self.calib_column(&batch, det, &name) {
-                Ok(Some((field, array))) => {
-                    fields.push(field);
-                    arrays.push(array);
+        for w in wanted {
+            match self.columns_for(&batch, w, configs, configure) {
+                Ok((columns, notices)) => {
+                    for (field, array) in columns {
+                        added.notices.push((field.name().clone(), notices.clone()));
+                        fields.push(field);
+                        arrays.push(array);
+                    }
                 }
-                // No raw array of it in this Configure: the unknown-column check speaks.
-                Ok(None) => {}
-                Err(e) => errors.push((name, e)),
+                Err(e) => {
+                    for (p, on) in [(Product::Calib, w.calib), (Product::Image, w.image)] {
+                        if on {
+                            added.errors.push((format!("{}{}", w.det, p.suffix()), e.clone()));
+                        }
+                    }
+                }
             }
         }
         if fields.len() == batch.num_columns() {
-            return (batch, errors);
+            return (batch, added);
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("calib columns have one value per row");
-        (batch, errors)
+        (batch, added)
     }
 
-    fn calib_column(&mut self, batch: &RecordBatch, det: &str, name: &str) -> Result<Option<(Field, ArrayRef)>, String> {
+    #[allow(clippy::type_complexity)]
+    fn columns_for(
+        &mut self,
+        batch: &RecordBatch,
+        w: &Wanted,
+        configs: &dyn Fn(&str) -> Vec<ConfigRecord>,
+        configure: u32,
+    ) -> Result<(Vec<(Field, ArrayRef)>, Vec<String>), String> {
+        let det = w.det.as_str();
+        let name = |p: Product| format!("{det}{}", p.suffix());
         let schema = batch.schema();
-        let mut segments: Vec<(u32, usize)> =
+        let mut fields: Vec<(u32, usize)> =
             schema.fields().iter().enumerate().filter_map(|(i, f)| Some((raw_segment(det, f.name())?, i))).collect();
-        if segments.is_empty() {
-            return Ok(None);
+        if fields.is_empty() {
+            // No raw array of it in this Configure: the unknown-column check speaks.
+            return Ok((Vec::new(), Vec::new()));
         }
-        segments.sort();
-        let det_type = schema.field(segments[0].1).metadata().get("detector").and_then(|d| d.strip_suffix("_raw")).unwrap_or_default().to_string();
+        fields.sort();
+        let first = schema.field(fields[0].1);
+        let det_type = first.metadata().get("detector").and_then(|d| d.strip_suffix("_raw")).unwrap_or_default().to_string();
         let kind = DetectorKind::from_det_type(&det_type)
-            .ok_or_else(|| format!("`{name}`: psana has no calibration for detector type `{det_type}`"))?;
-        if kind != DetectorKind::Jungfrau {
-            return Err(format!("`{name}`: calibration of {kind} detectors in the job is not wired yet (Jungfrau is)"));
+            .ok_or_else(|| format!("`{}`: psana has no calibration for detector type `{det_type}`", name(Product::Calib)))?;
+        // A camera's image is its raw field: it has no separate image product.
+        let camera_like = kind.fixed_panel().is_none();
+        let want_image = w.image && !camera_like;
+        if w.image && camera_like && schema.index_of(&name(Product::Image)).is_err() {
+            return Err(format!("`{}`: a {kind} has no geometry; its calib is its image", name(Product::Image)));
         }
-        let spec = DetectorSpec::new(det, kind).expect("Jungfrau has a fixed panel");
+        if !w.calib && !want_image {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let spec = match DetectorSpec::new(det, kind) {
+            Some(spec) => spec,
+            None => {
+                let shape = first.metadata().get("shape").cloned().unwrap_or_default();
+                let dims: Vec<usize> = shape.split(',').filter_map(|d| d.parse().ok()).collect();
+                match dims[..] {
+                    [rows, cols] => DetectorSpec::with_panel(det, kind, (rows, cols)),
+                    _ => return Err(format!("`{}`: {} is not a 2-D image (shape `{shape}`)", name(Product::Calib), first.name())),
+                }
+            }
+        };
         let panel = spec.panel_pixels();
         let (rows, cols) = spec.panel;
-        let mut raws = Vec::with_capacity(segments.len());
-        for &(segment, i) in &segments {
+        // One raw field holds one panel (Jungfrau, epix10ka) or several (the epixM320's 4 ASICs).
+        let mut raws = Vec::with_capacity(fields.len());
+        let mut segments = Vec::new();
+        for &(segment, i) in &fields {
             let column = schema.field(i).name();
-            let list = batch.column(i).as_any().downcast_ref::<FixedSizeListArray>().filter(|l| l.value_length() as usize == panel);
+            let list = batch.column(i).as_any().downcast_ref::<FixedSizeListArray>();
+            let per_field = list.map(|l| l.value_length() as usize).filter(|&n| n > 0 && n % panel == 0).map(|n| n / panel);
             let values = list.and_then(|l| l.values().as_any().downcast_ref::<UInt16Array>());
-            match (list, values) {
-                (Some(list), Some(values)) => raws.push((segment, list, values.values())),
+            match (list, values, per_field) {
+                (Some(list), Some(values), Some(k)) => {
+                    segments.extend((0..k as u32).map(|j| segment * k as u32 + j));
+                    raws.push((list, values.values(), k * panel));
+                }
                 _ => {
                     return Err(format!(
-                        "`{name}`: `{column}` (segment {segment}) is {}, expected u16 of shape (1,{rows},{cols}) per event",
+                        "`{}`: `{column}` (segment {segment}) is {}, expected u16 panels of {rows}×{cols} per event",
+                        name(Product::Calib),
                         describe(batch.column(i).data_type())
                     ));
                 }
@@ -128,57 +268,219 @@ impl CalibColumns {
         }
         let runs = batch.column_by_name("run").and_then(|r| r.as_any().downcast_ref::<UInt32Array>().cloned());
         let n = batch.num_rows();
-        let frame = raws.len() * panel;
-        let mut out = vec![0f32; n * frame];
+        let frame: usize = raws.iter().map(|r| r.2).sum();
         let mut valid = vec![true; n];
+        let mut calib_out = if w.calib { vec![0f32; n * frame] } else { Vec::new() };
+        let mut scratch = if w.calib { Vec::new() } else { vec![0f32; frame] };
+        let mut image_out = Vec::new();
+        let mut image_shape = (0, 0);
+        let mut notices = Vec::new();
         for row in 0..n {
-            if raws.iter().any(|(_, list, _)| list.is_null(row)) {
+            if raws.iter().any(|(list, _, _)| list.is_null(row)) {
                 // psana would calibrate the segments present; a frame whose shape changes
                 // within a column cannot be stored, so the event has no calib.
                 valid[row] = false;
                 continue;
             }
             let run = runs.as_ref().filter(|r| r.is_valid(row)).map(|r| r.value(row));
-            let run = run.ok_or_else(|| format!("`{name}`: the run number is unknown (no runinfo in BeginRun), so no constants can be chosen"))?;
-            let calibrator = self.calibrator(&spec, det, run, segments.last().unwrap().0)?;
-            let dst = &mut out[row * frame..(row + 1) * frame];
-            for (k, (segment, list, values)) in raws.iter().enumerate() {
+            let run = run.ok_or_else(|| format!("`{det}`: the run number is unknown (no runinfo in BeginRun), so no constants can be chosen"))?;
+            let max_segment = *segments.iter().max().expect("one segment at least");
+            let key = (det.to_string(), run, configure);
+            if !self.prepared.contains_key(&key) {
+                let prepared = self.prepare(&spec, run, max_segment, &configs(det));
+                self.prepared.insert(key.clone(), prepared);
+            }
+            let prepared = self.prepared.get_mut(&key).expect("inserted above").as_mut().map_err(|e| e.clone())?;
+            notices.clone_from(&prepared.notices);
+            let dst = if w.calib { &mut calib_out[row * frame..(row + 1) * frame] } else { &mut scratch[..] };
+            let mut at = 0;
+            for (list, values, len) in &raws {
                 let start = list.value_offset_at(row);
-                calibrator
-                    .calibrate(&[*segment], &values[start..start + panel], &mut dst[k * panel..(k + 1) * panel])
-                    .map_err(|e| format!("`{name}`: {e}"))?;
+                let segs = &segments[at / panel..(at + len) / panel];
+                prepared
+                    .calibrator
+                    .calibrate(segs, &values[start..start + len], &mut dst[at..at + len])
+                    .map_err(|e| format!("`{}`: {e}", name(Product::Calib)))?;
+                at += len;
+            }
+            if want_image {
+                let mapper = prepared.mapper(&spec, &segments, max_segment).map_err(|e| format!("`{}`: {e}", name(Product::Image)))?;
+                let (r, c) = mapper.shape();
+                if image_out.is_empty() {
+                    image_shape = (r, c);
+                    image_out = vec![0f32; n * r * c];
+                } else if image_shape != (r, c) {
+                    return Err(format!("`{}`: the image shape changed within a batch", name(Product::Image)));
+                }
+                let bins = r * c;
+                mapper
+                    .assemble_into(dst, &mut image_out[row * bins..(row + 1) * bins])
+                    .map_err(|e| format!("`{}`: {e}", name(Product::Image)))?;
             }
         }
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        let nulls = (!valid.iter().all(|&v| v)).then(|| NullBuffer::new(BooleanBuffer::from(valid)));
-        let values = Arc::new(Float32Array::new(ScalarBuffer::from(out), None));
-        let array = FixedSizeListArray::new(item.clone(), frame as i32, values, nulls);
-        let mut metadata = HashMap::new();
-        metadata.insert("shape".to_string(), format!("{},{rows},{cols}", raws.len()));
-        metadata.insert("detector".to_string(), format!("{det_type}_raw"));
-        let field = Field::new(name, DataType::FixedSizeList(item, frame as i32), true).with_metadata(metadata);
-        Ok(Some((field, Arc::new(array))))
+        let mut out = Vec::new();
+        let metadata = |shape: String| {
+            HashMap::from([("shape".to_string(), shape), ("detector".to_string(), format!("{det_type}_raw"))])
+        };
+        if w.calib {
+            let shape = if camera_like { format!("{rows},{cols}") } else { format!("{},{rows},{cols}", segments.len()) };
+            out.push(f32_list(&name(Product::Calib), calib_out, frame, &valid, metadata(shape)));
+        }
+        if want_image {
+            if image_out.is_empty() {
+                // No event had a frame: the shape is still the geometry's.
+                image_shape = (0, 0);
+            }
+            let bins = image_shape.0 * image_shape.1;
+            if bins > 0 {
+                out.push(f32_list(&name(Product::Image), image_out, bins, &valid, metadata(format!("{},{}", image_shape.0, image_shape.1))));
+            }
+        }
+        Ok((out, notices))
     }
 
-    /// The detector's calibrator for `run`, from the calib dir the first time it is asked for.
-    fn calibrator(&mut self, spec: &DetectorSpec, det: &str, run: u32, max_segment: u32) -> Result<Arc<Calibrator>, String> {
-        let calib_dir = self.calib_dir.clone();
-        self.calibrators
-            .entry((det.to_string(), run))
-            .or_insert_with(|| {
-                let root = calib_dir.ok_or_else(|| {
-                    format!("`{det}.raw.calib` needs calibration constants: give --calib-dir DIR (beamtime run) or %source … --calib-dir DIR")
-                })?;
-                let constants = DetectorConstants::from_calib_dir(spec.clone(), &root, det, run, max_segment).map_err(|e| e.to_string())?;
-                let calibrator = Calibrator::new(&constants, &[]).map_err(|e| e.to_string())?;
-                // Said once per process: the job has no status line for it yet.
-                for fallback in calibrator.fallbacks() {
-                    eprintln!("beamtime-job: {det} run {run}: {fallback}");
+    /// The detector's calibrator for `run`, from the settings and calib dir.
+    fn prepare(&mut self, spec: &DetectorSpec, run: u32, max_segment: u32, configs: &[ConfigRecord]) -> Result<Prepared, String> {
+        let det = spec.name.as_str();
+        let (mut constants, origin) = self.constants(spec, run, max_segment)?;
+        let mut notices = vec![format!("{det} run {run}: constants from {origin}")];
+        let mut cmpars = None;
+        // Constants first, pedestals leading (their segment count is the one the others must
+        // match), then the user mask.
+        let mut applying: Vec<&CalibSetting> = self.settings.iter().filter(|s| s.applies_to(det)).collect();
+        applying.sort_by_key(|s| match &s.value {
+            CalibValue::Constant(ctype, _) => (0, Some(*ctype)),
+            _ => (1, None),
+        });
+        for s in applying {
+            match &s.value {
+                CalibValue::Constant(ctype, path) => {
+                    constants.load_file(*ctype, path).map_err(|e| e.to_string())?;
                 }
-                Ok(Arc::new(calibrator))
-            })
-            .clone()
+                CalibValue::Mask(path) => constants.load_user_mask(path).map_err(|e| e.to_string())?,
+                CalibValue::CommonMode(p) => cmpars = Some(p.clone()),
+                CalibValue::Cache(_) | CalibValue::Exports(_) => {}
+            }
+        }
+        let epix = if spec.kind == DetectorKind::Epix10ka { epix10ka_configs(det, configs)? } else { Vec::new() };
+        let mut calibrator = Calibrator::new(&constants, &epix).map_err(|e| e.to_string())?;
+        if let Some(p) = cmpars {
+            let cm = if p.first().is_none_or(|&a| a == 0.0) { None } else { Some(CommonMode::from_params(&p).map_err(|e| format!("{det}: {e}"))?) };
+            calibrator.set_common_mode(cm).map_err(|e| e.to_string())?;
+        }
+        notices.extend(calibrator.fallbacks().iter().map(|f| format!("{det} run {run}: {f}")));
+        let geometry_text = constants.geometry().map(|(t, p)| (t.to_string(), p.display().to_string()));
+        Ok(Prepared { calibrator, notices, indices: None, geometry_text, mappers: HashMap::new() })
     }
+
+    /// The detector's constants: the explicit settings' cache or exports, else the calib dir;
+    /// with only single files, those alone. Returns where they came from.
+    fn constants(&mut self, spec: &DetectorSpec, run: u32, max_segment: u32) -> Result<(DetectorConstants, String), String> {
+        let det = spec.name.as_str();
+        let applying: Vec<&CalibSetting> = self.settings.iter().filter(|s| s.applies_to(det)).collect();
+        if let Some(path) = applying.iter().find_map(|s| match &s.value {
+            CalibValue::Cache(p) => Some(p.clone()),
+            _ => None,
+        }) {
+            let cache = self
+                .caches
+                .entry(path.clone())
+                .or_insert_with(|| CalibCache::read(&path).map(Arc::new).map_err(|e| e.to_string()))
+                .clone()?;
+            let constants = cache.detector_constants(spec.clone(), det).map_err(|e| e.to_string())?;
+            return Ok((constants, format!("psana's calibration cache {}", path.display())));
+        }
+        if let Some(dir) = applying.iter().find_map(|s| match &s.value {
+            CalibValue::Exports(p) => Some(p.clone()),
+            _ => None,
+        }) {
+            let files = scan_exports(&dir, Some(det)).map_err(|e| e.to_string())?;
+            if !files.contains_key(&CalibType::Pedestals) {
+                return Err(format!("{det}: no pedestals among the `cdb get` exports in {}", dir.display()));
+            }
+            let constants = DetectorConstants::from_files(spec.clone(), files.iter().map(|(c, p)| (*c, p.as_path()))).map_err(|e| e.to_string())?;
+            return Ok((constants, format!("`cdb get` exports in {}", dir.display())));
+        }
+        let has_files = applying.iter().any(|s| matches!(s.value, CalibValue::Constant(..)));
+        match &self.calib_dir {
+            Some(root) => {
+                let constants = DetectorConstants::from_calib_dir(spec.clone(), root, det, run, max_segment).map_err(|e| e.to_string())?;
+                Ok((constants, format!("the calib dir {}", root.display())))
+            }
+            None if has_files => Ok((DetectorConstants::new(spec.clone()), "--calib files".to_string())),
+            None => Err(format!(
+                "`{det}.raw.calib` needs calibration constants: give --calib-dir DIR (or --calib pedestals=FILE, cache=FILE, exports=DIR) to beamtime run, or %source … --calib-dir DIR"
+            )),
+        }
+    }
+}
+
+impl Prepared {
+    /// The image mapper for the frame's daq segments.
+    fn mapper(&mut self, spec: &DetectorSpec, segments: &[u32], max_segment: u32) -> Result<Arc<ImageMapper>, String> {
+        if let Some(m) = self.mappers.get(segments) {
+            return Ok(m.clone());
+        }
+        let indices = self
+            .indices
+            .get_or_insert_with(|| {
+                let geometry = match &self.geometry_text {
+                    Some((text, origin)) => Geometry::from_text(text, origin),
+                    None => {
+                        let default = default_geometry(spec.kind, max_segment)
+                            .ok_or_else(|| format!("{}: no geometry constant and psana has no default geometry for a {}", spec.name, spec.kind))?;
+                        Geometry::from_text(default.text, default.name)
+                    }
+                }
+                .map_err(|e| e.to_string())?;
+                Ok(Arc::new(PixelIndices::from_coords(&geometry.pixel_coords())))
+            })
+            .clone()?;
+        if indices.segment_pixels() != spec.panel_pixels() {
+            return Err(format!(
+                "the geometry's segments have {}×{} pixels, the detector's panels {}×{}",
+                indices.segment_rows, indices.segment_cols, spec.panel.0, spec.panel.1
+            ));
+        }
+        let mapper = Arc::new(ImageMapper::new(&indices, segments, ImageOptions::default()).map_err(|e| e.to_string())?);
+        self.mappers.insert(segments.to_vec(), mapper.clone());
+        Ok(mapper)
+    }
+}
+
+/// Each epix10ka segment's config values (raw 2.0.1: `asicPixelConfig` + `trbit`; 3.0.1:
+/// `cbitsConfig`) from the Configure's `config` records.
+fn epix10ka_configs(det: &str, configs: &[ConfigRecord]) -> Result<Vec<(u32, Epix10kaConfig)>, String> {
+    let mut out = Vec::new();
+    for c in configs.iter().filter(|c| c.alg_name == "config") {
+        let config = if let Some(cbits) = c.field("cbitsConfig") {
+            let cbits = cbits.to_i64().ok_or_else(|| format!("{det} segment {}: cbitsConfig is not integer", c.segment))?;
+            Epix10kaConfig::Panel { cbits: cbits.into_iter().map(|v| v as u8).collect() }
+        } else if let (Some(pca), Some(trbit)) = (c.field("asicPixelConfig"), c.field("trbit")) {
+            let pca = pca.to_i64().ok_or_else(|| format!("{det} segment {}: asicPixelConfig is not integer", c.segment))?;
+            let trbit = trbit.to_i64().unwrap_or_default();
+            let trbit: [u8; 4] = std::array::from_fn(|i| trbit.get(i).copied().unwrap_or(0) as u8);
+            Epix10kaConfig::Asics { asic_pixel_config: pca.into_iter().map(|v| v as u8).collect(), trbit }
+        } else {
+            continue;
+        };
+        out.push((c.segment, config));
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "`{det}.raw.calib`: the Configure has no epix10ka config record for {det} (asicPixelConfig + trbit, or cbitsConfig): the gain modes are unknown"
+        ));
+    }
+    Ok(out)
+}
+
+fn f32_list(name: &str, values: Vec<f32>, len: usize, valid: &[bool], metadata: HashMap<String, String>) -> (Field, ArrayRef) {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let nulls = (!valid.iter().all(|&v| v)).then(|| NullBuffer::new(BooleanBuffer::from(valid.to_vec())));
+    let values = Arc::new(Float32Array::new(ScalarBuffer::from(values), None));
+    let array = FixedSizeListArray::new(item.clone(), len as i32, values, nulls);
+    let field = Field::new(name, DataType::FixedSizeList(item, len as i32), true).with_metadata(metadata);
+    (field, Arc::new(array))
 }
 
 fn describe(t: &DataType) -> String {
@@ -196,12 +498,26 @@ mod tests {
     #[test]
     fn calib_names_and_raw_segments_follow_the_events_table_naming() {
         assert_eq!(calib_detector("jungfrau.raw.calib"), Some("jungfrau"));
+        assert_eq!(calib_request("jungfrau.raw.image"), Some(("jungfrau", Product::Image)));
         assert_eq!(calib_detector("a.b.raw.calib"), None);
         assert_eq!(raw_segment("jungfrau", "jungfrau.raw.raw"), Some(0));
         assert_eq!(raw_segment("jungfrau", "jungfrau_3.raw.raw"), Some(3));
         assert_eq!(raw_segment("jungfrau", "jungfrau_x.raw.raw"), None);
         assert_eq!(raw_segment("jungfrau", "jungfrau.raw.frameCnt"), None);
+        assert_eq!(raw_segment("cam", "cam.raw.image"), Some(0));
         let cols = ["jungfrau.raw.raw", "epixquad_2.raw.raw", "diode.raw.signal"].map(String::from);
-        assert_eq!(calib_names(&cols), ["epixquad.raw.calib", "jungfrau.raw.calib"]);
+        assert_eq!(
+            calib_names(&cols),
+            ["epixquad.raw.calib", "epixquad.raw.image", "jungfrau.raw.calib", "jungfrau.raw.image"]
+        );
+        let mut wanted = Vec::new();
+        add_wanted(&mut wanted, &["jungfrau.raw.image".into(), "x.y".into(), "jungfrau.raw.calib".into(), "cam.raw.calib".into()]);
+        assert_eq!(
+            wanted,
+            [
+                Wanted { det: "jungfrau".into(), calib: true, image: true },
+                Wanted { det: "cam".into(), calib: true, image: false }
+            ]
+        );
     }
 }

@@ -27,6 +27,8 @@ struct Query {
     rows: Option<DataFrame>,
     events_read: BTreeMap<i32, u64>,
     error: Option<String>,
+    /// From the workers, each said once (e.g. psana's calibration fallbacks).
+    notices: Vec<String>,
     seq: u64,
     dirty: bool,
     result: Option<DataFrame>,
@@ -128,6 +130,7 @@ impl Collector {
                         rows: None,
                         events_read: BTreeMap::new(),
                         error: None,
+                        notices: Vec::new(),
                         seq: 0,
                         dirty: true,
                         result: None,
@@ -238,6 +241,11 @@ impl Collector {
             }
             q.dirty = true;
             q.events_read.insert(rank, qu.events_read);
+            for n in &qu.notices {
+                if !q.notices.contains(n) {
+                    q.notices.push(n.clone());
+                }
+            }
             match qu.kind {
                 UpdateKind::Error => {
                     q.error.get_or_insert_with(|| qu.error.clone().unwrap_or_default());
@@ -436,6 +444,7 @@ impl Collector {
                 delta: delta.map(|(d, _)| d),
                 done,
                 error,
+                notices: q.notices.clone(),
                 ..FrameHeader::default()
             };
             q.result = Some(result.clone());
@@ -494,7 +503,7 @@ mod tests {
         let batch = df!("__event" => ids, "x" => ids.iter().map(|i| *i as f64 / 2.0).collect::<Vec<f64>>()).unwrap();
         let body = codec::encode(&mut plan.partial(&batch).unwrap()).unwrap();
         let columns = first.then(|| vec!["__event".to_string(), "x".to_string()]);
-        let qu = QueryUpdate { name: "w".into(), generation, kind: UpdateKind::Rows, columns, events_read: 0, error: None, bytes: body.len() };
+        let qu = QueryUpdate { name: "w".into(), generation, kind: UpdateKind::Rows, columns, events_read: 0, error: None, notices: Vec::new(), bytes: body.len() };
         encode(&Update { queries: vec![qu], ..Default::default() }, &[&body])
     }
 

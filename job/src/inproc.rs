@@ -223,7 +223,7 @@ pub fn run_inprocess(spec: &JobSpec, on_frame: &mut dyn FnMut(&Frame)) -> Result
 }
 
 fn run_with(spec: &JobSpec, emitter: &mut Emitter, collector: &mut Collector) -> Result<(), String> {
-    let mut worker = Worker::with_calib_dir(spec.calib_dir.as_ref().map(std::path::PathBuf::from));
+    let mut worker = Worker::with_calib(spec.calib_dir.as_ref().map(std::path::PathBuf::from), spec.calib_settings()?);
     for q in &spec.queries {
         let cmd = collector.command(q.clone())?;
         worker.command(&cmd);

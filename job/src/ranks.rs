@@ -391,7 +391,7 @@ impl WorkSource {
 /// states to the collector every `report_ms` and when its data is over.
 fn worker(world: &SimpleCommunicator, spec: &JobSpec, source: impl FnOnce() -> Result<WorkSource, String>) -> Result<(), String> {
     let mut out = PendingSends::new();
-    let mut w = Worker::with_calib_dir(spec.calib_dir.as_ref().map(std::path::PathBuf::from));
+    let mut w = Worker::with_calib(spec.calib_dir.as_ref().map(std::path::PathBuf::from), spec.calib_settings()?);
     let mut stopped = false;
     for cmd in initial_commands(world) {
         stopped |= cmd == Command::Stop;

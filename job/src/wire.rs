@@ -129,6 +129,10 @@ pub struct QueryUpdate {
     pub events_read: u64,
     pub error: Option<String>,
     pub bytes: usize,
+    /// Things the user should know about the query's columns (psana's calibration fallbacks,
+    /// where the constants came from), said until the collector has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,6 +31,8 @@ struct WorkerQuery {
     events_read: u64,
     error: Option<String>,
     error_sent: bool,
+    /// The calib notices of the query's columns went to the collector.
+    notices_sent: bool,
     send_columns: bool,
     dirty: bool,
 }
@@ -41,11 +43,13 @@ pub struct Worker {
     streams: Vec<StreamSpec>,
     queries: BTreeMap<String, WorkerQuery>,
     projection: Vec<String>,
-    /// Detectors whose `<det>.raw.calib` a query names.
-    calib_detectors: Vec<String>,
+    /// Detectors whose `<det>.raw.calib` / `<det>.raw.image` a query names.
+    calib_detectors: Vec<calib_columns::Wanted>,
     calib: CalibColumns,
     /// `<det>.raw.calib` → why it cannot be computed, for the queries naming it.
     calib_errors: BTreeMap<String, String>,
+    /// `<det>.raw.calib` → psana's fallbacks and the constants' origin, for the queries' status.
+    calib_notices: BTreeMap<String, Vec<String>>,
     pub events_read: u64,
     pub batches: u64,
     pub newest: u64,
@@ -63,19 +67,21 @@ impl Default for Worker {
 
 impl Worker {
     pub fn new() -> Self {
-        Self::with_calib_dir(None)
+        Self::with_calib(None, Vec::new())
     }
 
-    /// A worker calibrating area detectors with the constants of `calib_dir` (psana's layout).
-    pub fn with_calib_dir(calib_dir: Option<std::path::PathBuf>) -> Self {
+    /// A worker calibrating area detectors with the constants of `calib_dir` (psana's layout)
+    /// and the `--calib` settings.
+    pub fn with_calib(calib_dir: Option<std::path::PathBuf>, settings: Vec<contract::CalibSetting>) -> Self {
         Worker {
             events: None,
             streams: Vec::new(),
             queries: BTreeMap::new(),
             projection: sticky_columns(),
             calib_detectors: Vec::new(),
-            calib: CalibColumns::new(calib_dir),
+            calib: CalibColumns::new(calib_dir, settings),
             calib_errors: BTreeMap::new(),
+            calib_notices: BTreeMap::new(),
             events_read: 0,
             batches: 0,
             newest: 0,
@@ -108,6 +114,7 @@ impl Worker {
                         events_read: 0,
                         error,
                         error_sent: false,
+                        notices_sent: false,
                         send_columns: false,
                         dirty: true,
                     },
@@ -144,16 +151,12 @@ impl Worker {
                 if !cols.contains(n) {
                     cols.push(n.clone());
                 }
-                if let Some(det) = calib_columns::calib_detector(n) {
-                    if !calib_detectors.iter().any(|d| d == det) {
-                        calib_detectors.push(det.to_string());
-                    }
-                }
             }
+            calib_columns::add_wanted(&mut calib_detectors, &q.names);
         }
         // A calib column is computed from the raw arrays of all the detector's segments.
-        for det in &calib_detectors {
-            for raw in calib_columns::raw_projection(det) {
+        for w in &calib_detectors {
+            for raw in calib_columns::raw_projection(&w.det) {
                 if !cols.contains(&raw) {
                     cols.push(raw);
                 }
@@ -255,8 +258,12 @@ impl Worker {
         if self.calib_detectors.is_empty() {
             return batch;
         }
-        let (batch, errors) = self.calib.add(batch, &self.calib_detectors);
-        self.calib_errors.extend(errors);
+        let Some(events) = self.events.as_ref() else { return batch };
+        let configure = events.configure_count();
+        let configs = |det: &str| events.detector_configs(det);
+        let (batch, added) = self.calib.add(batch, &self.calib_detectors, &configs, configure);
+        self.calib_errors.extend(added.errors);
+        self.calib_notices.extend(added.notices);
         if self.columns().is_none() {
             // A query selects `*`: the raw arrays are its columns too.
             return batch;
@@ -265,7 +272,7 @@ impl Worker {
         let keep: Vec<usize> = (0..batch.num_columns())
             .filter(|&i| {
                 let name = schema.field(i).name();
-                let only_for_calib = self.calib_detectors.iter().any(|d| calib_columns::raw_segment(d, name).is_some())
+                let only_for_calib = self.calib_detectors.iter().any(|w| calib_columns::raw_segment(&w.det, name).is_some())
                     && !self.queries.values().any(|q| q.names.iter().any(|n| n == name));
                 !only_for_calib
             })
@@ -376,7 +383,12 @@ impl Worker {
                 events_read: q.events_read,
                 error: None,
                 bytes: 0,
+                notices: Vec::new(),
             };
+            if !q.notices_sent {
+                qu.notices = q.names.iter().filter_map(|n| self.calib_notices.get(n)).flatten().cloned().collect();
+                q.notices_sent = !qu.notices.is_empty();
+            }
             if let Some(e) = &q.error {
                 if q.error_sent {
                     continue;

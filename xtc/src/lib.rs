@@ -18,4 +18,4 @@ pub use names::{DataType, Name, Names, NamesLookup};
 pub use file::Follow;
 pub use run::{Built, FeedStream, RunReader};
 pub use source::{RunSource, Source, StopAt};
-pub use stream::StreamState;
+pub use stream::{ConfigField, ConfigRecord, StreamState};

@@ -862,6 +862,21 @@ impl EventsReader {
         &self.reader
     }
 
+    /// The configuration records of detector `det` in every stream's latest Configure, by
+    /// segment (calibration reads its config values from here).
+    pub fn detector_configs(&self, det: &str) -> Vec<crate::ConfigRecord> {
+        let mut out: Vec<crate::ConfigRecord> = (0..self.reader.stream_count())
+            .flat_map(|i| self.reader.stream_state(i).configs().iter().filter(|c| c.det_name == det).cloned().collect::<Vec<_>>())
+            .collect();
+        out.sort_by_key(|c| c.segment);
+        out
+    }
+
+    /// Configures seen over all streams: changes when the run is configured again.
+    pub fn configure_count(&self) -> u32 {
+        (0..self.reader.stream_count()).map(|i| self.reader.stream_state(i).configures()).sum()
+    }
+
     /// The next batch: full, or cut short by a new Configure or the end of the data.
     pub fn next_batch(&mut self) -> Result<Option<EventBatch>> {
         if let Some(b) = self.held.take() {

@@ -160,3 +160,27 @@ fn a_chunk_without_configure_alone_is_a_clear_error() {
     assert!(e.contains("data-r0001-s000-c001.xtc2: offset"), "{e}");
     assert!(e.contains("must be read through its run"), "{e}");
 }
+
+/// The configuration records calibration reads (epix10ka `asicPixelConfig`, `trbit`) come out
+/// of the Configure per segment, with the shapes and values psana's reference dump shows.
+#[test]
+fn configure_keeps_the_config_values_of_each_detector_segment() {
+    let file = samples().join("detector/test_epix_calib.xtc2");
+    let mut events = xtc::table::EventsReader::open(&Source::Files(vec![file]), TableOptions::default()).unwrap();
+    events.next_batch().unwrap().expect("the file has events");
+    let configs: Vec<_> = events.detector_configs("epixquad").into_iter().filter(|c| c.alg_name == "config").collect();
+    assert_eq!(configs.iter().map(|c| c.segment).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(events.configure_count(), 1);
+    for c in &configs {
+        assert_eq!(c.det_type, "epix10ka");
+        let pca = c.field("asicPixelConfig").unwrap();
+        assert_eq!(pca.dims, [4, 176, 192]);
+        // "'asicPixelConfig' (shape: 4 176 192):  8 8 8" for every segment in the dump.
+        assert_eq!(&pca.as_u8().unwrap()[..3], [8, 8, 8]);
+        let trbit = c.field("trbit").unwrap();
+        assert_eq!(trbit.dims, [4]);
+        assert_eq!(trbit.to_i64().unwrap()[..3], [0, 0, 0]);
+    }
+    // The hardware config record (`epixquadhw`) is another detector's.
+    assert!(events.detector_configs("epixquadhw").iter().any(|c| c.det_type == "epixquad"));
+}

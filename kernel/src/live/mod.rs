@@ -36,6 +36,8 @@ const FIRST_RESULT: Duration = Duration::from_secs(15);
 pub struct LiveQueries {
     source: Option<String>,
     calib_dir: Option<String>,
+    /// `--calib` settings, checked, paths absolute.
+    calib: Vec<String>,
     views: Arc<Mutex<Views>>,
     status: Arc<Mutex<JobStatus>>,
     commands: Option<tokio::sync::mpsc::UnboundedSender<Command>>,
@@ -52,6 +54,7 @@ impl LiveQueries {
         LiveQueries {
             source: None,
             calib_dir: None,
+            calib: Vec::new(),
             views: Arc::default(),
             status: Arc::default(),
             commands: None,
@@ -63,11 +66,24 @@ impl LiveQueries {
         }
     }
 
-    /// `%source <psana string> [--calib-dir D]`.
-    pub fn set_source(&mut self, source: &str, calib_dir: Option<String>) -> Result<String, CellError> {
+    /// `%source <psana string> [--calib-dir D] [--calib S]…`.
+    pub fn set_source(&mut self, source: &str, calib_dir: Option<String>, calib: Vec<String>) -> Result<String, CellError> {
         xtc::Source::parse(source).map_err(|e| CellError::new("SourceError", e.to_string()))?;
+        let cwd = std::env::current_dir().map_err(|e| CellError::new("SourceError", e.to_string()))?;
+        let calib_dir = match calib_dir {
+            Some(d) => {
+                let dir = cwd.join(&d);
+                if !dir.is_dir() {
+                    return Err(CellError::new("SourceError", format!("--calib-dir {d}: no such directory")));
+                }
+                Some(dir.to_string_lossy().into_owned())
+            }
+            None => None,
+        };
+        let settings = contract::CalibSetting::parse_all(&calib, &cwd).map_err(|e| CellError::new("SourceError", e))?;
         self.source = Some(source.to_string());
         self.calib_dir = calib_dir;
+        self.calib = settings.iter().map(|s| s.to_arg()).collect();
         let note = match &self.job {
             Some(j) if j.source != source && self.job_alive() => " (the running job still reads the old source: %live restart switches)",
             _ => "",
@@ -264,6 +280,7 @@ impl LiveQueries {
         let mut spec = JobSpec::new(source);
         spec.connect = self.endpoint.clone();
         spec.calib_dir = self.calib_dir.clone();
+        spec.calib = self.calib.clone();
         spec.frame_rate = opts.rate.unwrap_or(5.0);
         self.synced.clear();
         {

@@ -143,7 +143,7 @@ fn widget_status(name: &str, h: Option<&FrameHeader>, paused: bool, note: Option
             "query": name, "seq": h.seq, "mode": h.mode, "events": h.events_read, "included": h.events_included,
             "dropped": h.events_dropped, "rate": h.rate_hz, "mean_rate": h.mean_rate_hz, "ranks_alive": h.ranks_alive, "ranks_total": h.ranks_total,
             "stalled": h.ranks_stalled, "dead": h.ranks_dead, "age_s": h.newest_age_s, "done": h.done,
-            "error": note.map(str::to_string).or_else(|| h.error.clone()), "paused": paused,
+            "error": note.map(str::to_string).or_else(|| h.error.clone()), "paused": paused, "notices": h.notices,
         }),
     }
 }
@@ -188,6 +188,8 @@ pub fn status_line(h: &FrameHeader) -> String {
         parts.push(format!("age {a:.1} s"));
     }
     parts.push(if h.done { "done".into() } else { format!("mode {}", h.mode) });
+    // psana's calibration fallbacks and the constants' origin: said with every status.
+    parts.extend(h.notices.iter().map(|n| format!("note: {n}")));
     parts.join(" · ")
 }
 

@@ -12,8 +12,9 @@ pub fn source(call: &Call, s: &mut Session) -> Result<Option<Bundle>, CellError>
         return Err(call.usage_error("%source takes one psana source string"));
     };
     let source = expand_env(source)?;
-    let calib = call.args.opt("--calib-dir").map(expand_env).transpose()?;
-    let text = s.live.set_source(&source, calib)?;
+    let calib_dir = call.args.opt("--calib-dir").map(expand_env).transpose()?;
+    let settings = call.args.opt_all("--calib").into_iter().map(expand_env).collect::<Result<Vec<_>, _>>()?;
+    let text = s.live.set_source(&source, calib_dir, settings)?;
     Ok(Some(json!({"text/plain": text})))
 }
 

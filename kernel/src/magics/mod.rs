@@ -88,10 +88,17 @@ pub const MAGICS: &[Magic] = &[
     Magic {
         name: "source",
         cell: false,
-        usage: "%source SOURCE [--calib-dir DIR]",
+        usage: "%source SOURCE [--calib-dir DIR] [--calib [DET:]KEY=VALUE]…",
         summary: "Set the data source of live queries: a psana string, e.g. exp=<exp>:run=<n>:dir=<xtc dir>:live \
                   (small data as the DAQ writes it) or a finished run without :live.",
-        options: &[Opt { name: "--calib-dir", value: Some("DIR"), help: "calibration constants for the job's detector reductions" }],
+        options: &[
+            Opt { name: "--calib-dir", value: Some("DIR"), help: "calibration constants in psana's calib-dir layout, for <det>.raw.calib/.raw.image" },
+            Opt {
+                name: "--calib",
+                value: Some("[DET:]KEY=VALUE"),
+                help: "one calibration setting, repeatable: pedestals=FILE (any constant type), mask=FILE, cmpars=7,1,100, cache=FILE (psana's calibconst.pkl), exports=DIR (cdb get files)",
+            },
+        ],
         words: &[],
         example: "%source exp=tstx00117:run=1:dir=/tmp/beamtime-sim:live",
         run: live_queries::source,

@@ -124,6 +124,12 @@ impl Args {
         debug_assert!(self.magic.option(name).is_some(), "{name} is not an option of %{} in the magics table", self.magic.name);
         self.options.iter().rev().find(|(k, _)| *k == name).and_then(|(_, v)| v.as_deref())
     }
+
+    /// Every value of a repeatable option, in order.
+    pub fn opt_all(&self, name: &str) -> Vec<&str> {
+        debug_assert!(self.magic.option(name).is_some(), "{name} is not an option of %{} in the magics table", self.magic.name);
+        self.options.iter().filter(|(k, _)| *k == name).filter_map(|(_, v)| v.as_deref()).collect()
+    }
 }
 
 fn split_words(line: &str) -> Result<Vec<String>, String> {
