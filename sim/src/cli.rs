@@ -44,6 +44,20 @@ pub struct SimArgs {
     /// Also record camera frames of WIDTHxHEIGHT u16 pixels, e.g. 64x48
     #[arg(long, value_name = "WxH", value_parser = parse_image)]
     pub image: Option<(u32, u32)>,
+    /// Also record a Jungfrau of N modules of 512x1024 pixels (1 to 8 = a 4M) in a stream of its
+    /// own (after the others): detector `jungfrau` as psana's files (alg raw 0.2.0, segment =
+    /// module), with real gain switching, and its constants (pedestals, pixel_gain,
+    /// pixel_offset, pixel_status, pixel_rms) written for the run into the calib dir
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub jungfrau: u32,
+    /// The Jungfrau records every K-th event (1 = every event; the default, 200 Hz of the 1 kHz
+    /// timestamps, is odd so that 1 frame in 4 is a laser-off reference)
+    #[arg(long, value_name = "K", default_value_t = crate::config::DEFAULT_JUNGFRAU_EVERY)]
+    pub jungfrau_every: u64,
+    /// The calib dir the Jungfrau's constants go into, in psana's layout
+    /// (<DIR>/Jungfrau::CalibV1/jungfrau/<ctype>/<run>-end.data) [default: <dir>/calib]
+    #[arg(long, value_name = "DIR")]
+    pub calib_dir: Option<PathBuf>,
     /// SlowUpdates (EPICS values) per second of data time; 0 = none
     #[arg(long, default_value_t = 1.0)]
     pub slow_hz: f64,
@@ -76,6 +90,13 @@ pub struct SimArgs {
     /// Replay the files this many times; 0 = until stopped [--replay]
     #[arg(long, default_value_t = 1, requires = "replay")]
     pub loops: u64,
+}
+
+/// The largest event-built L1Accept of a simulated run, with room for the small detectors.
+pub fn largest_event_bytes(cfg: &SimConfig) -> usize {
+    let camera = cfg.image.map_or(0, |(w, h)| (w * h) as usize * 2);
+    let jungfrau = cfg.jungfrau as usize * crate::jungfrau::MODULE_DATAGRAM_BYTES;
+    camera + jungfrau + (64 << 10)
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -115,6 +136,9 @@ impl SimArgs {
         cfg.seed = self.seed;
         cfg.chunk_bytes = (self.chunk_mb * MIB) as u64;
         cfg.image = self.image;
+        cfg.jungfrau = self.jungfrau;
+        cfg.jungfrau_every = self.jungfrau_every;
+        cfg.calib_dir = self.calib_dir.clone();
         cfg.slow_update_hz = self.slow_hz;
         cfg.overwrite = self.force;
         cfg.validate()?;
@@ -186,11 +210,21 @@ fn run_shmem(args: SimArgs) -> Result<(), Box<dyn Error>> {
     let replay = !args.replay.is_empty();
     let cfg = if replay { None } else { Some(args.config()?) };
     let needed = match &cfg {
-        // A camera frame is the largest datagram by far.
-        Some(c) => c.image.map_or(0, |(w, h)| (w * h) as usize * 2) + (64 << 10),
+        Some(c) => largest_event_bytes(c),
         None => crate::shmem::largest_datagram(&args.replay)?,
     };
     let size = args.buffer_size.unwrap_or_else(|| (needed.max(1 << 20)).div_ceil(4096) * 4096);
+    // A simulated event larger than a buffer would be refused at every event: say so now.
+    if let (Some(c), Some(given)) = (&cfg, args.buffer_size)
+        && given < needed
+    {
+        let jungfrau = if c.jungfrau > 0 { format!(", of which {} Jungfrau module(s) of 1 MiB each", c.jungfrau) } else { String::new() };
+        return Err(format!(
+            "--buffer-size {given} is too small: an event of this run takes up to {needed} bytes{jungfrau}; use --buffer-size {} or more (or leave it out)",
+            needed.div_ceil(4096) * 4096
+        )
+        .into());
+    }
     let mut sc = shmem::ServerConfig::new(&tag);
     sc.n_events = args.buffers;
     sc.n_queues = args.clients;

@@ -17,6 +17,14 @@ pub const DAQ_CHUNK_BYTES: u64 = 500 << 30;
 /// (`rate_hz == 0`): with SlowUpdates at 1 Hz this gives one SlowUpdate per 1000 events.
 pub const DEFAULT_TIMESTAMP_RATE_HZ: f64 = 1000.0;
 
+/// A Jungfrau frame every 5th event: 200 Hz of the 1 kHz timestamps, an area detector's rate at
+/// a 1 kHz LCLS-II beamline. Odd, so that its frames fall on laser-off shots (every 4th) too.
+pub const DEFAULT_JUNGFRAU_EVERY: u64 = 5;
+
+fn default_jungfrau_every() -> u64 {
+    DEFAULT_JUNGFRAU_EVERY
+}
+
 /// One simulated run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SimConfig {
@@ -42,6 +50,16 @@ pub struct SimConfig {
     pub slow_update_hz: f64,
     /// Optional camera frames (width, height) of u16 pixels.
     pub image: Option<(u32, u32)>,
+    /// Jungfrau modules of 512×1024 pixels (0 = no Jungfrau, up to 8 = a 4M), in their own
+    /// stream after the others ([`crate::jungfrau`]).
+    #[serde(default)]
+    pub jungfrau: u32,
+    /// The Jungfrau records events whose index is a multiple of this (1 = every event).
+    #[serde(default = "default_jungfrau_every")]
+    pub jungfrau_every: u64,
+    /// Where the Jungfrau's constants go; `None` = `<dir>/calib`.
+    #[serde(default)]
+    pub calib_dir: Option<PathBuf>,
     /// Run start in seconds since the EPICS epoch (1990-01-01 UTC); `None` = now for a paced
     /// run (`rate_hz` > 0), else derived from the seed (a time in 2025), so runs are reproducible.
     pub start_epics_sec: Option<u32>,
@@ -67,6 +85,9 @@ impl SimConfig {
             chunk_bytes: DAQ_CHUNK_BYTES,
             slow_update_hz: 1.0,
             image: None,
+            jungfrau: 0,
+            jungfrau_every: DEFAULT_JUNGFRAU_EVERY,
+            calib_dir: None,
             start_epics_sec: None,
             overwrite: false,
         }
@@ -85,6 +106,11 @@ impl SimConfig {
     /// `<exp>-r<RRRR>`, the prefix of every file of the run.
     pub fn run_prefix(&self) -> String {
         format!("{}-r{:04}", self.exp, self.run)
+    }
+
+    /// The calib dir the Jungfrau's constants go into.
+    pub fn calib_dir(&self) -> PathBuf {
+        self.calib_dir.clone().unwrap_or_else(|| self.dir.join("calib"))
     }
 
     pub fn truth_path(&self) -> PathBuf {
@@ -118,6 +144,12 @@ impl SimConfig {
             && !((1..=4096).contains(&w) && (1..=4096).contains(&h))
         {
             return bad(format!("image {w}x{h}: each side must be 1 to 4096 pixels"));
+        }
+        if self.jungfrau > crate::jungfrau::MAX_MODULES {
+            return bad(format!("jungfrau {} modules: 0 to {} (a 4M)", self.jungfrau, crate::jungfrau::MAX_MODULES));
+        }
+        if self.jungfrau_every == 0 {
+            return bad("jungfrau-every must be at least 1 (1 = every event)".into());
         }
         Ok(())
     }

@@ -6,6 +6,10 @@
 //! | s000 | every event | `timing`, `gmd`, `ipm2`, `lasr`, `diode`; transitions: `scan` (BeginStep), `epics` (SlowUpdate), `epicsinfo` (Configure) |
 //! | s001 | every event | `hsd` (raw waveform, fex scalars, config in the Configure), `cam` frames if asked for |
 //! | s002… | every 10th event (mixed rate) | `fim` (a wave8 FIM), segment = stream − 2 |
+//! | s<streams> (one more, after the others) | every `--jungfrau-every`th event (default 5; readout group 2 unless every event) | `jungfrau` (`--jungfrau N`: N modules = segments 0…N−1, alg `raw` 0.2.0 in L1Accepts, `config` in the Configure), see [`crate::jungfrau`] |
+//!
+//! The Jungfrau has its own stream, as a real area detector has its own DRP nodes: its
+//! megabytes per event then do not slow down the small data of s000/s001.
 //!
 //! Every stream also declares `runinfo` (data in BeginRun) and `chunkinfo` (data in the Enable
 //! that ends a chunk). With one stream, `cam` goes to s000.
@@ -16,6 +20,7 @@ use xtc::writer::{names_id, ArrayData, DgramWriter, FieldDef, FieldValue, NamesD
 use xtc::DataType::{self, *};
 
 use crate::clock;
+use crate::jungfrau::Jungfrau;
 use crate::model::{gauss, rng, rng_stream, Shot};
 
 /// NamesIds the DAQ reserves (`psdaq/drp/drp.hh`, spec §5).
@@ -532,6 +537,8 @@ pub struct L1Record {
     pub cam_sum: Option<u64>,
     /// (segment, `fim.fex.intensity`).
     pub fim: Option<(u32, f64)>,
+    /// A Jungfrau frame was written (its truth is kept by the detector).
+    pub jungfrau: bool,
 }
 
 /// One DRP node: the detectors of one stream.
@@ -544,6 +551,11 @@ pub struct Node {
     hsd: Option<Hsd>,
     cam: Option<Cam>,
     fim: Option<Fim>,
+    jungfrau: Option<Jungfrau>,
+    /// This stream records the L1Accept of events whose index is a multiple of this.
+    l1_every: u64,
+    /// Its readout group (0: every event, 1: the mixed-rate FIMs, 2: a Jungfrau below full rate).
+    readout_group: u32,
 }
 
 impl Node {
@@ -572,8 +584,35 @@ impl Node {
             beam,
             hsd,
             cam,
+            l1_every: if fim.is_some() { MIXED_RATE_EVERY } else { 1 },
+            readout_group: u32::from(fim.is_some()),
             fim,
+            jungfrau: None,
         }
+    }
+
+    /// The Jungfrau's own node: stream `stream`, `modules` modules, a frame every `every` events.
+    pub fn jungfrau(stream: u32, seed: u64, modules: u32, every: u64) -> Self {
+        // The DAQ's own records (runinfo, chunkinfo, smdinfo) as every node, no other detector.
+        let mut node = Node::new(stream, 2, seed, None);
+        (node.beam, node.hsd, node.fim) = (None, None, None);
+        node.jungfrau = Some(Jungfrau::new(stream, 0, seed, modules));
+        node.l1_every = every;
+        node.readout_group = if every > 1 { 2 } else { 0 };
+        node
+    }
+
+    /// The simulated Jungfrau, on its node.
+    pub fn jungfrau_detector(&self) -> Option<&Jungfrau> {
+        self.jungfrau.as_ref()
+    }
+
+    pub fn l1_every(&self) -> u64 {
+        self.l1_every
+    }
+
+    pub fn readout_group(&self) -> u32 {
+        self.readout_group
     }
 
     /// The `smdinfo` Names of this stream's smd Configure.
@@ -583,7 +622,7 @@ impl Node {
 
     /// Whether this stream records the L1Accept of event `index`.
     pub fn records(&self, index: u64) -> bool {
-        self.stream < 2 || index.is_multiple_of(MIXED_RATE_EVERY)
+        index.is_multiple_of(self.l1_every)
     }
 
     /// Every Names of the Configure with the datagram its data goes into.
@@ -602,6 +641,9 @@ impl Node {
         if let Some(f) = &self.fim {
             v.push((&f.def, DataIn::L1Accept));
         }
+        if let Some(j) = &self.jungfrau {
+            v.extend(j.names().map(|(d, l1)| (d, if l1 { DataIn::L1Accept } else { DataIn::Configure })));
+        }
         v
     }
 
@@ -615,6 +657,9 @@ impl Node {
         if let Some(h) = &self.hsd {
             h.write_config(w);
         }
+        if let Some(j) = &self.jungfrau {
+            j.write_configure(w);
+        }
     }
 
     pub fn write_begin_run(&self, w: &mut DgramWriter, exp: &str, run: u32) {
@@ -622,7 +667,10 @@ impl Node {
     }
 
     /// The scan values go into stream 0 only (as in the DAQ's `fakesteps` files).
-    pub fn write_begin_step(&self, w: &mut DgramWriter, step: u32, delay_ps: f64) {
+    pub fn write_begin_step(&mut self, w: &mut DgramWriter, step: u32, delay_ps: f64) {
+        if let Some(j) = &mut self.jungfrau {
+            j.begin_step(step);
+        }
         if let Some(b) = &self.beam {
             let doc = step_docstring(step);
             w.shapes_data(&b.scan, &[FieldValue::F64(delay_ps), FieldValue::F64(step as f64), FieldValue::Str(&doc)]);
@@ -655,6 +703,10 @@ impl Node {
         }
         if let Some(f) = &mut self.fim {
             rec.fim = Some((f.def.segment, f.write_l1(w, shot)));
+        }
+        if let Some(j) = &mut self.jungfrau {
+            j.write_l1(w, shot);
+            rec.jungfrau = true;
         }
         rec
     }

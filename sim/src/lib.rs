@@ -17,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod detectors;
+pub mod jungfrau;
 pub mod model;
 pub mod run;
 pub mod shmem;

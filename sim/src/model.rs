@@ -27,6 +27,7 @@ pub(crate) mod rng_stream {
     pub const EPICS: u64 = 3;
     pub const HSD: u64 = 4;
     pub const CAM: u64 = 5;
+    pub const JUNGFRAU: u64 = 6;
     /// Plus the segment number.
     pub const FIM: u64 = 0x100;
 }

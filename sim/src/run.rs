@@ -17,7 +17,8 @@ use xtc::TransitionId;
 
 use crate::clock::{self, pulse_timestamp, Clock};
 use crate::config::{existing_run_files, SimConfig};
-use crate::detectors::{step_docstring, L1Record, Node, MIXED_RATE_EVERY};
+use crate::detectors::{step_docstring, L1Record, Node};
+use crate::jungfrau::JungfrauTruth;
 use crate::model::{Beamline, Model, Shot};
 use crate::truth::{DetectorTruth, FileTruth, StepTruth, StreamTruth, Truth, TRUTH_FORMAT};
 use crate::SimError;
@@ -28,10 +29,9 @@ const FLUSH_BYTES: usize = 1 << 20;
 /// In real-time mode, the longest a written datagram waits before a live reader can see it.
 const LIVE_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
-/// `env` bits below the service: readout group 0 (every stream) and group 1 (the
-/// mixed-rate streams); the L0Accept bit of the trigger byte on L1Accepts (spec §2.2).
-const GROUP_0: u32 = 1;
-const GROUP_1: u32 = 2;
+/// `env` bits below the service: readout group g is bit g (0: every stream, 1: the mixed-rate
+/// streams, 2: a Jungfrau below full rate); the L0Accept bit of the trigger byte on L1Accepts
+/// (spec §2.2).
 const L0_ACCEPT: u32 = 1 << 16;
 
 /// How far a run has got, reported about once a second.
@@ -54,6 +54,7 @@ pub fn write_run_with_progress(cfg: &SimConfig, progress: impl FnMut(&Progress))
     cfg.validate()?;
     prepare_dir(cfg)?;
     let nodes = make_nodes(cfg);
+    deploy_constants(cfg, &nodes)?;
     let outs = nodes.iter().map(|n| StreamOut::create(cfg, n.stream, n.smdinfo())).collect::<Result<_, _>>()?;
     let truth = simulate(cfg, nodes, &mut Files { outs, chunk_bytes: cfg.chunk_bytes }, progress)?;
     truth.save(&cfg.truth_path())?;
@@ -86,9 +87,22 @@ pub trait Sink {
     fn finish(&mut self) -> Result<Vec<StreamTruth>, SimError>;
 }
 
-/// The DRP nodes of a run, one per stream.
+/// The DRP nodes of a run, one per stream; a Jungfrau gets a stream of its own after the others.
 pub fn make_nodes(cfg: &SimConfig) -> Vec<Node> {
-    (0..cfg.streams).map(|s| Node::new(s, cfg.streams, cfg.seed, cfg.image)).collect()
+    let mut nodes: Vec<Node> = (0..cfg.streams).map(|s| Node::new(s, cfg.streams, cfg.seed, cfg.image)).collect();
+    if cfg.jungfrau > 0 {
+        nodes.push(Node::jungfrau(cfg.streams, cfg.seed, cfg.jungfrau, cfg.jungfrau_every));
+    }
+    nodes
+}
+
+/// Writes the Jungfrau's calibration constants for the run, if it has one, before any data: a
+/// live reader can calibrate from the first event.
+pub fn deploy_constants(cfg: &SimConfig, nodes: &[Node]) -> Result<(), SimError> {
+    match nodes.iter().find_map(Node::jungfrau_detector) {
+        Some(jf) => crate::jungfrau::deploy(jf, &cfg.calib_dir(), cfg.run),
+        None => Ok(()),
+    }
 }
 
 /// Runs the simulated DAQ of `cfg` (validated) into `sink` and returns the ground truth (not
@@ -112,12 +126,13 @@ pub fn simulate<S: Sink>(cfg: &SimConfig, nodes: Vec<Node>, sink: &mut S, mut pr
         .iter()
         .flat_map(|n| n.names().into_iter().map(|(def, data_in)| DetectorTruth::new(n.stream, def, data_in)))
         .collect();
+    let run_groups = nodes.iter().fold(0, |g, n| g | 1 << n.readout_group());
     let mut run = RunWriter {
         clock: Clock::new(start_sec, cfg.data_rate_hz()),
         nodes,
         sink,
         transitions: BTreeMap::new(),
-        groups: if cfg.streams > 2 { GROUP_0 | GROUP_1 } else { GROUP_0 },
+        groups: run_groups,
     };
     let clock_info = run.clock.info().clone();
 
@@ -137,7 +152,7 @@ pub fn simulate<S: Sink>(cfg: &SimConfig, nodes: Vec<Node>, sink: &mut S, mut pr
         let delay = model.delay_ps(step, cfg.steps);
         run.transition(TransitionId::BeginStep, |n, w| n.write_begin_step(w, step, delay))?;
         run.enable()?;
-        let mut acc = StepAcc::new(cfg.streams, cfg.image.is_some());
+        let mut acc = StepAcc::new(cfg.streams, run.nodes.len(), cfg.image.is_some());
         for _ in 0..events_in_step(cfg.events, cfg.steps, step) {
             if let Some(rate) = pace {
                 let due = started + Duration::from_secs_f64(index as f64 / rate);
@@ -171,7 +186,26 @@ pub fn simulate<S: Sink>(cfg: &SimConfig, nodes: Vec<Node>, sink: &mut S, mut pr
         steps.push(acc.finish(step, delay));
     }
     let last_timestamp = run.transition(TransitionId::EndRun, |_, _| {})?;
-    let streams = run.sink.finish()?;
+    let mut streams = run.sink.finish()?;
+    for (s, node) in streams.iter_mut().zip(&run.nodes) {
+        s.l1_every = node.l1_every();
+    }
+    let step_delays: Vec<(u32, f64)> = steps.iter().map(|s: &StepTruth| (s.step, s.delay_ps)).collect();
+    let jungfrau = run.nodes.iter().find_map(Node::jungfrau_detector).map(|jf| {
+        let (hot_pixels, dead_pixels) = jf.hot_and_dead();
+        JungfrauTruth {
+            stream: cfg.streams,
+            modules: cfg.jungfrau,
+            every: cfg.jungfrau_every,
+            calib_dir: cfg.calib_dir(),
+            params: jf.params.clone(),
+            geometry: jf.geometry.clone(),
+            hot_pixels,
+            dead_pixels,
+            frames: jf.frames.clone(),
+            steps: crate::jungfrau::step_truths(jf, &step_delays),
+        }
+    });
     progress(&Progress { events: index, total: cfg.events, step: cfg.steps.saturating_sub(1), steps: cfg.steps, elapsed: started.elapsed() });
 
     Ok(Truth {
@@ -189,6 +223,7 @@ pub fn simulate<S: Sink>(cfg: &SimConfig, nodes: Vec<Node>, sink: &mut S, mut pr
         streams,
         steps,
         detectors,
+        jungfrau,
     })
 }
 
@@ -257,8 +292,8 @@ impl<S: Sink> RunWriter<'_, S> {
 
     /// Writes the L1Accept of `shot` into every stream that records it.
     fn l1(&mut self, shot: &Shot, acc: &mut StepAcc) -> Result<(), SimError> {
-        let slow_group = if self.nodes.len() > 2 && shot.index.is_multiple_of(MIXED_RATE_EVERY) { GROUP_1 } else { 0 };
-        let env = L0_ACCEPT | GROUP_0 | slow_group;
+        let groups = self.nodes.iter().filter(|n| n.records(shot.index)).fold(0, |g, n| g | 1 << n.readout_group());
+        let env = L0_ACCEPT | groups;
         for (i, node) in self.nodes.iter_mut().enumerate() {
             if !node.records(shot.index) {
                 continue;
@@ -311,7 +346,7 @@ impl Sink for Files {
             streams.push(StreamTruth {
                 stream: out.stream,
                 l1: out.l1,
-                l1_every: if out.stream < 2 { 1 } else { MIXED_RATE_EVERY },
+                l1_every: 1, // the node's, set by `simulate`
                 chunks: std::mem::take(&mut out.chunks),
                 smd: FileTruth { file: smd, bytes: out.smd_len, datagrams: out.smd_datagrams, l1: out.l1 },
             });
@@ -478,10 +513,11 @@ struct StepAcc {
 }
 
 impl StepAcc {
-    fn new(streams: u32, camera: bool) -> Self {
+    /// `streams` as configured, `nodes` with the Jungfrau's.
+    fn new(streams: u32, nodes: usize, camera: bool) -> Self {
         StepAcc {
             events: 0,
-            l1_per_stream: vec![0; streams as usize],
+            l1_per_stream: vec![0; nodes],
             laser_on: 0,
             xray_on: 0,
             slow_updates: 0,

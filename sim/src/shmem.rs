@@ -117,7 +117,7 @@ impl Sink for ShmemSink<'_> {
             .map(|(s, &l1)| StreamTruth {
                 stream: s as u32,
                 l1,
-                l1_every: if s < 2 { 1 } else { crate::detectors::MIXED_RATE_EVERY },
+                l1_every: 1, // the node's, set by `simulate`
                 chunks: Vec::new(),
                 smd: none(),
             })
@@ -139,7 +139,10 @@ pub fn start_server(config: ServerConfig, mut waiting: impl FnMut(&Server)) -> R
 pub fn serve_run(cfg: &SimConfig, server: &Server, progress: impl FnMut(&Progress)) -> Result<(Truth, Served), SimError> {
     cfg.validate()?;
     let mut sink = ShmemSink::new(server, cfg.streams as usize, cfg.rate_hz == 0.0);
-    let truth = simulate(cfg, make_nodes(cfg), &mut sink, progress)?;
+    let nodes = make_nodes(cfg);
+    // Constants go to files even when the data does not: a live reader calibrates with them.
+    crate::run::deploy_constants(cfg, &nodes)?;
+    let truth = simulate(cfg, nodes, &mut sink, progress)?;
     // Let the clients take the end of the run before the queues go away.
     server.wait_drained(Duration::from_secs(5));
     Ok((truth, Served { stats: server.stats(), refused: sink.refused }))

@@ -14,6 +14,7 @@ use xtc::DataType;
 use crate::clock::ClockInfo;
 use crate::config::SimConfig;
 use crate::detectors::DataIn;
+use crate::jungfrau::JungfrauTruth;
 use crate::model::Model;
 use crate::SimError;
 
@@ -42,6 +43,10 @@ pub struct Truth {
     pub steps: Vec<StepTruth>,
     /// Every Names of every stream's Configure.
     pub detectors: Vec<DetectorTruth>,
+    /// The simulated Jungfrau (`--jungfrau N`): its model, every frame's deposited energy and
+    /// the ring intensity per step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jungfrau: Option<JungfrauTruth>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
