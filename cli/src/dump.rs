@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::time::Instant;
 
 use serde_json::{json, Map, Value as Json};
+use crate::dump_calib::CalibPrinter;
 use xtc::dgram::{type_id, walk, Node};
 use xtc::{Dgram, Error, FormatError, Names, RunReader, Source, StreamState, TransitionId, Value};
 
@@ -23,13 +24,24 @@ pub struct Options {
     pub max_array: usize,
     pub stats: bool,
     pub limit: Option<u64>,
+    /// Also print each area detector's calibrated frame after each event (text format).
+    pub calib: Option<detector::setup::CalibSource>,
 }
 
 /// Dumps `source` to stdout. Returns the first decoding error after printing all that came
 /// before it, so nothing readable is lost.
-pub fn run(source: &Source, opts: &Options) -> Result<(), Error> {
+pub fn run(source: &Source, mut opts: Options) -> Result<(), Error> {
+    if opts.calib.is_some() && (opts.format != Format::Text || opts.stats) {
+        return Err(Error::Usage("--calib-dir/--calib print calibrated frames in the text format only (not with --json, --format or --stats)".into()));
+    }
+    let run_hint = match source {
+        Source::Run(r) => Some(r.run),
+        _ => None,
+    };
+    let mut calib = opts.calib.take().map(|s| CalibPrinter::new(s, run_hint));
+    let opts = &opts;
     if let Source::Shmem { tag, stop, .. } = source {
-        return run_shmem(tag, *stop, opts).map_err(Error::Usage);
+        return run_shmem(tag, *stop, opts, calib.as_mut()).map_err(Error::Usage);
     }
     let mut reader = RunReader::open(source)?;
     let show_stream = reader.stream_count() > 1 && matches!(source, Source::Run(_));
@@ -49,6 +61,8 @@ pub fn run(source: &Source, opts: &Options) -> Result<(), Error> {
             let (_, offset) = reader.member_location(i);
             let result = if opts.stats {
                 stats.add(state, &dg, built.service)
+            } else if let Some(Err(e)) = calib.as_mut().map(|c| c.observe(state, &dg)) {
+                Err(e)
             } else {
                 let stream = show_stream.then(|| reader.stream_info(i).stream);
                 let r = match opts.format {
@@ -66,6 +80,13 @@ pub fn run(source: &Source, opts: &Options) -> Result<(), Error> {
                 return Err(reader.locate(i, e));
             }
         }
+        if let Some(c) = calib.as_mut().filter(|_| built.service == TransitionId::L1Accept) {
+            let configs = |det: &str| -> Vec<xtc::ConfigRecord> {
+                (0..reader.stream_count()).flat_map(|i| reader.stream_state(i).configs().iter().filter(|c| c.det_name == det).cloned().collect::<Vec<_>>()).collect()
+            };
+            let configures = (0..reader.stream_count()).map(|i| reader.stream_state(i).configures()).sum();
+            c.print_event(&mut out, &configs, configures, opts.max_array).map_err(|e| Error::Usage(format!("writing output: {e}")))?;
+        }
     }
     if opts.stats {
         stats.print(&mut out, started.elapsed().as_secs_f64()).ok();
@@ -80,7 +101,7 @@ pub fn run(source: &Source, opts: &Options) -> Result<(), Error> {
 /// Dumps what a shared-memory client receives (`shmem=<tag>.<index>[:stop=…]`; the index is
 /// ignored: the server assigns the slot), then the counts of events received and dropped.
 /// Waits for a server, reconnects when it goes away, stops at `stop` or on Ctrl-C.
-fn run_shmem(tag: &str, stop: xtc::StopAt, opts: &Options) -> Result<(), String> {
+fn run_shmem(tag: &str, stop: xtc::StopAt, opts: &Options, mut calib: Option<&mut CalibPrinter>) -> Result<(), String> {
     let interrupted = shmem::catch_interrupt();
     eprintln!("waiting for the shared-memory server '{tag}' (Ctrl-C to stop)");
     let copts = shmem::ClientOptions { stop, ..Default::default() };
@@ -146,7 +167,17 @@ fn run_shmem(tag: &str, stop: xtc::StopAt, opts: &Options) -> Result<(), String>
             match opts.format {
                 Format::Json => write_json(&mut out, &state, &dg, offset, None, opts.max_array),
                 Format::Xtcreader => write_xtcreader(&mut out, &state, &dg, seq),
-                Format::Text => write_text(&mut out, &state, &dg, offset, None, opts.max_array),
+                Format::Text => {
+                    write_text(&mut out, &state, &dg, offset, None, opts.max_array)?;
+                    if let Some(c) = calib.as_deref_mut() {
+                        c.observe(&state, &dg)?;
+                        if dg.service() == TransitionId::L1Accept {
+                            let configs = |det: &str| -> Vec<xtc::ConfigRecord> { state.configs().iter().filter(|c| c.det_name == det).cloned().collect() };
+                            c.print_event(&mut out, &configs, state.configures(), opts.max_array)?;
+                        }
+                    }
+                    Ok(())
+                }
             }
         });
         offset += dg.bytes().len() as u64;

@@ -1,6 +1,7 @@
 //! `beamtime`: the command-line entry point. Each subcommand hands over to the crate that owns it.
 
 mod dump;
+mod dump_calib;
 mod run;
 
 use std::path::PathBuf;
@@ -137,6 +138,26 @@ struct DumpArgs {
     /// Stop after this many events/transitions.
     #[arg(long)]
     limit: Option<u64>,
+    /// Also print each area detector's calibrated frame (`det.raw.calib`) after each event,
+    /// with constants in psana's calib-dir layout
+    #[arg(long, value_name = "DIR")]
+    calib_dir: Option<PathBuf>,
+    /// A calibration setting, repeatable, as for `beamtime run` (`[DET:]KEY=VALUE`)
+    #[arg(long, value_name = "[DET:]KEY=VALUE")]
+    calib: Vec<String>,
+}
+
+/// The constants `dump --calib-dir/--calib` calibrates with, checked before reading anything.
+fn dump_calib_source(a: &DumpArgs) -> Result<Option<detector::setup::CalibSource>, String> {
+    if a.calib_dir.is_none() && a.calib.is_empty() {
+        return Ok(None);
+    }
+    if let Some(d) = a.calib_dir.as_ref().filter(|d| !d.is_dir()) {
+        return Err(format!("--calib-dir {}: no such directory", d.display()));
+    }
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    let settings = detector::settings::CalibSetting::parse_all(&a.calib, &cwd)?;
+    Ok(Some(detector::setup::CalibSource::new(a.calib_dir.clone(), settings)))
 }
 
 fn dump_source(a: &DumpArgs) -> Result<Source, xtc::Error> {
@@ -171,7 +192,8 @@ fn main() -> ExitCode {
         Command::Dump(a) => dump_source(&a)
             .and_then(|src| {
                 let format = if a.json { dump::Format::Json } else { a.format };
-                dump::run(&src, &dump::Options { format, max_array: a.max_array, stats: a.stats, limit: a.limit })
+                let calib = dump_calib_source(&a).map_err(xtc::Error::Usage)?;
+                dump::run(&src, dump::Options { format, max_array: a.max_array, stats: a.stats, limit: a.limit, calib })
             })
             .map_err(|e| e.to_string()),
         Command::Sim(a) => sim::cli::run(a).map_err(|e| e.to_string()),

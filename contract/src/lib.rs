@@ -1,7 +1,6 @@
 //! The job ↔ driver contract (see README.md): what `beamtime-job` and the kernel or
 //! `beamtime run` exchange, in one place, versioned.
 
-pub mod calib;
 pub mod codec;
 pub mod endpoint;
 pub mod error;
@@ -10,7 +9,7 @@ pub mod link;
 pub mod messages;
 pub mod spec;
 
-pub use calib::{CalibSetting, CalibValue};
+pub use detector::settings::{CalibSetting, CalibValue};
 pub use endpoint::JobEndpoint;
 pub use error::ContractError;
 pub use link::Link;

@@ -5,6 +5,8 @@ pub mod calib;
 pub mod constants;
 pub mod error;
 pub mod geometry;
+pub mod settings;
+pub mod setup;
 
 pub use calib::{Calibrator, CommonMode, Epix10kaConfig, Fallback};
 pub use constants::{CalibType, DetectorConstants, DetectorKind, DetectorSpec};

@@ -17,13 +17,9 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt16Array, UInt32Array};
 use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
-use contract::{CalibSetting, CalibValue};
-use detector::constants::cache::CalibCache;
-use detector::constants::cdb::scan_exports;
-use detector::geometry::defaults::default_geometry;
-use detector::geometry::image::{ImageMapper, ImageOptions, PixelIndices};
-use detector::geometry::tree::Geometry;
-use detector::{Calibrator, CalibType, CommonMode, DetectorConstants, DetectorKind, DetectorSpec, Epix10kaConfig};
+use detector::settings::CalibSetting;
+use detector::setup::{CalibSource, PreparedDetector};
+use detector::{DetectorKind, DetectorSpec, Epix10kaConfig};
 use xtc::ConfigRecord;
 
 const CALIB_SUFFIX: &str = ".raw.calib";
@@ -124,28 +120,14 @@ pub fn add_wanted(wanted: &mut Vec<Wanted>, names: &[String]) {
     }
 }
 
-/// A detector's calibrator and geometry for one run and Configure.
-struct Prepared {
-    calibrator: Calibrator,
-    /// psana's fallbacks and where the constants came from, said once in the queries' status.
-    notices: Vec<String>,
-    /// The image indices, once an image is asked for.
-    indices: Option<Result<Arc<PixelIndices>, String>>,
-    geometry_text: Option<(String, String)>,
-    /// Per list of daq segments in the frame.
-    mappers: HashMap<Vec<u32>, Arc<ImageMapper>>,
-}
-
 type Key = (String, u32, u32);
 
 /// The calibrators of one worker process, per detector, run and Configure, and where their
 /// constants come from.
 pub struct CalibColumns {
-    calib_dir: Option<PathBuf>,
-    settings: Vec<CalibSetting>,
+    source: CalibSource,
     /// Errors are kept too: a run without constants is not looked up again at every batch.
-    prepared: HashMap<Key, Result<Prepared, String>>,
-    caches: HashMap<PathBuf, Result<Arc<CalibCache>, String>>,
+    prepared: HashMap<Key, Result<PreparedDetector, String>>,
 }
 
 /// What [`CalibColumns::add`] found out besides the columns.
@@ -159,7 +141,7 @@ pub struct Added {
 
 impl CalibColumns {
     pub fn new(calib_dir: Option<PathBuf>, settings: Vec<CalibSetting>) -> Self {
-        CalibColumns { calib_dir, settings, prepared: HashMap::new(), caches: HashMap::new() }
+        CalibColumns { source: CalibSource::new(calib_dir, settings), prepared: HashMap::new() }
     }
 
     /// Appends `<det>.raw.calib` / `<det>.raw.image` for each of `wanted` whose raw arrays the
@@ -287,7 +269,8 @@ impl CalibColumns {
             let max_segment = *segments.iter().max().expect("one segment at least");
             let key = (det.to_string(), run, configure);
             if !self.prepared.contains_key(&key) {
-                let prepared = self.prepare(&spec, run, max_segment, &configs(det));
+                let epix = if kind == DetectorKind::Epix10ka { epix10ka_configs(&configs(det)) } else { Vec::new() };
+                let prepared = self.source.prepare(&spec, run, max_segment, &epix);
                 self.prepared.insert(key.clone(), prepared);
             }
             let prepared = self.prepared.get_mut(&key).expect("inserted above").as_mut().map_err(|e| e.clone())?;
@@ -304,7 +287,7 @@ impl CalibColumns {
                 at += len;
             }
             if want_image {
-                let mapper = prepared.mapper(&spec, &segments, max_segment).map_err(|e| format!("`{}`: {e}", name(Product::Image)))?;
+                let mapper = prepared.mapper(&segments).map_err(|e| format!("`{}`: {e}", name(Product::Image)))?;
                 let (r, c) = mapper.shape();
                 if image_out.is_empty() {
                     image_shape = (r, c);
@@ -338,140 +321,15 @@ impl CalibColumns {
         }
         Ok((out, notices))
     }
-
-    /// The detector's calibrator for `run`, from the settings and calib dir.
-    fn prepare(&mut self, spec: &DetectorSpec, run: u32, max_segment: u32, configs: &[ConfigRecord]) -> Result<Prepared, String> {
-        let det = spec.name.as_str();
-        let (mut constants, origin) = self.constants(spec, run, max_segment)?;
-        let mut notices = vec![format!("{det} run {run}: constants from {origin}")];
-        let mut cmpars = None;
-        // Constants first, pedestals leading (their segment count is the one the others must
-        // match), then the user mask.
-        let mut applying: Vec<&CalibSetting> = self.settings.iter().filter(|s| s.applies_to(det)).collect();
-        applying.sort_by_key(|s| match &s.value {
-            CalibValue::Constant(ctype, _) => (0, Some(*ctype)),
-            _ => (1, None),
-        });
-        for s in applying {
-            match &s.value {
-                CalibValue::Constant(ctype, path) => {
-                    constants.load_file(*ctype, path).map_err(|e| e.to_string())?;
-                }
-                CalibValue::Mask(path) => constants.load_user_mask(path).map_err(|e| e.to_string())?,
-                CalibValue::CommonMode(p) => cmpars = Some(p.clone()),
-                CalibValue::Cache(_) | CalibValue::Exports(_) => {}
-            }
-        }
-        let epix = if spec.kind == DetectorKind::Epix10ka { epix10ka_configs(det, configs)? } else { Vec::new() };
-        let mut calibrator = Calibrator::new(&constants, &epix).map_err(|e| e.to_string())?;
-        if let Some(p) = cmpars {
-            let cm = if p.first().is_none_or(|&a| a == 0.0) { None } else { Some(CommonMode::from_params(&p).map_err(|e| format!("{det}: {e}"))?) };
-            calibrator.set_common_mode(cm).map_err(|e| e.to_string())?;
-        }
-        notices.extend(calibrator.fallbacks().iter().map(|f| format!("{det} run {run}: {f}")));
-        let geometry_text = constants.geometry().map(|(t, p)| (t.to_string(), p.display().to_string()));
-        Ok(Prepared { calibrator, notices, indices: None, geometry_text, mappers: HashMap::new() })
-    }
-
-    /// The detector's constants: the explicit settings' cache or exports, else the calib dir;
-    /// with only single files, those alone. Returns where they came from.
-    fn constants(&mut self, spec: &DetectorSpec, run: u32, max_segment: u32) -> Result<(DetectorConstants, String), String> {
-        let det = spec.name.as_str();
-        let applying: Vec<&CalibSetting> = self.settings.iter().filter(|s| s.applies_to(det)).collect();
-        if let Some(path) = applying.iter().find_map(|s| match &s.value {
-            CalibValue::Cache(p) => Some(p.clone()),
-            _ => None,
-        }) {
-            let cache = self
-                .caches
-                .entry(path.clone())
-                .or_insert_with(|| CalibCache::read(&path).map(Arc::new).map_err(|e| e.to_string()))
-                .clone()?;
-            let constants = cache.detector_constants(spec.clone(), det).map_err(|e| e.to_string())?;
-            return Ok((constants, format!("psana's calibration cache {}", path.display())));
-        }
-        if let Some(dir) = applying.iter().find_map(|s| match &s.value {
-            CalibValue::Exports(p) => Some(p.clone()),
-            _ => None,
-        }) {
-            let files = scan_exports(&dir, Some(det)).map_err(|e| e.to_string())?;
-            if !files.contains_key(&CalibType::Pedestals) {
-                return Err(format!("{det}: no pedestals among the `cdb get` exports in {}", dir.display()));
-            }
-            let constants = DetectorConstants::from_files(spec.clone(), files.iter().map(|(c, p)| (*c, p.as_path()))).map_err(|e| e.to_string())?;
-            return Ok((constants, format!("`cdb get` exports in {}", dir.display())));
-        }
-        let has_files = applying.iter().any(|s| matches!(s.value, CalibValue::Constant(..)));
-        match &self.calib_dir {
-            Some(root) => {
-                let constants = DetectorConstants::from_calib_dir(spec.clone(), root, det, run, max_segment).map_err(|e| e.to_string())?;
-                Ok((constants, format!("the calib dir {}", root.display())))
-            }
-            None if has_files => Ok((DetectorConstants::new(spec.clone()), "--calib files".to_string())),
-            None => Err(format!(
-                "`{det}.raw.calib` needs calibration constants: give --calib-dir DIR (or --calib pedestals=FILE, cache=FILE, exports=DIR) to beamtime run, or %source … --calib-dir DIR"
-            )),
-        }
-    }
 }
 
-impl Prepared {
-    /// The image mapper for the frame's daq segments.
-    fn mapper(&mut self, spec: &DetectorSpec, segments: &[u32], max_segment: u32) -> Result<Arc<ImageMapper>, String> {
-        if let Some(m) = self.mappers.get(segments) {
-            return Ok(m.clone());
-        }
-        let indices = self
-            .indices
-            .get_or_insert_with(|| {
-                let geometry = match &self.geometry_text {
-                    Some((text, origin)) => Geometry::from_text(text, origin),
-                    None => {
-                        let default = default_geometry(spec.kind, max_segment)
-                            .ok_or_else(|| format!("{}: no geometry constant and psana has no default geometry for a {}", spec.name, spec.kind))?;
-                        Geometry::from_text(default.text, default.name)
-                    }
-                }
-                .map_err(|e| e.to_string())?;
-                Ok(Arc::new(PixelIndices::from_coords(&geometry.pixel_coords())))
-            })
-            .clone()?;
-        if indices.segment_pixels() != spec.panel_pixels() {
-            return Err(format!(
-                "the geometry's segments have {}×{} pixels, the detector's panels {}×{}",
-                indices.segment_rows, indices.segment_cols, spec.panel.0, spec.panel.1
-            ));
-        }
-        let mapper = Arc::new(ImageMapper::new(&indices, segments, ImageOptions::default()).map_err(|e| e.to_string())?);
-        self.mappers.insert(segments.to_vec(), mapper.clone());
-        Ok(mapper)
-    }
-}
-
-/// Each epix10ka segment's config values (raw 2.0.1: `asicPixelConfig` + `trbit`; 3.0.1:
-/// `cbitsConfig`) from the Configure's `config` records.
-fn epix10ka_configs(det: &str, configs: &[ConfigRecord]) -> Result<Vec<(u32, Epix10kaConfig)>, String> {
-    let mut out = Vec::new();
-    for c in configs.iter().filter(|c| c.alg_name == "config") {
-        let config = if let Some(cbits) = c.field("cbitsConfig") {
-            let cbits = cbits.to_i64().ok_or_else(|| format!("{det} segment {}: cbitsConfig is not integer", c.segment))?;
-            Epix10kaConfig::Panel { cbits: cbits.into_iter().map(|v| v as u8).collect() }
-        } else if let (Some(pca), Some(trbit)) = (c.field("asicPixelConfig"), c.field("trbit")) {
-            let pca = pca.to_i64().ok_or_else(|| format!("{det} segment {}: asicPixelConfig is not integer", c.segment))?;
-            let trbit = trbit.to_i64().unwrap_or_default();
-            let trbit: [u8; 4] = std::array::from_fn(|i| trbit.get(i).copied().unwrap_or(0) as u8);
-            Epix10kaConfig::Asics { asic_pixel_config: pca.into_iter().map(|v| v as u8).collect(), trbit }
-        } else {
-            continue;
-        };
-        out.push((c.segment, config));
-    }
-    if out.is_empty() {
-        return Err(format!(
-            "`{det}.raw.calib`: the Configure has no epix10ka config record for {det} (asicPixelConfig + trbit, or cbitsConfig): the gain modes are unknown"
-        ));
-    }
-    Ok(out)
+/// Each epix10ka segment's config values from the Configure's `config` records.
+fn epix10ka_configs(configs: &[ConfigRecord]) -> Vec<(u32, Epix10kaConfig)> {
+    configs
+        .iter()
+        .filter(|c| c.alg_name == "config")
+        .filter_map(|c| Some((c.segment, Epix10kaConfig::from_fields(|name| c.field(name)?.to_i64())?)))
+        .collect()
 }
 
 fn f32_list(name: &str, values: Vec<f32>, len: usize, valid: &[bool], metadata: HashMap<String, String>) -> (Field, ArrayRef) {

@@ -1,6 +1,6 @@
-//! Calibration settings the driver gives the job (`--calib [DET:]KEY=VALUE`, repeatable), parsed
-//! the same way on both sides: the driver checks them before starting anything, every rank
-//! reads them back from the job description.
+//! Calibration settings (`--calib [DET:]KEY=VALUE`, repeatable), parsed the same way wherever
+//! they are given: `beamtime run`/`dump` and `%source` check them before starting anything, every
+//! rank of the job reads them back from the job description.
 //!
 //! | KEY | VALUE | meaning |
 //! |---|---|---|
@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use detector::CalibType;
+use crate::constants::CalibType;
 
 /// What one setting gives.
 #[derive(Clone, Debug, PartialEq)]
