@@ -29,9 +29,9 @@
 //! - a handful of Bragg spots (σ 1.2 px), whose peak photons per unit I0 fall by
 //!   `bragg_pump_drop · r`, bright enough to switch to gain ranges 1 and 2.
 //!
-//! Photon counts are Poisson: the total of the ring (and of each spot) is drawn, then spread
-//! over its pixels by their weights (Poisson splitting gives independent Poisson pixels), which
-//! costs a few µs per thousand photons instead of a draw per pixel.
+//! Photon counts are Poisson: the ring's total is drawn, then spread over its pixels by their
+//! weights (Poisson splitting gives independent Poisson pixels), a few µs per thousand photons
+//! instead of a draw for each of its ~10⁵ faint pixels; each bright spot pixel gets its own draw.
 //!
 //! Speed: the noise comes from a table of unit normals generated once, read at a random offset
 //! per module and frame, so a dark pixel costs a multiply-add.
@@ -80,8 +80,10 @@ const PIXEL_UM: f64 = 75.0;
 const MODULE_GAP_PX: usize = 36;
 /// Bytes of one module's ShapesData beyond its raw array (headers and the scalars).
 pub const MODULE_DATAGRAM_BYTES: usize = PANEL * 2 + 256;
-/// Unit normals in the noise table: two panels, read at a random offset per module and frame.
-const NOISE_TABLE_LEN: usize = 2 * PANEL;
+/// Unit normals in the noise table: four panels, read at a random offset and with a random
+/// sign per module and frame (the sign keeps the overlap of two frames' windows from
+/// correlating their noise sums).
+const NOISE_TABLE_LEN: usize = 4 * PANEL;
 /// `hotPixelThresh` of the config and of every frame (psana's file: 15000).
 const HOT_PIXEL_THRESH: u16 = 15_000;
 const MAX_HOT_PIXELS: u32 = 3_400;
@@ -245,8 +247,11 @@ impl AliasTable {
 }
 
 /// A signal source: its pixels (global index `module · PANEL + row · 1024 + col`) with their
-/// weights, and the expected photons per unit I0 over all of them.
+/// weights (1 at the peak), and the expected photons per unit I0 over all of them.
 struct Source {
+    items: Vec<u32>,
+    weights: Vec<f64>,
+    peak_photons_per_i0: f64,
     table: AliasTable,
     photons_per_i0: f64,
     /// The same over good (unmasked) pixels only.
@@ -495,27 +500,24 @@ impl Jungfrau {
         let i0 = shot.ipm2.sum.max(0.0);
         let response = if shot.laser_on { self.model.response(shot.delay_ps) } else { 0.0 };
         let p = &self.params;
-        // Photons: Poisson totals spread over the pixels by weight.
-        let mut ring_good = 0u64;
-        let mut bragg_good = 0u64;
+        // Photons. The ring's faint pixels: a Poisson total spread over them by weight. The
+        // spots' few bright pixels: a Poisson draw each.
         let ring_mean = i0 * self.ring.photons_per_i0 * (1.0 + p.ring_pump_change * response);
+        let mut ring_good = 0u64;
+        for _ in 0..poisson(&mut self.rng, ring_mean) {
+            let i = self.ring.table.sample(&mut self.rng);
+            ring_good += u64::from(self.kinds[i as usize] == PixelKind::Good);
+            add_photons(&mut self.photons, &mut self.touched, i, 1);
+        }
         let spot_scale = i0 * (1.0 - p.bragg_pump_drop * response);
-        let draws = std::iter::once((&self.ring, ring_mean, true)).chain(self.spots.iter().map(|s| (s, spot_scale * s.photons_per_i0, false)));
-        for (src, mean, is_ring) in draws {
-            let n = if mean > 0.0 { Poisson::new(mean).map_or(0.0, |d| d.sample(&mut self.rng)) as u64 } else { 0 };
-            for _ in 0..n {
-                let i = src.table.sample(&mut self.rng);
-                if self.photons[i as usize] == 0 {
-                    self.touched.push(i);
-                }
-                self.photons[i as usize] += 1;
+        let mut bragg_good = 0u64;
+        for spot in &self.spots {
+            for (&i, w) in spot.items.iter().zip(&spot.weights) {
+                let n = poisson(&mut self.rng, spot_scale * spot.peak_photons_per_i0 * w);
                 if self.kinds[i as usize] == PixelKind::Good {
-                    if is_ring {
-                        ring_good += 1;
-                    } else {
-                        bragg_good += 1;
-                    }
+                    bragg_good += n;
                 }
+                add_photons(&mut self.photons, &mut self.touched, i, n as u32);
             }
         }
         self.touched.sort_unstable();
@@ -540,9 +542,10 @@ impl Jungfrau {
             let c = &self.modules[m];
             let offset = self.rng.random_range(0..=NOISE_TABLE_LEN - PANEL);
             let noise = &self.noise[offset..offset + PANEL];
+            let sign: f32 = if self.rng.random() { 1.0 } else { -1.0 };
             // The dark frame: gain range 0, pedestal plus noise, rounded (values are > 0).
             for (((v, ped), rms), n) in self.frame_raw.iter_mut().zip(&c.pedestal[0]).zip(&c.rms[0]).zip(noise) {
-                *v = (ped + rms * n + 0.5).min(ADU_MASK as f32) as u16;
+                *v = (ped + rms * (sign * n) + 0.5).min(ADU_MASK as f32) as u16;
             }
             while touched_at < self.touched.len() && self.touched[touched_at] < hi {
                 let gi = self.touched[touched_at];
@@ -559,7 +562,7 @@ impl Jungfrau {
                     2
                 };
                 let noise_free = c.pedestal[g][i] as f64 + c.gain[g][i] as f64 * e;
-                let adu = noise_free + c.rms[g][i] as f64 * noise[i] as f64;
+                let adu = noise_free + c.rms[g][i] as f64 * (sign * noise[i]) as f64;
                 self.frame_raw[i] = GAIN_CODE[g] << 14 | adu.round().clamp(0.0, ADU_MASK as f64) as u16;
                 if self.kinds[gi as usize] == PixelKind::Good {
                     match g {
@@ -579,7 +582,7 @@ impl Jungfrau {
                 bad_at += 1;
                 let i = (gi - lo) as usize;
                 self.frame_raw[i] = match kind {
-                    PixelKind::Hot => (c.pedestal[0][i] as f64 + p.hot_excess_adu + 5.0 * c.rms[0][i] as f64 * noise[i] as f64).round().clamp(0.0, ADU_MASK as f64) as u16,
+                    PixelKind::Hot => (c.pedestal[0][i] as f64 + p.hot_excess_adu + 5.0 * c.rms[0][i] as f64 * (sign * noise[i]) as f64).round().clamp(0.0, ADU_MASK as f64) as u16,
                     _ => 0,
                 };
             }
@@ -656,10 +659,31 @@ impl Jungfrau {
     }
 }
 
+/// A Poisson draw of mean `mean` (0 for a mean ≤ 0).
+fn poisson(r: &mut ChaCha8Rng, mean: f64) -> u64 {
+    if mean > 0.0 { Poisson::new(mean).map_or(0.0, |d| d.sample(r)) as u64 } else { 0 }
+}
+
+fn add_photons(photons: &mut [u32], touched: &mut Vec<u32>, i: u32, n: u32) {
+    if n > 0 {
+        if photons[i as usize] == 0 {
+            touched.push(i);
+        }
+        photons[i as usize] += n;
+    }
+}
+
 fn source(items: Vec<u32>, weights: Vec<f64>, peak_photons_per_i0: f64, kinds: &[PixelKind]) -> Source {
     let good: f64 = items.iter().zip(&weights).filter(|(i, _)| kinds[**i as usize] == PixelKind::Good).map(|(_, w)| w).sum();
     let all: f64 = weights.iter().sum();
-    Source { table: AliasTable::new(items, &weights), photons_per_i0: peak_photons_per_i0 * all, good_photons_per_i0: peak_photons_per_i0 * good }
+    Source {
+        table: AliasTable::new(items.clone(), &weights),
+        items,
+        weights,
+        peak_photons_per_i0,
+        photons_per_i0: peak_photons_per_i0 * all,
+        good_photons_per_i0: peak_photons_per_i0 * good,
+    }
 }
 
 fn names_def(id: u32, alg: &str, segment: u32, fields: &[(&str, DataType, u32)]) -> NamesDef {
