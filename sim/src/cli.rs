@@ -99,6 +99,21 @@ pub fn largest_event_bytes(cfg: &SimConfig) -> usize {
     camera + jungfrau + (64 << 10)
 }
 
+/// The buffer size serving `cfg` takes: `given`, or 1 MiB or what its largest event needs. A
+/// given size its events do not fit is an error now, rather than a refused event at every shot.
+pub fn shmem_buffer_size(cfg: &SimConfig, given: Option<usize>) -> Result<usize, String> {
+    let needed = largest_event_bytes(cfg);
+    let enough = needed.max(1 << 20).div_ceil(4096) * 4096;
+    match given {
+        None => Ok(enough),
+        Some(size) if size >= needed => Ok(size),
+        Some(size) => {
+            let jungfrau = if cfg.jungfrau > 0 { format!(", of which {} Jungfrau module(s) of 1 MiB each", cfg.jungfrau) } else { String::new() };
+            Err(format!("--buffer-size {size} is too small: an event of this run takes up to {needed} bytes{jungfrau}; use --buffer-size {enough} or more (or leave it out)"))
+        }
+    }
+}
+
 fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let bad = || format!("'{s}': a size in bytes is expected, e.g. 1048576, 0x100000, 512K or 4M");
@@ -209,22 +224,13 @@ fn run_shmem(args: SimArgs) -> Result<(), Box<dyn Error>> {
     let tag = args.shmem.clone().unwrap_or_default();
     let replay = !args.replay.is_empty();
     let cfg = if replay { None } else { Some(args.config()?) };
-    let needed = match &cfg {
-        Some(c) => largest_event_bytes(c),
-        None => crate::shmem::largest_datagram(&args.replay)?,
+    let size = match &cfg {
+        Some(c) => shmem_buffer_size(c, args.buffer_size)?,
+        None => {
+            let needed = crate::shmem::largest_datagram(&args.replay)?;
+            args.buffer_size.unwrap_or_else(|| (needed.max(1 << 20)).div_ceil(4096) * 4096)
+        }
     };
-    let size = args.buffer_size.unwrap_or_else(|| (needed.max(1 << 20)).div_ceil(4096) * 4096);
-    // A simulated event larger than a buffer would be refused at every event: say so now.
-    if let (Some(c), Some(given)) = (&cfg, args.buffer_size)
-        && given < needed
-    {
-        let jungfrau = if c.jungfrau > 0 { format!(", of which {} Jungfrau module(s) of 1 MiB each", c.jungfrau) } else { String::new() };
-        return Err(format!(
-            "--buffer-size {given} is too small: an event of this run takes up to {needed} bytes{jungfrau}; use --buffer-size {} or more (or leave it out)",
-            needed.div_ceil(4096) * 4096
-        )
-        .into());
-    }
     let mut sc = shmem::ServerConfig::new(&tag);
     sc.n_events = args.buffers;
     sc.n_queues = args.clients;
@@ -308,6 +314,21 @@ mod tests {
         // No run in an empty directory: run 1.
         let cli = Cli::try_parse_from(["sim", "--dir", dir.to_str().unwrap()]).unwrap();
         assert_eq!(cli.sim.config().unwrap().run, 1);
+    }
+
+    #[test]
+    fn shmem_buffers_fit_a_jungfrau_event() {
+        let mut cfg = SimConfig::new("/nonexistent");
+        assert_eq!(shmem_buffer_size(&cfg, None), Ok(1 << 20));
+        for (modules, mib) in [(1, 2), (8, 9)] {
+            cfg.jungfrau = modules;
+            let size = shmem_buffer_size(&cfg, None).unwrap();
+            // The raw arrays and every small detector's data.
+            assert!(size >= modules as usize * (1 << 20) + (64 << 10) && size <= mib << 20, "{modules} modules: {size}");
+            let err = shmem_buffer_size(&cfg, Some(1 << 20)).unwrap_err();
+            assert!(err.contains("too small") && err.contains(&format!("{modules} Jungfrau module(s)")) && err.contains(&size.to_string()), "{err}");
+            assert_eq!(shmem_buffer_size(&cfg, Some(size)), Ok(size));
+        }
     }
 
     #[test]

@@ -138,8 +138,9 @@ pub fn start_server(config: ServerConfig, mut waiting: impl FnMut(&Server)) -> R
 /// the clients take the events; paced ones never wait for them (as the DAQ).
 pub fn serve_run(cfg: &SimConfig, server: &Server, progress: impl FnMut(&Progress)) -> Result<(Truth, Served), SimError> {
     cfg.validate()?;
-    let mut sink = ShmemSink::new(server, cfg.streams as usize, cfg.rate_hz == 0.0);
     let nodes = make_nodes(cfg);
+    // One part per node: a Jungfrau's stream comes on top of `cfg.streams`.
+    let mut sink = ShmemSink::new(server, nodes.len(), cfg.rate_hz == 0.0);
     // Constants go to files even when the data does not: a live reader calibrates with them.
     crate::run::deploy_constants(cfg, &nodes)?;
     let truth = simulate(cfg, nodes, &mut sink, progress)?;

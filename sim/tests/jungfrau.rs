@@ -172,3 +172,42 @@ fn jungfrau_settings_are_checked() {
     (cfg.jungfrau, cfg.jungfrau_every) = (1, 0);
     assert!(cfg.validate().unwrap_err().to_string().contains("jungfrau-every"));
 }
+
+/// `--shmem` with a Jungfrau: buffers sized for its events serve every frame, all segments in
+/// the event-built datagram.
+#[test]
+fn a_served_jungfrau_event_fits_the_buffers() {
+    use shmem::{Client, ClientOptions, Received, Server, ServerConfig, StopAt};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = SimConfig::new(tmp.path());
+    (cfg.events, cfg.steps, cfg.jungfrau, cfg.jungfrau_every) = (6, 1, 2, 2);
+    let tag = format!("bt_test_{}_jungfrau", std::process::id());
+    let mut sc = ServerConfig::new(&tag);
+    sc.buffer_size = sim::cli::shmem_buffer_size(&cfg, None).unwrap();
+    sc.remove_segment_on_drop = true;
+    let server = Server::start(sc).unwrap();
+    let t = tag.clone();
+    let client = std::thread::spawn(move || {
+        let opts = ClientOptions { connect_timeout: Some(std::time::Duration::from_secs(10)), stop: StopAt::EndRun, ..Default::default() };
+        let mut c = Client::connect(&t, opts).unwrap();
+        let mut sizes = Vec::new();
+        while let Some(Received::Dgram(d)) = c.next(std::time::Duration::from_secs(30)).unwrap() {
+            let bytes = d.into_bytes();
+            let dg = xtc::Dgram::new(&bytes).unwrap();
+            if dg.service() == TransitionId::L1Accept {
+                sizes.push(bytes.len());
+            }
+        }
+        sizes
+    });
+    assert!(server.wait_for_clients(1, std::time::Duration::from_secs(10)));
+    let (truth, served) = sim::shmem::serve_run(&cfg, &server, |_| {}).unwrap();
+    let sizes = client.join().unwrap();
+    drop(server);
+    assert_eq!((served.refused, served.stats.events_published), (0, 6));
+    assert_eq!(truth.jungfrau.unwrap().frames.len(), 3);
+    // Events 0, 2, 4 carry both modules' 1 MiB raw arrays.
+    let big: Vec<bool> = sizes.iter().map(|&s| s > 2 * PANEL * 2).collect();
+    assert_eq!(big, [true, false, true, false, true, false]);
+    assert!(tmp.path().join("calib/Jungfrau::CalibV1/jungfrau/pedestals/1-end.data").is_file(), "constants for a live reader");
+}
