@@ -126,11 +126,11 @@ impl CalibPrinter {
         let max_segment = *segments.iter().max().expect("one segment at least");
         let key = (det.to_string(), run, configures);
         if !self.prepared.contains_key(&key) {
-            let epix: Vec<(u32, Epix10kaConfig)> = if kind == DetectorKind::Epix10ka {
+            let epix: Vec<(u32, Epix10kaConfig)> = if matches!(kind, DetectorKind::Epix10ka | DetectorKind::Epixhr2x2) {
                 configs(det)
                     .iter()
                     .filter(|c| c.alg_name == "config")
-                    .filter_map(|c| Some((c.segment, Epix10kaConfig::from_fields(|n| c.field(n)?.to_i64())?)))
+                    .filter_map(|c| Some((c.segment, Epix10kaConfig::from_fields(kind, |n| c.field(n)?.to_i64())?)))
                     .collect()
             } else {
                 Vec::new()

@@ -46,7 +46,7 @@ impl CalibSource {
     }
 
     /// The calibrator of `spec`'s detector for `run`; `max_segment` picks the calib-dir group
-    /// and default geometry, `epix` holds each epix10ka segment's config.
+    /// and default geometry, `epix` holds each epix10ka or epixhr2x2 segment's config.
     pub fn prepare(
         &mut self,
         spec: &DetectorSpec,
@@ -73,9 +73,17 @@ impl CalibSource {
                 CalibValue::Cache(_) | CalibValue::Exports(_) => {}
             }
         }
-        if spec.kind == DetectorKind::Epix10ka && epix.is_empty() {
+        let wanted = match spec.kind {
+            DetectorKind::Epix10ka => Some("asicPixelConfig + trbit, or cbitsConfig"),
+            DetectorKind::Epixhr2x2 => Some("asicPixelConfig + trbit"),
+            _ => None,
+        };
+        if let Some(wanted) = wanted
+            && epix.is_empty()
+        {
             return Err(format!(
-                "`{det}.raw.calib`: the Configure has no epix10ka config record for {det} (asicPixelConfig + trbit, or cbitsConfig): the gain modes are unknown"
+                "`{det}.raw.calib`: the Configure has no {} config record for {det} ({wanted}): the gain modes are unknown",
+                spec.kind
             ));
         }
         let mut calibrator = Calibrator::new(&constants, epix).map_err(|e| e.to_string())?;
@@ -171,17 +179,28 @@ impl PreparedDetector {
 }
 
 impl Epix10kaConfig {
-    /// A segment's config from its Configure record, given a lookup of its integer fields:
-    /// raw 3.0.1 has `cbitsConfig`, 2.0.1 `asicPixelConfig` and `trbit`. `None` when neither.
-    pub fn from_fields(field: impl Fn(&str) -> Option<Vec<i64>>) -> Option<Self> {
-        if let Some(cbits) = field("cbitsConfig") {
-            return Some(Epix10kaConfig::Panel { cbits: cbits.into_iter().map(|v| v as u8).collect() });
+    /// A segment's config from its Configure record, given a lookup of its integer fields.
+    /// epix10ka: raw 3.0.1 has `cbitsConfig`, 2.0.1 `asicPixelConfig` `(4,176,192)` and `trbit`;
+    /// epixhr2x2: `asicPixelConfig` (110592 flat) and `trbit`. `None` when neither, or for
+    /// other detector kinds.
+    pub fn from_fields(kind: DetectorKind, field: impl Fn(&str) -> Option<Vec<i64>>) -> Option<Self> {
+        let trbit = || {
+            let t = field("trbit").unwrap_or_default();
+            std::array::from_fn(|i| t.get(i).copied().unwrap_or(0) as u8)
+        };
+        match kind {
+            DetectorKind::Epix10ka => {
+                if let Some(cbits) = field("cbitsConfig") {
+                    return Some(Epix10kaConfig::Panel { cbits: cbits.into_iter().map(|v| v as u8).collect() });
+                }
+                let pca = field("asicPixelConfig")?;
+                Some(Epix10kaConfig::Asics { asic_pixel_config: pca.into_iter().map(|v| v as u8).collect(), trbit: trbit() })
+            }
+            DetectorKind::Epixhr2x2 => {
+                let pca = field("asicPixelConfig")?;
+                Some(Epix10kaConfig::HrAsics { asic_pixel_config: pca.into_iter().map(|v| v as u8).collect(), trbit: trbit() })
+            }
+            _ => None,
         }
-        let pca = field("asicPixelConfig")?;
-        let trbit = field("trbit").unwrap_or_default();
-        Some(Epix10kaConfig::Asics {
-            asic_pixel_config: pca.into_iter().map(|v| v as u8).collect(),
-            trbit: std::array::from_fn(|i| trbit.get(i).copied().unwrap_or(0) as u8),
-        })
     }
 }

@@ -524,13 +524,6 @@ fn epixm320_pedestal_by_bit15_and_mask() {
     assert!(raw.iter().zip(&out).all(|(&r, &o)| o == r as f32));
 }
 
-#[test]
-fn detectors_not_yet_calibrated_say_so() {
-    let spec = DetectorSpec::with_panel("archon", DetectorKind::Archon, (10, 4800));
-    let e = Calibrator::new(&DetectorConstants::new(spec), &[]).err().unwrap().to_string();
-    assert!(e.contains("archon") && e.contains("not implemented"), "{e}");
-}
-
 // ---------------------------------------------------------------- common mode (§3.7)
 
 /// numpy's median of float32 values (§3.7): middle value, or f32(a + b) / 2.

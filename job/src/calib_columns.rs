@@ -269,7 +269,7 @@ impl CalibColumns {
             let max_segment = *segments.iter().max().expect("one segment at least");
             let key = (det.to_string(), run, configure);
             if !self.prepared.contains_key(&key) {
-                let epix = if kind == DetectorKind::Epix10ka { epix10ka_configs(&configs(det)) } else { Vec::new() };
+                let epix = if matches!(kind, DetectorKind::Epix10ka | DetectorKind::Epixhr2x2) { epix10ka_configs(kind, &configs(det)) } else { Vec::new() };
                 let prepared = self.source.prepare(&spec, run, max_segment, &epix);
                 self.prepared.insert(key.clone(), prepared);
             }
@@ -323,12 +323,12 @@ impl CalibColumns {
     }
 }
 
-/// Each epix10ka segment's config values from the Configure's `config` records.
-fn epix10ka_configs(configs: &[ConfigRecord]) -> Vec<(u32, Epix10kaConfig)> {
+/// Each epix10ka (or epixhr2x2) segment's config values from the Configure's `config` records.
+fn epix10ka_configs(kind: DetectorKind, configs: &[ConfigRecord]) -> Vec<(u32, Epix10kaConfig)> {
     configs
         .iter()
         .filter(|c| c.alg_name == "config")
-        .filter_map(|c| Some((c.segment, Epix10kaConfig::from_fields(|name| c.field(name)?.to_i64())?)))
+        .filter_map(|c| Some((c.segment, Epix10kaConfig::from_fields(kind, |name| c.field(name)?.to_i64())?)))
         .collect()
 }
 

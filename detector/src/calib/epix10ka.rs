@@ -1,8 +1,11 @@
 //! epix10ka (spec §3.2): seven gain modes from per-pixel control bits — pixel config bits 3–2
 //! and trbit (bit 4) from the segment's config, the data's gain bit 14 as bit 5.
 //! `out = (f32(raw & 0x3fff) − ped[i]) × (1/gain[i]) × mask`; no mode → ped 0, factor 1.
+//! The epixhr2x2 (§3.3) shares the formula with its own panel, config and gain bit 15
+//! (`super::epixhr2x2`); a [`Layout`] tells the two apart.
 
 use super::common_mode::{self, CommonMode, PanelBanks};
+use super::epixhr2x2;
 use super::real::{all_f32, Real};
 use super::{Fallback, SegmentIndex};
 use crate::calib::mask::calib_mask;
@@ -24,12 +27,28 @@ pub enum Epix10kaConfig {
     Asics { asic_pixel_config: Vec<u8>, trbit: [u8; 4] },
     /// raw 3.0.1: `cbitsConfig`, panel-shaped `(352, 384)`, trbit already in bit 4.
     Panel { cbits: Vec<u8> },
+    /// epixhr2x2 raw 2.0.1: `asicPixelConfig` flat 110592 values in panel order `(288, 384)`
+    /// and `trbit` `(4,)`.
+    HrAsics { asic_pixel_config: Vec<u8>, trbit: [u8; 4] },
 }
+
+/// What differs between the epix10ka and the epixhr2x2 besides the config: the data's gain bit
+/// (its value becomes control bit 5) and the panel with its common-mode banks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    pub gain_bit: u32,
+    pub banks: PanelBanks,
+}
+
+/// epix10ka common mode: two row halves of 176, 8 banks of 48 columns.
+const EPIX10KA: Layout = Layout { gain_bit: 14, banks: PanelBanks { rows: ROWS, cols: COLS, banks: 8 } };
 
 /// The panel's control bits without the data bit (psana's `cbits_config_epix10ka`): ASICs 2 and
 /// 1 rotated by 180° on top, 3 and 0 as they are below; `& 12`; trbit per ASIC quadrant.
+/// An epixhr2x2 config goes to `epixhr2x2::control_bits`.
 pub fn control_bits(config: &Epix10kaConfig) -> Result<Vec<u8>, String> {
     match config {
+        Epix10kaConfig::HrAsics { asic_pixel_config, trbit } => epixhr2x2::control_bits(asic_pixel_config, trbit),
         Epix10kaConfig::Panel { cbits } => {
             if cbits.len() != ROWS * COLS {
                 return Err(format!("cbitsConfig has {} values, expected 352×384 = {}", cbits.len(), ROWS * COLS));
@@ -94,16 +113,15 @@ struct SegmentTables<T> {
     high_or_medium: [Vec<bool>; 2],
 }
 
-/// epix10ka common mode: two row halves of 176, 8 banks of 48 columns.
-const BANKS: PanelBanks = PanelBanks { rows: ROWS, cols: COLS, banks: 8 };
-
 enum Tables {
     F32(Vec<(u32, SegmentTables<f32>)>),
     F64(Vec<(u32, SegmentTables<f64>)>),
 }
 
+/// The epix10ka's calibrator, also the epixhr2x2's (its [`Layout`] says which).
 pub struct Epix10kaCalibrator {
     detector: String,
+    layout: Layout,
     segments: SegmentIndex,
     tables: Tables,
     mask: Option<Vec<u8>>,
@@ -112,12 +130,18 @@ pub struct Epix10kaCalibrator {
 }
 
 impl Epix10kaCalibrator {
-    /// Holds the constants for the daq segments given with their configs.
+    /// Holds the constants for the daq segments given with their configs (epix10ka or epixhr2x2).
     pub fn new(constants: &DetectorConstants, configs: &[(u32, Epix10kaConfig)]) -> Result<Self, ConstantError> {
         let spec = &constants.spec;
         let other = |message: String| ConstantError::Other { detector: spec.name.clone(), message };
-        if spec.kind != DetectorKind::Epix10ka {
-            return Err(other(format!("a {} is not an epix10ka", spec.kind)));
+        let layout = match spec.kind {
+            DetectorKind::Epix10ka => EPIX10KA,
+            DetectorKind::Epixhr2x2 => epixhr2x2::LAYOUT,
+            kind => return Err(other(format!("a {kind} is not an epix10ka nor an epixhr2x2"))),
+        };
+        let (rows, cols) = (layout.banks.rows, layout.banks.cols);
+        if spec.panel != (rows, cols) {
+            return Err(other(format!("a {} panel is {rows}×{cols}, not {}×{}", spec.kind, spec.panel.0, spec.panel.1)));
         }
         let panel = spec.panel_pixels();
         let segments = SegmentIndex { detector: spec.name.clone(), nseg: constants.nseg(), panel };
@@ -137,6 +161,11 @@ impl Epix10kaCalibrator {
         let mut cbits = Vec::with_capacity(configs.len());
         for (segment, config) in configs {
             segments.range(*segment).map_err(|e| other(e.to_string()))?;
+            let for_hr = matches!(config, Epix10kaConfig::HrAsics { .. });
+            if for_hr != (spec.kind == DetectorKind::Epixhr2x2) {
+                let which = if for_hr { "an epixhr2x2" } else { "an epix10ka" };
+                return Err(other(format!("config of segment {segment}: {which} config record for a {}", spec.kind)));
+            }
             let bits = control_bits(config).map_err(|m| other(format!("config of segment {segment}: {m}")))?;
             cbits.push((*segment, bits));
         }
@@ -146,7 +175,7 @@ impl Epix10kaCalibrator {
         } else {
             Tables::F64(cbits.iter().map(|(s, c)| (*s, inputs.segment_tables(*s, c))).collect())
         };
-        Ok(Epix10kaCalibrator { detector: spec.name.clone(), segments, tables, mask, fallbacks, common_mode: None })
+        Ok(Epix10kaCalibrator { detector: spec.name.clone(), layout, segments, tables, mask, fallbacks, common_mode: None })
     }
 
     /// psana's common mode (`cmpars`; the DB's 1-D `common_mode` makes psana fail, §3.2):
@@ -161,12 +190,16 @@ impl Epix10kaCalibrator {
 
     /// Calibrates a frame of the daq `segments` (each must have had its config at `new`).
     pub fn calibrate(&self, segments: &[u32], raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
+        let (bit, banks) = (self.layout.gain_bit, self.layout.banks);
         for (segment, raw, out) in super::panels(&self.detector, self.segments.panel, segments, raw, out)? {
-            match (&self.tables, &self.common_mode) {
-                (Tables::F32(t), None) => calibrate_panel(self.find(t, segment)?, raw, out),
-                (Tables::F64(t), None) => calibrate_panel(self.find(t, segment)?, raw, out),
-                (Tables::F32(t), Some(cm)) => calibrate_panel_common_mode(self.find(t, segment)?, cm, raw, out),
-                (Tables::F64(t), Some(cm)) => calibrate_panel_common_mode(self.find(t, segment)?, cm, raw, out),
+            // The gain bit is a constant of each loop so the bit tests stay immediate.
+            match (&self.tables, &self.common_mode, bit) {
+                (Tables::F32(t), None, 14) => calibrate_panel::<_, 14>(self.find(t, segment)?, raw, out),
+                (Tables::F64(t), None, 14) => calibrate_panel::<_, 14>(self.find(t, segment)?, raw, out),
+                (Tables::F32(t), None, _) => calibrate_panel::<_, 15>(self.find(t, segment)?, raw, out),
+                (Tables::F64(t), None, _) => calibrate_panel::<_, 15>(self.find(t, segment)?, raw, out),
+                (Tables::F32(t), Some(cm), _) => calibrate_panel_common_mode(self.find(t, segment)?, cm, banks, bit, raw, out),
+                (Tables::F64(t), Some(cm), _) => calibrate_panel_common_mode(self.find(t, segment)?, cm, banks, bit, raw, out),
             }
         }
         Ok(())
@@ -234,8 +267,10 @@ impl Inputs<'_> {
     }
 }
 
-/// One panel: `((raw & 0x3fff) − ped) × factor × mask` with the set chosen by bit 14.
-fn calibrate_panel<T: Real>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) {
+/// One panel: `((raw & 0x3fff) − ped) × factor × mask` with the set chosen by gain bit `BIT`
+/// (epix10ka 14, epixhr2x2 15).
+fn calibrate_panel<T: Real, const BIT: u32>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) {
+    let gain: u16 = 1 << BIT;
     let n = raw.len();
     let mut start = 0;
     while start < n {
@@ -245,10 +280,10 @@ fn calibrate_panel<T: Real>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) 
         let r = &raw[start..end];
         let o = &mut out[start..end][..len];
         let m = &t.mask[start..end][..len];
-        let any = r.iter().fold(0u16, |a, &x| a | x) & 0x4000;
-        let all = r.iter().fold(0x4000u16, |a, &x| a & x) & 0x4000;
+        let any = r.iter().fold(0u16, |a, &x| a | x) & gain;
+        let all = r.iter().fold(gain, |a, &x| a & x) & gain;
         if any == all {
-            let set = (all >> 14) as usize;
+            let set = (all >> BIT) as usize;
             let (p, f) = (&t.ped[set][start..end][..len], &t.factor[set][start..end][..len]);
             for i in 0..len {
                 o[i] = (((T::from_u16(r[i] & 0x3fff) - p[i]) * f[i]) * T::from_u8(m[i])).to_f32();
@@ -257,7 +292,7 @@ fn calibrate_panel<T: Real>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) 
             let (p0, p1) = (&t.ped[0][start..end][..len], &t.ped[1][start..end][..len]);
             let (f0, f1) = (&t.factor[0][start..end][..len], &t.factor[1][start..end][..len]);
             for i in 0..len {
-                let high = r[i] & 0x4000 != 0;
+                let high = r[i] & gain != 0;
                 let p = T::select(high, p1[i], p0[i]);
                 let f = T::select(high, f1[i], f0[i]);
                 o[i] = (((T::from_u16(r[i] & 0x3fff) - p) * f) * T::from_u8(m[i])).to_f32();
@@ -269,15 +304,15 @@ fn calibrate_panel<T: Real>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) 
 
 /// One panel with common mode: `arrf = (raw & 0x3fff) − ped`, medians of the selected good
 /// pixels (alg 7: modes FH, FM, AHL_H, AML_M) subtracted, then `× factor × mask`.
-fn calibrate_panel_common_mode<T: Real>(t: &SegmentTables<T>, cm: &CommonMode, raw: &[u16], out: &mut [f32]) {
-    let set = |x: u16| ((x >> 14) & 1) as usize;
+fn calibrate_panel_common_mode<T: Real>(t: &SegmentTables<T>, cm: &CommonMode, banks: PanelBanks, bit: u32, raw: &[u16], out: &mut [f32]) {
+    let set = |x: u16| ((x >> bit) & 1) as usize;
     let mut arrf: Vec<T> = raw.iter().enumerate().map(|(i, &x)| T::from_u16(x & 0x3fff) - t.ped[set(x)][i]).collect();
     let selected: Vec<bool> = raw
         .iter()
         .enumerate()
         .map(|(i, &x)| t.mask[i] != 0 && (cm.alg != 7 || t.high_or_medium[set(x)][i]))
         .collect();
-    common_mode::apply(cm, BANKS, &mut arrf, &selected);
+    common_mode::apply(cm, banks, &mut arrf, &selected);
     for (i, &x) in raw.iter().enumerate() {
         out[i] = ((arrf[i] * t.factor[set(x)][i]) * T::from_u8(t.mask[i])).to_f32();
     }

@@ -1,9 +1,11 @@
 //! psana2's per-pixel calibration (spec §3): a `Calibrator` per detector holds its constants
 //! once, laid out per gain range for streaming, and turns one frame `&[u16]` into `&mut [f32]`.
 
+pub mod archon;
 pub mod camera;
 pub mod common_mode;
 pub mod epix10ka;
+pub mod epixhr2x2;
 pub mod epixm320;
 pub mod jungfrau;
 pub mod mask;
@@ -15,6 +17,7 @@ use std::ops::Range;
 use crate::constants::{DetectorConstants, DetectorKind};
 use crate::error::{CalibError, ConstantError};
 
+pub use archon::ArchonCalibrator;
 pub use camera::CameraCalibrator;
 pub use common_mode::CommonMode;
 pub use epix10ka::{Epix10kaCalibrator, Epix10kaConfig};
@@ -55,24 +58,24 @@ impl fmt::Display for Fallback {
 pub enum Calibrator {
     Jungfrau(JungfrauCalibrator),
     Epix10ka(Epix10kaCalibrator),
+    /// The epix10ka formula with the epixhr2x2's panel, config and gain bit (`calib::epixhr2x2`).
+    Epixhr2x2(Epix10kaCalibrator),
     Epixm320(Epixm320Calibrator),
+    Archon(ArchonCalibrator),
     Camera(CameraCalibrator),
 }
 
 impl Calibrator {
-    /// The calibrator for the constants' detector type; epix10ka needs each daq segment's config.
+    /// The calibrator for the constants' detector type; epix10ka and epixhr2x2 need each daq
+    /// segment's config (`Epix10kaConfig::HrAsics` for the epixhr2x2).
     pub fn new(constants: &DetectorConstants, epix_configs: &[(u32, Epix10kaConfig)]) -> Result<Self, ConstantError> {
         Ok(match constants.spec.kind {
             DetectorKind::Jungfrau => Calibrator::Jungfrau(JungfrauCalibrator::new(constants)?),
             DetectorKind::Epix10ka => Calibrator::Epix10ka(Epix10kaCalibrator::new(constants, epix_configs)?),
+            DetectorKind::Epixhr2x2 => Calibrator::Epixhr2x2(Epix10kaCalibrator::new(constants, epix_configs)?),
             DetectorKind::Epixm320 => Calibrator::Epixm320(Epixm320Calibrator::new(constants)?),
+            DetectorKind::Archon => Calibrator::Archon(ArchonCalibrator::new(constants)?),
             DetectorKind::Camera => Calibrator::Camera(CameraCalibrator::new(constants)?),
-            other => {
-                return Err(ConstantError::Other {
-                    detector: constants.spec.name.clone(),
-                    message: format!("calibration of {other} is not implemented yet"),
-                });
-            }
         })
     }
 
@@ -80,17 +83,20 @@ impl Calibrator {
     pub fn calibrate(&self, segments: &[u32], raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
         match self {
             Calibrator::Jungfrau(c) => c.calibrate(segments, raw, out),
-            Calibrator::Epix10ka(c) => c.calibrate(segments, raw, out),
+            Calibrator::Epix10ka(c) | Calibrator::Epixhr2x2(c) => c.calibrate(segments, raw, out),
             Calibrator::Epixm320(c) => c.calibrate(segments, raw, out),
+            Calibrator::Archon(c) => c.calibrate(segments, raw, out),
             Calibrator::Camera(c) => c.calibrate(segments, raw, out),
         }
     }
 
     /// Turns psana's common-mode correction on (`Some` with mode ≠ 0) or off; cameras have none.
+    /// Archon: on for any `Some` (psana: any cmpars not None, on by default), off for `None`.
     pub fn set_common_mode(&mut self, cm: Option<CommonMode>) -> Result<(), CalibError> {
         match self {
             Calibrator::Jungfrau(c) => c.set_common_mode(cm),
-            Calibrator::Epix10ka(c) => c.set_common_mode(cm),
+            Calibrator::Epix10ka(c) | Calibrator::Epixhr2x2(c) => c.set_common_mode(cm),
+            Calibrator::Archon(c) => c.set_common_mode(cm),
             Calibrator::Epixm320(_) if cm.is_some_and(|c| c.mode != 0) => {
                 return Err(CalibError::Unsupported {
                     detector: "epixm320".into(),
@@ -109,13 +115,13 @@ impl Calibrator {
         Ok(())
     }
 
-    /// psana's default mask for the daq `segments` (cameras: all good).
+    /// psana's default mask for the daq `segments` (cameras and Archon: all good).
     pub fn mask(&self, segments: &[u32], out: &mut [u8]) -> Result<(), CalibError> {
         match self {
             Calibrator::Jungfrau(c) => c.mask(segments, out),
-            Calibrator::Epix10ka(c) => c.mask(segments, out),
+            Calibrator::Epix10ka(c) | Calibrator::Epixhr2x2(c) => c.mask(segments, out),
             Calibrator::Epixm320(c) => c.mask(segments, out),
-            Calibrator::Camera(_) => {
+            Calibrator::Archon(_) | Calibrator::Camera(_) => {
                 out.fill(1);
                 Ok(())
             }
@@ -125,8 +131,9 @@ impl Calibrator {
     pub fn fallbacks(&self) -> &[Fallback] {
         match self {
             Calibrator::Jungfrau(c) => c.fallbacks(),
-            Calibrator::Epix10ka(c) => c.fallbacks(),
+            Calibrator::Epix10ka(c) | Calibrator::Epixhr2x2(c) => c.fallbacks(),
             Calibrator::Epixm320(c) => c.fallbacks(),
+            Calibrator::Archon(c) => c.fallbacks(),
             Calibrator::Camera(c) => c.fallbacks(),
         }
     }

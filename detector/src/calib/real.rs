@@ -12,6 +12,8 @@ pub trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mu
     fn from_u8(x: u8) -> Self;
     fn to_f32(self) -> f32;
     fn to_f64(self) -> f64;
+    /// A Python float scalar in this precision (numpy casts it to the array's float32).
+    fn from_f64(x: f64) -> Self;
     /// Values of a constant in this precision (f32 → f64 exact; f64 → f32 rounds, only used
     /// when the caller chose f32 because the constant is f32).
     fn from_values(v: &FloatValues) -> Vec<Self>;
@@ -44,6 +46,10 @@ impl Real for f32 {
         self as f64
     }
     #[inline]
+    fn from_f64(x: f64) -> f32 {
+        x as f32
+    }
+    #[inline]
     fn select(pick_a: bool, a: f32, b: f32) -> f32 {
         let keep_a = (pick_a as u32).wrapping_neg();
         f32::from_bits((a.to_bits() & keep_a) | (b.to_bits() & !keep_a))
@@ -74,6 +80,10 @@ impl Real for f64 {
     #[inline]
     fn to_f64(self) -> f64 {
         self
+    }
+    #[inline]
+    fn from_f64(x: f64) -> f64 {
+        x
     }
     #[inline]
     fn select(pick_a: bool, a: f64, b: f64) -> f64 {
