@@ -84,6 +84,10 @@ pub struct SimArgs {
     /// each event to one client) [--shmem]
     #[arg(long, requires = "shmem")]
     pub serial: bool,
+    /// Unpaced (--rate 0): how long to wait for slow clients to take the events before
+    /// publishing anyway, seconds [--shmem]
+    #[arg(long, value_name = "S", default_value_t = 1.0, requires = "shmem")]
+    pub client_wait: f64,
     /// Serve these xtc2 files as stored instead of simulating, like shmemServer [--shmem]
     #[arg(long, num_args = 1.., value_name = "FILE", requires = "shmem")]
     pub replay: Vec<PathBuf>,
@@ -245,6 +249,14 @@ fn run_shmem(args: SimArgs) -> Result<(), Box<dyn Error>> {
         None => format!("{} file(s), {}", args.replay.len(), if args.loops == 0 { "looping until stopped".to_string() } else { format!("{} time(s)", args.loops) }),
     };
     let pacing = if args.rate > 0.0 { format!("at {} Hz", args.rate) } else { "as fast as the clients take the events".into() };
+    if !(args.client_wait.is_finite() && args.client_wait >= 0.0) {
+        return Err(format!("--client-wait {}: seconds ≥ 0 expected", args.client_wait).into());
+    }
+    let client_wait = std::time::Duration::from_secs_f64(args.client_wait);
+    // The constants are in place before a client can ask for them.
+    if let Some(c) = &cfg {
+        crate::run::deploy_constants(c, &crate::run::make_nodes(c))?;
+    }
     let server = crate::shmem::start_server(sc, |s| {
         println!(
             "beamtime sim: serving {what} on shared memory '{tag}' ({} × {:.1} MiB buffers, {} client queue(s), {} mode), {pacing}",
@@ -259,7 +271,7 @@ fn run_shmem(args: SimArgs) -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
     let served = match &cfg {
         Some(c) => {
-            let (truth, served) = crate::shmem::serve_run(c, &server, |p| {
+            let (truth, served) = crate::shmem::serve_deployed_run(c, &server, client_wait, |p| {
                 if p.events < p.total {
                     eprintln!("  {} / {} events, step {} of {}, {:.1} s", p.events, p.total, p.step + 1, p.steps, p.elapsed.as_secs_f64());
                 }
@@ -267,7 +279,7 @@ fn run_shmem(args: SimArgs) -> Result<(), Box<dyn Error>> {
             println!("served run {} of {}: {} events, timestamps {} to {}", c.run, c.exp, truth.events, truth.first_time_utc, truth.last_time_utc);
             served
         }
-        None => crate::shmem::serve_files(&server, &args.replay, args.rate, args.loops, |round, n| eprintln!("  round {round}: {n} datagrams"))?,
+        None => crate::shmem::serve_files(&server, &args.replay, args.rate, args.loops, client_wait, |round, n| eprintln!("  round {round}: {n} datagrams"))?,
     };
     let st = &served.stats;
     let secs = started.elapsed().as_secs_f64();

@@ -15,20 +15,20 @@ use crate::run::{make_nodes, simulate, Progress, Sink};
 use crate::truth::{FileTruth, StreamTruth, Truth};
 use crate::SimError;
 
-/// How long an unpaced feeder waits for its clients before publishing anyway: slow clients
-/// slow it down, stalled ones do not stop it.
-const FLOW_CONTROL_WAIT: Duration = Duration::from_secs(1);
+/// How long an unpaced feeder waits for its clients before publishing anyway, by default: slow
+/// clients slow it down, stalled ones do not stop it (`--client-wait`).
+pub const DEFAULT_CLIENT_WAIT: Duration = Duration::from_secs(1);
 
 /// Flow control of an unpaced feeder, so that clients that keep up lose nothing and see
 /// the datagrams in order: an event waits for a free buffer (the MEB asks the DAQ for the
 /// next event only then); a transition waits until the clients have taken the events before
 /// it, because a client takes transitions first and drops events older than the last Disable
 /// (psana's rule); the first event after a transition waits until they have taken that.
-fn wait_for_clients(server: &Server, service: TransitionId, after_transition: bool) {
+fn wait_for_clients(server: &Server, service: TransitionId, after_transition: bool, wait: Duration) {
     if service.is_event() && !after_transition {
-        server.wait_free_buffer(FLOW_CONTROL_WAIT);
+        server.wait_free_buffer(wait);
     } else {
-        server.wait_drained(FLOW_CONTROL_WAIT);
+        server.wait_drained(wait);
     }
 }
 
@@ -49,13 +49,13 @@ pub struct ShmemSink<'a> {
     built: Vec<u8>,
     l1: Vec<u64>,
     refused: u64,
-    /// Wait for the clients (unpaced runs), see [`wait_for_clients`].
-    flow_control: bool,
+    /// Wait for the clients up to this long (unpaced runs), see [`wait_for_clients`].
+    flow_control: Option<Duration>,
     last_was_transition: bool,
 }
 
 impl<'a> ShmemSink<'a> {
-    pub fn new(server: &'a Server, streams: usize, flow_control: bool) -> Self {
+    pub fn new(server: &'a Server, streams: usize, flow_control: Option<Duration>) -> Self {
         ShmemSink {
             server,
             parts: vec![Vec::new(); streams],
@@ -70,8 +70,8 @@ impl<'a> ShmemSink<'a> {
 
     fn publish(&mut self, dg: &[u8]) {
         let service = xtc::Dgram::new(dg).map(|d| d.service()).unwrap_or(TransitionId::L1Accept);
-        if self.flow_control {
-            wait_for_clients(self.server, service, self.last_was_transition);
+        if let Some(wait) = self.flow_control {
+            wait_for_clients(self.server, service, self.last_was_transition, wait);
         }
         self.last_was_transition = !service.is_event();
         if let Err(e) = self.server.publish(dg) {
@@ -138,11 +138,23 @@ pub fn start_server(config: ServerConfig, mut waiting: impl FnMut(&Server)) -> R
 /// the clients take the events; paced ones never wait for them (as the DAQ).
 pub fn serve_run(cfg: &SimConfig, server: &Server, progress: impl FnMut(&Progress)) -> Result<(Truth, Served), SimError> {
     cfg.validate()?;
+    // Constants go to files even when the data does not: a live reader calibrates with them.
+    crate::run::deploy_constants(cfg, &make_nodes(cfg))?;
+    serve_deployed_run(cfg, server, DEFAULT_CLIENT_WAIT, progress)
+}
+
+/// [`serve_run`] once the run's constants are deployed (`beamtime sim` writes them before its
+/// first client connects); an unpaced feeder waits up to `client_wait` for its clients.
+pub fn serve_deployed_run(
+    cfg: &SimConfig,
+    server: &Server,
+    client_wait: Duration,
+    progress: impl FnMut(&Progress),
+) -> Result<(Truth, Served), SimError> {
+    cfg.validate()?;
     let nodes = make_nodes(cfg);
     // One part per node: a Jungfrau's stream comes on top of `cfg.streams`.
-    let mut sink = ShmemSink::new(server, nodes.len(), cfg.rate_hz == 0.0);
-    // Constants go to files even when the data does not: a live reader calibrates with them.
-    crate::run::deploy_constants(cfg, &nodes)?;
+    let mut sink = ShmemSink::new(server, nodes.len(), (cfg.rate_hz == 0.0).then_some(client_wait));
     let truth = simulate(cfg, nodes, &mut sink, progress)?;
     // Let the clients take the end of the run before the queues go away.
     server.wait_drained(Duration::from_secs(5));
@@ -164,7 +176,14 @@ pub fn largest_datagram(files: &[PathBuf]) -> Result<usize, SimError> {
 /// Replays `files` in order `loops` times (0 = forever), each datagram as stored, like
 /// `shmemServer`: at `rate_hz` datagrams per second (transitions included), or, at 0, as
 /// fast as the clients take the events.
-pub fn serve_files(server: &Server, files: &[PathBuf], rate_hz: f64, loops: u64, mut progress: impl FnMut(u64, u64)) -> Result<Served, SimError> {
+pub fn serve_files(
+    server: &Server,
+    files: &[PathBuf],
+    rate_hz: f64,
+    loops: u64,
+    client_wait: Duration,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Served, SimError> {
     let started = Instant::now();
     let (mut n, mut refused, mut last_report) = (0u64, 0u64, Instant::now());
     let mut round = 0u64;
@@ -181,7 +200,7 @@ pub fn serve_files(server: &Server, files: &[PathBuf], rate_hz: f64, loops: u64,
                         std::thread::sleep(due - now);
                     }
                 } else {
-                    wait_for_clients(server, dg.service(), after_transition);
+                    wait_for_clients(server, dg.service(), after_transition, client_wait);
                 }
                 after_transition = !dg.service().is_event();
                 match server.publish(dg.bytes()) {

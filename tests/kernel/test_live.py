@@ -313,3 +313,48 @@ def test_calibrated_jungfrau_frames_through_source_calib_dir(kernel, tmp_path):
         want = jungfrau_calib(raw[k], peds, offset, gain, status)
         assert np.array_equal(calib[k], want), f"event {k}: {np.count_nonzero(calib[k] != want)} pixels differ"
     run_cell(kc, "%live stop")
+
+
+def test_calibrated_jungfrau_over_shared_memory_equals_the_files(kernel, tmp_path):
+    """`beamtime sim --shmem` serving the simulated Jungfrau, `%source shmem=… --calib-dir` with the
+    constants the server deployed before its first client: `%%live` over `jungfrau.raw.calib`
+    gives, frame for frame and bit for bit, what the same query gives over the files the same
+    simulation writes. (Shared memory is best effort, as psana's client: an L1 still queued when
+    its step's Disable arrives is dropped; the unpaced server waits for its client up to
+    --client-wait, long enough here for a debug build's first calibration.)"""
+    import numpy as np
+    import pyarrow.parquet
+
+    km, kc = kernel
+    sim_args = ["--exp", "tstjfshm", "--run", "1", "--events", "12", "--steps", "2", "--streams", "2",
+                "--jungfrau", "1", "--jungfrau-every", "1", "--seed", "5"]
+    files = subprocess.run([beamtime_bin(), "sim", "--dir", str(tmp_path / "xtc"), *sim_args], capture_output=True, text=True)
+    assert files.returncode == 0, files.stderr
+    tag = f"bt_jf_{os.getpid()}"
+    server = subprocess.Popen([beamtime_bin(), "sim", "--dir", str(tmp_path / "shm"), "--shmem", tag, "--client-wait", "60", *sim_args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sql = "SELECT timestamp, step, jungfrau.raw.calib AS c FROM events"
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "shm" / "calib").is_dir() and server.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        reply, msgs = run_cell(kc, f"%source shmem={tag}.0:stop=endrun --calib-dir {tmp_path / 'shm' / 'calib'}")
+        assert reply["status"] == "ok", texts(msgs)
+        shm = pyarrow.parquet.read_table(live_to_parquet(kc, "jfshm", sql, 1, tmp_path)).sort_by("timestamp")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    run_cell(kc, "%live stop")
+    reply, msgs = run_cell(kc, f"%source {source(tmp_path, 'tstjfshm')} --calib-dir {tmp_path / 'xtc' / 'calib'}")
+    assert reply["status"] == "ok", texts(msgs)
+    fil = pyarrow.parquet.read_table(live_to_parquet(kc, "jffiles", sql, 1, tmp_path)).sort_by("timestamp")
+    run_cell(kc, "%live stop")
+    assert fil.num_rows == 12 and shm.num_rows == 12, (fil.num_rows, shm.num_rows)
+    assert shm.column("timestamp").to_pylist() == fil.column("timestamp").to_pylist()
+    assert shm.column("step").to_pylist() == [0] * 6 + [1] * 6
+    a = shm.column("c").combine_chunks().flatten().to_numpy()
+    b = fil.column("c").combine_chunks().flatten().to_numpy()
+    assert a.size == 12 * 512 * 1024 and a.dtype == np.float32
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), f"{np.count_nonzero(a != b)} pixels differ"
+    # Calibrated, not raw: pedestals are gone, the signal is keV of a few photons at most per pixel.
+    assert abs(float(np.median(a))) < 5, np.median(a)
