@@ -48,7 +48,11 @@ impl CalibPrinter {
                 if names.alg_name != "raw" {
                     return Ok(());
                 }
-                let wanted = if kind.fixed_panel().is_some() { "raw" } else { "image" };
+                let wanted = match kind {
+                    DetectorKind::Archon => "value",
+                    DetectorKind::Camera => "image",
+                    _ => "raw",
+                };
                 sd.for_each_field(names, |_, name, v| {
                     if let (true, Value::Array(a)) = (name.name == wanted, v)
                         && a.dtype == DataType::U16

@@ -19,13 +19,14 @@ use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use detector::settings::CalibSetting;
 use detector::setup::{CalibSource, PreparedDetector};
+use detector::calib::archon;
 use detector::{DetectorKind, DetectorSpec, Epix10kaConfig};
 use xtc::ConfigRecord;
 
 const CALIB_SUFFIX: &str = ".raw.calib";
 const IMAGE_SUFFIX: &str = ".raw.image";
-/// Raw arrays: `raw` (Jungfrau, epix…) and `image` (cameras).
-const RAW_SUFFIXES: [&str; 2] = [".raw.raw", ".raw.image"];
+/// Raw arrays: `raw` (Jungfrau, epix…), `image` (cameras) and `value` (Archon).
+const RAW_SUFFIXES: [&str; 3] = [".raw.raw", ".raw.image", ".raw.value"];
 
 /// What a query asks of a detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -204,10 +205,12 @@ impl CalibColumns {
         let det_type = first.metadata().get("detector").and_then(|d| d.strip_suffix("_raw")).unwrap_or_default().to_string();
         let kind = DetectorKind::from_det_type(&det_type)
             .ok_or_else(|| format!("`{}`: psana has no calibration for detector type `{det_type}`", name(Product::Calib)))?;
-        // A camera's image is its raw field: it has no separate image product.
+        // A camera's image is its raw field: it has no separate image product. An Archon's
+        // image is its calib without the fake columns.
         let camera_like = kind.fixed_panel().is_none();
-        let want_image = w.image && !camera_like;
-        if w.image && camera_like && schema.index_of(&name(Product::Image)).is_err() {
+        let archon = kind == DetectorKind::Archon;
+        let want_image = w.image && (!camera_like || archon);
+        if w.image && kind == DetectorKind::Camera && schema.index_of(&name(Product::Image)).is_err() {
             return Err(format!("`{}`: a {kind} has no geometry; its calib is its image", name(Product::Image)));
         }
         if !w.calib && !want_image {
@@ -286,7 +289,14 @@ impl CalibColumns {
                     .map_err(|e| format!("`{}`: {e}", name(Product::Calib)))?;
                 at += len;
             }
-            if want_image {
+            if want_image && archon {
+                let image = archon::image(det, rows, dst).map_err(|e| format!("`{}`: {e}", name(Product::Image)))?;
+                if image_out.is_empty() {
+                    image_shape = (rows, archon::IMAGE_COLS);
+                    image_out = vec![0f32; n * image.len()];
+                }
+                image_out[row * image.len()..(row + 1) * image.len()].copy_from_slice(&image);
+            } else if want_image {
                 let mapper = prepared.mapper(&segments).map_err(|e| format!("`{}`: {e}", name(Product::Image)))?;
                 let (r, c) = mapper.shape();
                 if image_out.is_empty() {
