@@ -50,12 +50,33 @@ pub struct SimArgs {
     /// pixel_offset, pixel_status, pixel_rms) written for the run into the calib dir
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
     pub jungfrau: u32,
-    /// The Jungfrau records every K-th event (1 = every event; the default, 200 Hz of the 1 kHz
-    /// timestamps, is odd so that 1 frame in 4 is a laser-off reference)
+    /// The area detectors (Jungfrau, epix10ka, epixM320, Archon) record every K-th event (1 =
+    /// every event; the default, 200 Hz of the 1 kHz timestamps, is odd so that 1 frame in 4 is
+    /// a laser-off reference)
     #[arg(long, value_name = "K", default_value_t = crate::config::DEFAULT_JUNGFRAU_EVERY)]
     pub jungfrau_every: u64,
-    /// The calib dir the Jungfrau's constants go into, in psana's layout
-    /// (<DIR>/Jungfrau::CalibV1/jungfrau/<ctype>/<run>-end.data) [default: <dir>/calib]
+    /// Also record an epix10ka of N panels of 352x384 (4 = a quad `epixquad` as psana's files,
+    /// 1 `epix10ka`, 5 to 16 `epix10k2M`) in a stream of its own: raw 2.0.1 and config
+    /// (asicPixelConfig, trbit) per segment, ASICs set to FH, FM, FL and auto-ranging gain modes;
+    /// constants (pedestals, pixel_gain, pixel_status, pixel_rms; (7, N, 352, 384)) go into the
+    /// calib dir
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub epix10ka: u32,
+    /// Also record an epixM320 (`epixm`, raw 0.1.0 (4, 192, 384), gain bit 15) in a stream of its
+    /// own; pedestals (3, 4, 192, 384) and pixel_status go into the calib dir
+    #[arg(long)]
+    pub epixm320: bool,
+    /// Also record an Archon of ROWS rows (`archon`, raw 1.0.0 `value` (ROWS, 4800): 16 banks of
+    /// 264 real and 36 fake columns) in a stream of its own; pedestals go into the calib dir
+    #[arg(long, value_name = "ROWS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=512))]
+    pub archon: u32,
+    /// Give the camera (--image) per-pixel dark levels and gains and write its constants
+    /// (pedestals, pixel_gain) into the calib dir (Camera::CalibV1/cam)
+    #[arg(long, requires = "image")]
+    pub cam_calib: bool,
+    /// The calib dir the area detectors' constants go into, in psana's layout
+    /// (<DIR>/<Group>/<det>/<ctype>/<run>-end.data, e.g. Jungfrau::CalibV1/jungfrau)
+    /// [default: <dir>/calib]
     #[arg(long, value_name = "DIR")]
     pub calib_dir: Option<PathBuf>,
     /// SlowUpdates (EPICS values) per second of data time; 0 = none
@@ -100,7 +121,11 @@ pub struct SimArgs {
 pub fn largest_event_bytes(cfg: &SimConfig) -> usize {
     let camera = cfg.image.map_or(0, |(w, h)| (w * h) as usize * 2);
     let jungfrau = cfg.jungfrau as usize * crate::jungfrau::MODULE_DATAGRAM_BYTES;
-    camera + jungfrau + (64 << 10)
+    use crate::area::{ARCHON_COLS, EPIXM_ASIC, EPIXM_ASICS, EPIX_COLS, EPIX_PANEL};
+    let epix10ka = cfg.epix10ka as usize * ((EPIX_PANEL + 4 * EPIX_COLS) * 2 + 256);
+    let epixm320 = if cfg.epixm320 { EPIXM_ASICS * EPIXM_ASIC * 2 + 256 } else { 0 };
+    let archon = if cfg.archon > 0 { cfg.archon as usize * ARCHON_COLS * 2 + 256 } else { 0 };
+    camera + jungfrau + epix10ka + epixm320 + archon + (64 << 10)
 }
 
 /// The buffer size serving `cfg` takes: `given`, or 1 MiB or what its largest event needs. A
@@ -157,6 +182,10 @@ impl SimArgs {
         cfg.image = self.image;
         cfg.jungfrau = self.jungfrau;
         cfg.jungfrau_every = self.jungfrau_every;
+        cfg.epix10ka = self.epix10ka;
+        cfg.epixm320 = self.epixm320;
+        cfg.archon = self.archon;
+        cfg.cam_calib = self.cam_calib;
         cfg.calib_dir = self.calib_dir.clone();
         cfg.slow_update_hz = self.slow_hz;
         cfg.overwrite = self.force;

@@ -25,6 +25,16 @@ fn default_jungfrau_every() -> u64 {
     DEFAULT_JUNGFRAU_EVERY
 }
 
+// Settings added after the truth format was fixed are left out of it at their defaults, so the
+// truth of a run without them does not change.
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
 /// One simulated run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SimConfig {
@@ -57,7 +67,21 @@ pub struct SimConfig {
     /// The Jungfrau records events whose index is a multiple of this (1 = every event).
     #[serde(default = "default_jungfrau_every")]
     pub jungfrau_every: u64,
-    /// Where the Jungfrau's constants go; `None` = `<dir>/calib`.
+    /// epix10ka panels of 352×384 pixels (0 = none, 4 = a quad `epixquad`, up to 16 = a 2M), in
+    /// a stream of their own ([`crate::area`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epix10ka: u32,
+    /// An epixM320 (`epixm`) in a stream of its own.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub epixm320: bool,
+    /// Rows of an Archon (`archon`, 4800 columns; 0 = none), in a stream of its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub archon: u32,
+    /// The camera (`image`) gets per-pixel dark levels and gains, and its constants go into
+    /// the calib dir.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cam_calib: bool,
+    /// Where the area detectors' constants go; `None` = `<dir>/calib`.
     #[serde(default)]
     pub calib_dir: Option<PathBuf>,
     /// Run start in seconds since the EPICS epoch (1990-01-01 UTC); `None` = now for a paced
@@ -87,6 +111,10 @@ impl SimConfig {
             image: None,
             jungfrau: 0,
             jungfrau_every: DEFAULT_JUNGFRAU_EVERY,
+            epix10ka: 0,
+            epixm320: false,
+            archon: 0,
+            cam_calib: false,
             calib_dir: None,
             start_epics_sec: None,
             overwrite: false,
@@ -108,7 +136,7 @@ impl SimConfig {
         format!("{}-r{:04}", self.exp, self.run)
     }
 
-    /// The calib dir the Jungfrau's constants go into.
+    /// The calib dir the area detectors' constants go into.
     pub fn calib_dir(&self) -> PathBuf {
         self.calib_dir.clone().unwrap_or_else(|| self.dir.join("calib"))
     }
@@ -147,6 +175,15 @@ impl SimConfig {
         }
         if self.jungfrau > crate::jungfrau::MAX_MODULES {
             return bad(format!("jungfrau {} modules: 0 to {} (a 4M)", self.jungfrau, crate::jungfrau::MAX_MODULES));
+        }
+        if self.epix10ka > crate::area::EPIX_MAX_SEGMENTS {
+            return bad(format!("epix10ka {} panels: 0 to {} (a 2M)", self.epix10ka, crate::area::EPIX_MAX_SEGMENTS));
+        }
+        if self.archon > crate::area::ARCHON_MAX_ROWS {
+            return bad(format!("archon {} rows: 0 to {}", self.archon, crate::area::ARCHON_MAX_ROWS));
+        }
+        if self.cam_calib && self.image.is_none() {
+            return bad("cam-calib needs a camera (--image WxH)".into());
         }
         if self.jungfrau_every == 0 {
             return bad("jungfrau-every must be at least 1 (1 = every event)".into());

@@ -7,9 +7,15 @@
 //! | s001 | every event | `hsd` (raw waveform, fex scalars, config in the Configure), `cam` frames if asked for |
 //! | s002… | every 10th event (mixed rate) | `fim` (a wave8 FIM), segment = stream − 2 |
 //! | s<streams> (one more, after the others) | every `--jungfrau-every`th event (default 5; readout group 2 unless every event) | `jungfrau` (`--jungfrau N`: N modules = segments 0…N−1, alg `raw` 0.2.0 in L1Accepts, `config` in the Configure), see [`crate::jungfrau`] |
+//! | next (after the Jungfrau's, if any) | as the Jungfrau | `epixquad` (`--epix10ka N`; `epix10ka` for 1 panel, `epix10k2M` for 5–16): detType `epix10ka`, segments 0…N−1, alg `raw` 2.0.1 {`raw`, `aux`} in L1Accepts, `config` 2.0.0 {`asicPixelConfig`, `trbit`} in the Configure, see [`crate::area`] |
+//! | next | as the Jungfrau | `epixm` (`--epixm320`): detType `epixm320`, alg `raw` 0.1.0 {`raw` (4,192,384)}, segment 0 |
+//! | next | as the Jungfrau | `archon` (`--archon ROWS`): detType `archon`, alg `raw` 1.0.0 {`value` (ROWS,4800)}, segment 0 |
 //!
-//! The Jungfrau has its own stream, as a real area detector has its own DRP nodes: its
-//! megabytes per event then do not slow down the small data of s000/s001.
+//! Each area detector has its own stream, as a real one has its own DRP nodes: its
+//! megabytes per event then do not slow down the small data of s000/s001. Their constants go
+//! into the calib dir before the run's first datagram; so do the camera's with `--cam-calib`
+//! (`Camera::CalibV1/cam`: pedestals and pixel_gain `(rows, cols)`, and per-pixel dark levels
+//! and gains in its frames).
 //!
 //! Every stream also declares `runinfo` (data in BeginRun) and `chunkinfo` (data in the Enable
 //! that ends a chunk). With one stream, `cam` goes to s000.
@@ -20,6 +26,7 @@ use xtc::writer::{names_id, ArrayData, DgramWriter, FieldDef, FieldValue, NamesD
 use xtc::DataType::{self, *};
 
 use crate::clock;
+use crate::area::{self, AreaDetector};
 use crate::jungfrau::Jungfrau;
 use crate::model::{gauss, rng, rng_stream, Shot};
 
@@ -435,6 +442,45 @@ struct Cam {
     image: Vec<u16>,
     profile_x: Vec<f64>,
     profile_y: Vec<f64>,
+    /// `--cam-calib`: per-pixel dark levels and gains, and each frame's truth.
+    calib: Option<CamCalib>,
+}
+
+/// psana1's `<Group>` for camera constants (spec §2.2).
+pub const CAM_CALIB_GROUP: &str = "Camera::CalibV1";
+/// Relative rms of the camera's per-pixel gains and rms of its dark levels (ADU) with `--cam-calib`.
+const CAM_GAIN_REL_SPREAD: f64 = 0.05;
+const CAM_PEDESTAL_SPREAD: f64 = 5.0;
+
+struct CamCalib {
+    pedestal: Vec<f32>,
+    gain: Vec<f32>,
+    frames: Vec<CamFrameTruth>,
+}
+
+/// One camera frame's truth (`--cam-calib`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CamFrameTruth {
+    pub index: u64,
+    pub timestamp: u64,
+    /// Σ over pixels of the noise-free signal before the gain: what psana's calib,
+    /// `(raw − ped)/gain`, sums to without noise and rounding.
+    pub signal: f64,
+}
+
+/// The camera's truth with `--cam-calib`: `raw = round(ped + gain·signal + noise)`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CamTruth {
+    pub det_name: String,
+    pub stream: u32,
+    pub width: u32,
+    pub height: u32,
+    pub calib_dir: std::path::PathBuf,
+    pub pedestal_adu: f64,
+    pub pedestal_spread_adu: f64,
+    pub gain_rel_spread: f64,
+    pub noise_adu: f64,
+    pub frames: Vec<CamFrameTruth>,
 }
 
 impl Cam {
@@ -448,7 +494,30 @@ impl Cam {
             image: vec![0; width * height],
             profile_x: vec![0.0; width],
             profile_y: vec![0.0; height],
+            calib: None,
         }
+    }
+
+    /// Gives the camera per-pixel dark levels (to 1/8 ADU) and gains (4 digits), from a random
+    /// sequence of their own (the frames' noise stays the same).
+    fn calibrate(&mut self, seed: u64) {
+        let mut r = rng(seed, rng_stream::CAM_CALIB);
+        let n = self.width * self.height;
+        let pedestal = (0..n).map(|_| (((CAM_PEDESTAL + CAM_PEDESTAL_SPREAD * gauss(&mut r)) * 8.0).round() / 8.0) as f32).collect();
+        let gain = (0..n).map(|_| ((1.0 + CAM_GAIN_REL_SPREAD * gauss(&mut r)) * 1000.0).round() as f32 / 1000.0).collect();
+        self.calib = Some(CamCalib { pedestal, gain, frames: Vec::new() });
+    }
+
+    /// pedestals and pixel_gain `(rows, cols)`.
+    fn constant(&self, ctype: detector::CalibType) -> detector::constants::array::NdArray {
+        use detector::constants::array::{Elements, NdArray};
+        let c = self.calib.as_ref().expect("a calibrated camera");
+        let data = match ctype {
+            detector::CalibType::Pedestals => c.pedestal.clone(),
+            detector::CalibType::PixelGain => c.gain.clone(),
+            other => unreachable!("beamtime sim writes no camera {other:?}"),
+        };
+        NdArray::new(vec![self.height, self.width], Elements::F32(data))
     }
 
     /// Writes a frame with the beam spot (a Gaussian whose height follows I0 and whose centre
@@ -465,6 +534,23 @@ impl Cam {
         profile(&mut self.profile_y, (self.height as f64 - 1.0) / 2.0 + s.y_mm * CAM_PIXELS_PER_MM);
         let peak = CAM_COUNTS_PER_I0 * s.ipm2.sum;
         let mut sum = 0u64;
+        if let Some(c) = &mut self.calib {
+            let mut signal = 0.0;
+            for (y, (row, py)) in self.image.chunks_exact_mut(self.width).zip(&self.profile_y).enumerate() {
+                for (x, (px, gx)) in row.iter_mut().zip(&self.profile_x).enumerate() {
+                    let i = y * self.width + x;
+                    let sig = peak * gx * py;
+                    signal += sig;
+                    let v = c.pedestal[i] as f64 + c.gain[i] as f64 * sig + CAM_READ_NOISE * gauss(&mut self.rng);
+                    *px = v.round().clamp(0.0, u16::MAX as f64) as u16;
+                    sum += *px as u64;
+                }
+            }
+            c.frames.push(CamFrameTruth { index: s.index, timestamp: s.timestamp, signal });
+            let dims = [self.height as u32, self.width as u32];
+            w.shapes_data(&self.def, &[FieldValue::Array(&dims, ArrayData::U16(&self.image))]);
+            return sum;
+        }
         for (row, py) in self.image.chunks_exact_mut(self.width).zip(&self.profile_y) {
             for (px, gx) in row.iter_mut().zip(&self.profile_x) {
                 let v = CAM_PEDESTAL + peak * gx * py + CAM_READ_NOISE * gauss(&mut self.rng);
@@ -552,6 +638,7 @@ pub struct Node {
     cam: Option<Cam>,
     fim: Option<Fim>,
     jungfrau: Option<Jungfrau>,
+    area: Option<AreaDetector>,
     /// This stream records the L1Accept of events whose index is a multiple of this.
     l1_every: u64,
     /// Its readout group (0: every event, 1: the mixed-rate FIMs, 2: a Jungfrau below full rate).
@@ -588,7 +675,58 @@ impl Node {
             readout_group: u32::from(fim.is_some()),
             fim,
             jungfrau: None,
+            area: None,
         }
+    }
+
+    /// An area detector's own node (epix10ka, epixM320, Archon): a frame every `every` events.
+    pub fn area(stream: u32, seed: u64, every: u64, make: impl FnOnce(u32) -> AreaDetector) -> Self {
+        let mut node = Node::new(stream, 2, seed, None);
+        (node.beam, node.hsd, node.fim) = (None, None, None);
+        node.area = Some(make(stream));
+        node.l1_every = every;
+        node.readout_group = if every > 1 { 2 } else { 0 };
+        node
+    }
+
+    /// The area detector of this node, if it has one.
+    pub fn area_detector(&self) -> Option<&AreaDetector> {
+        self.area.as_ref()
+    }
+
+    /// `--cam-calib`: the camera of this node (if any) gets per-pixel dark levels and gains.
+    pub fn calibrate_cam(&mut self, seed: u64) {
+        if let Some(c) = &mut self.cam {
+            c.calibrate(seed);
+        }
+    }
+
+    /// Writes the camera's constants, if it has some (`Camera::CalibV1/cam/<ctype>/<run>-end.data`).
+    pub fn deploy_cam_constants(&self, calib_dir: &std::path::Path, run: u32) -> Result<(), crate::SimError> {
+        let Some(cam) = self.cam.as_ref().filter(|c| c.calib.is_some()) else { return Ok(()) };
+        let what = format!("{}x{} camera", cam.width, cam.height);
+        for ctype in [detector::CalibType::Pedestals, detector::CalibType::PixelGain] {
+            area::write_constant(calib_dir, CAM_CALIB_GROUP, &cam.def.det_name, ctype, run, &cam.constant(ctype), &what)?;
+        }
+        Ok(())
+    }
+
+    /// The camera's truth with `--cam-calib`.
+    pub fn cam_truth(&self, calib_dir: std::path::PathBuf) -> Option<CamTruth> {
+        let cam = self.cam.as_ref()?;
+        let c = cam.calib.as_ref()?;
+        Some(CamTruth {
+            det_name: cam.def.det_name.clone(),
+            stream: self.stream,
+            width: cam.width as u32,
+            height: cam.height as u32,
+            calib_dir,
+            pedestal_adu: CAM_PEDESTAL,
+            pedestal_spread_adu: CAM_PEDESTAL_SPREAD,
+            gain_rel_spread: CAM_GAIN_REL_SPREAD,
+            noise_adu: CAM_READ_NOISE,
+            frames: c.frames.clone(),
+        })
     }
 
     /// The Jungfrau's own node: stream `stream`, `modules` modules, a frame every `every` events.
@@ -644,6 +782,9 @@ impl Node {
         if let Some(j) = &self.jungfrau {
             v.extend(j.names().map(|(d, l1)| (d, if l1 { DataIn::L1Accept } else { DataIn::Configure })));
         }
+        if let Some(a) = &self.area {
+            v.extend(a.names().into_iter().map(|(d, l1)| (d, if l1 { DataIn::L1Accept } else { DataIn::Configure })));
+        }
         v
     }
 
@@ -659,6 +800,9 @@ impl Node {
         }
         if let Some(j) = &self.jungfrau {
             j.write_configure(w);
+        }
+        if let Some(a) = &self.area {
+            a.write_configure(w);
         }
     }
 
@@ -707,6 +851,9 @@ impl Node {
         if let Some(j) = &mut self.jungfrau {
             j.write_l1(w, shot);
             rec.jungfrau = true;
+        }
+        if let Some(a) = &mut self.area {
+            a.write_l1(w, shot);
         }
         rec
     }

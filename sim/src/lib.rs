@@ -13,6 +13,7 @@
 //! # Ok::<(), sim::SimError>(())
 //! ```
 
+pub mod area;
 pub mod cli;
 pub mod clock;
 pub mod config;

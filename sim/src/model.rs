@@ -28,6 +28,11 @@ pub(crate) mod rng_stream {
     pub const HSD: u64 = 4;
     pub const CAM: u64 = 5;
     pub const JUNGFRAU: u64 = 6;
+    pub const EPIX10KA: u64 = 7;
+    pub const EPIXM320: u64 = 8;
+    pub const ARCHON: u64 = 9;
+    /// The camera's per-pixel constants (`--cam-calib`); its frames keep `CAM`.
+    pub const CAM_CALIB: u64 = 10;
     /// Plus the segment number.
     pub const FIM: u64 = 0x100;
 }

@@ -18,6 +18,7 @@ use xtc::TransitionId;
 use crate::clock::{self, pulse_timestamp, Clock};
 use crate::config::{existing_run_files, SimConfig};
 use crate::detectors::{step_docstring, L1Record, Node};
+use crate::area::{Archon, AreaDetector, Epix10ka, Epixm320};
 use crate::jungfrau::JungfrauTruth;
 use crate::model::{Beamline, Model, Shot};
 use crate::truth::{DetectorTruth, FileTruth, StepTruth, StreamTruth, Truth, TRUTH_FORMAT};
@@ -87,22 +88,46 @@ pub trait Sink {
     fn finish(&mut self) -> Result<Vec<StreamTruth>, SimError>;
 }
 
-/// The DRP nodes of a run, one per stream; a Jungfrau gets a stream of its own after the others.
+/// The DRP nodes of a run, one per stream; each area detector gets a stream of its own after
+/// the others: the Jungfrau, the epix10ka, the epixM320, the Archon, those the run has.
 pub fn make_nodes(cfg: &SimConfig) -> Vec<Node> {
     let mut nodes: Vec<Node> = (0..cfg.streams).map(|s| Node::new(s, cfg.streams, cfg.seed, cfg.image)).collect();
+    if cfg.cam_calib {
+        nodes.iter_mut().for_each(|n| n.calibrate_cam(cfg.seed));
+    }
     if cfg.jungfrau > 0 {
         nodes.push(Node::jungfrau(cfg.streams, cfg.seed, cfg.jungfrau, cfg.jungfrau_every));
+    }
+    let (seed, every) = (cfg.seed, cfg.jungfrau_every);
+    let next = |nodes: &Vec<Node>| nodes.len() as u32;
+    if cfg.epix10ka > 0 {
+        let node = Node::area(next(&nodes), seed, every, |s| AreaDetector::Epix10ka(Epix10ka::new(s, seed, cfg.epix10ka)));
+        nodes.push(node);
+    }
+    if cfg.epixm320 {
+        let node = Node::area(next(&nodes), seed, every, |s| AreaDetector::Epixm320(Epixm320::new(s, seed)));
+        nodes.push(node);
+    }
+    if cfg.archon > 0 {
+        let node = Node::area(next(&nodes), seed, every, |s| AreaDetector::Archon(Archon::new(s, seed, cfg.archon)));
+        nodes.push(node);
     }
     nodes
 }
 
-/// Writes the Jungfrau's calibration constants for the run, if it has one, before any data: a
-/// live reader can calibrate from the first event.
+/// Writes the area detectors' calibration constants for the run (and the camera's with
+/// `--cam-calib`) before any data: a live reader can calibrate from the first event.
 pub fn deploy_constants(cfg: &SimConfig, nodes: &[Node]) -> Result<(), SimError> {
-    match nodes.iter().find_map(Node::jungfrau_detector) {
-        Some(jf) => crate::jungfrau::deploy(jf, &cfg.calib_dir(), cfg.run),
-        None => Ok(()),
+    if let Some(jf) = nodes.iter().find_map(Node::jungfrau_detector) {
+        crate::jungfrau::deploy(jf, &cfg.calib_dir(), cfg.run)?;
     }
+    for n in nodes {
+        if let Some(a) = n.area_detector() {
+            a.deploy(&cfg.calib_dir(), cfg.run)?;
+        }
+        n.deploy_cam_constants(&cfg.calib_dir(), cfg.run)?;
+    }
+    Ok(())
 }
 
 /// Runs the simulated DAQ of `cfg` (validated) into `sink` and returns the ground truth (not
@@ -206,6 +231,17 @@ pub fn simulate<S: Sink>(cfg: &SimConfig, nodes: Vec<Node>, sink: &mut S, mut pr
             steps: crate::jungfrau::step_truths(jf, &step_delays),
         }
     });
+    let (mut epix10ka, mut epixm320, mut archon) = (None, None, None);
+    for n in &run.nodes {
+        let (stream, every, dir) = (n.stream, n.l1_every(), cfg.calib_dir());
+        match n.area_detector() {
+            Some(AreaDetector::Epix10ka(d)) => epix10ka = Some(d.truth(stream, every, dir)),
+            Some(AreaDetector::Epixm320(d)) => epixm320 = Some(d.truth(stream, every, dir)),
+            Some(AreaDetector::Archon(d)) => archon = Some(d.truth(stream, every, dir)),
+            None => {}
+        }
+    }
+    let cam = run.nodes.iter().find_map(|n| n.cam_truth(cfg.calib_dir()));
     progress(&Progress { events: index, total: cfg.events, step: cfg.steps.saturating_sub(1), steps: cfg.steps, elapsed: started.elapsed() });
 
     Ok(Truth {
@@ -224,6 +260,10 @@ pub fn simulate<S: Sink>(cfg: &SimConfig, nodes: Vec<Node>, sink: &mut S, mut pr
         steps,
         detectors,
         jungfrau,
+        epix10ka,
+        epixm320,
+        archon,
+        cam,
     })
 }
 

@@ -14,6 +14,8 @@ use xtc::DataType;
 use crate::clock::ClockInfo;
 use crate::config::SimConfig;
 use crate::detectors::DataIn;
+use crate::area::{ArchonTruth, Epix10kaTruth, Epixm320Truth};
+use crate::detectors::CamTruth;
 use crate::jungfrau::JungfrauTruth;
 use crate::model::Model;
 use crate::SimError;
@@ -47,6 +49,18 @@ pub struct Truth {
     /// the ring intensity per step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jungfrau: Option<JungfrauTruth>,
+    /// The simulated epix10ka (`--epix10ka N`): its ASIC configs and each frame's gain modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epix10ka: Option<Epix10kaTruth>,
+    /// The simulated epixM320 (`--epixm320`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epixm320: Option<Epixm320Truth>,
+    /// The simulated Archon (`--archon ROWS`): each frame's common offsets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archon: Option<ArchonTruth>,
+    /// The camera's constants and signal (`--cam-calib`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cam: Option<CamTruth>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
