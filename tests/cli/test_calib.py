@@ -13,6 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from jungfrau import FILE, jungfrau_calib, jungfrau_image, write_constants, write_ndarrio  # noqa: E402
 from jungfrau import frames as table_frames  # noqa: E402
+from epix10ka import epix10ka_calib, epix10ka_cbits  # noqa: E402
 from kernelclient import run_beamtime as run  # noqa: E402
 
 SOURCE = f"files={FILE}"
@@ -148,34 +149,6 @@ def test_dump_prints_each_events_calibrated_frame(constants, raw_frames):
 
 
 EPIX_FILE = FILE.parent / "test_epix_calib.xtc2"
-
-
-def epix10ka_cbits(asic_pixel_config, trbit):
-    """Spec §3.2 (raw 2.0.1): one panel's control bits from its segment config — ASICs 2 and 1
-    rotated by 180° on top, 3 and 0 below, `& 12`, trbit → bit 4 per ASIC quadrant."""
-    a = np.asarray(asic_pixel_config, np.uint8).reshape(4, 176, 192)
-    top = np.hstack([a[2, ::-1, ::-1], a[1, ::-1, ::-1]])
-    bottom = np.hstack([a[3], a[0]])
-    c = np.vstack([top, bottom]) & 12
-    quadrant = {2: (slice(0, 176), slice(0, 192)), 1: (slice(0, 176), slice(192, 384)),
-                3: (slice(176, 352), slice(0, 192)), 0: (slice(176, 352), slice(192, 384))}
-    for asic, (rows, cols) in quadrant.items():
-        if trbit[asic]:
-            c[rows, cols] |= 16
-    return c
-
-
-def epix10ka_calib(raw, cbits, peds, gain, status):
-    """Spec §3.2's calib of (nseg, 352, 384) raw: data bit 14 → control bit 5, the first matching
-    gain-mode test picks the constants (none: pedestal 0, factor 1), mask = status of modes 0–4."""
-    c = cbits | ((raw & 0x4000) >> 9).astype(np.uint8)
-    tests = [(c & 28) == 28, (c & 28) == 12, (c & 12) == 8, (c & 60) == 16, (c & 60) == 0, (c & 60) == 48, (c & 60) == 32]
-    index = np.select(tests, range(7), -1)
-    pick = lambda a, none: np.where(index >= 0, np.take_along_axis(a, np.maximum(index, 0)[None], 0)[0], none)  # noqa: E731
-    mask = np.all(status[:5] == 0, axis=0).astype(np.float32)
-    factor = (np.float32(1) / gain).astype(np.float32)
-    out = ((raw & 0x3FFF).astype(np.float32) - pick(peds, np.float32(0)).astype(np.float32)) * pick(factor, np.float32(1)).astype(np.float32)
-    return (out * mask).astype(np.float32)
 
 
 def test_epix10ka_quad_calib_follows_its_config_gain_mode(tmp_path):
