@@ -80,6 +80,53 @@ fn thread_cpu_secs() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
+/// One Jungfrau module on every event, through the whole in-process job: raw decoding alone,
+/// then `calib` and `image` on top, per CPU-second of the worker thread (side by side in one run).
+fn jungfrau_through_the_job() {
+    let frames: u64 = std::env::var("BEAMTIME_BENCH_JUNGFRAU_FRAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let dir = bench_dir().join(format!("jungfrau-{frames}"));
+    let truth_path = dir.join("tstjfbench-r0001.truth.json");
+    let truth: sim::Truth = match std::fs::read(&truth_path).ok().and_then(|t| serde_json::from_slice(&t).ok()) {
+        Some(t) => t,
+        None => {
+            eprintln!("writing a simulated run of {frames} Jungfrau frames into {} …", dir.display());
+            let mut cfg = sim::SimConfig::new(&dir);
+            cfg.exp = "tstjfbench".into();
+            cfg.events = frames;
+            cfg.steps = 2;
+            cfg.streams = 1;
+            cfg.jungfrau = 1;
+            cfg.jungfrau_every = 1;
+            cfg.overwrite = true;
+            sim::write_run(&cfg).unwrap()
+        }
+    };
+    warm(&dir);
+    println!("### One Jungfrau module per event through the job (in-process, {frames} frames)\n");
+    println!("| query | frames per worker CPU-second | GB/s of raw | wall clock | vs decoding alone |");
+    println!("|---|---|---|---|---|");
+    let mut base = None;
+    for (label, sql) in [
+        ("raw decoded", "SELECT count(jungfrau.raw.raw) AS n FROM events"),
+        ("`calib`", "SELECT count(jungfrau.raw.calib) AS n FROM events"),
+        ("`image`", "SELECT count(jungfrau.raw.image) AS n FROM events"),
+    ] {
+        let mut spec = JobSpec::new(&truth.source);
+        spec.queries = vec![set(sql)];
+        spec.calib_dir = Some(dir.join("calib").to_string_lossy().into_owned());
+        let t = Instant::now();
+        let cpu = thread_cpu_secs();
+        let c = run_inprocess(&spec, &mut |_| {}).unwrap();
+        let worker_cpu = thread_cpu_secs() - cpu;
+        assert_eq!(c.events_read(), frames);
+        let rate = frames as f64 / worker_cpu;
+        let ratio = base.map(|b: f64| format!("{:.2}×", rate / b)).unwrap_or_else(|| "1.00×".into());
+        base.get_or_insert(rate);
+        println!("| {label} | {rate:.0} | {:.2} | {:.2} s | {ratio} |", rate * (512 * 1024 * 2) as f64 / 1e9, t.elapsed().as_secs_f64());
+    }
+    println!("\n(the first `calib` query also reads the constants: 39 MB of NDArrIO text)\n");
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // cargo bench --list
@@ -124,6 +171,7 @@ fn main() {
         println!("{row}");
     }
     println!("\n(per worker core: events per CPU-second of the in-process worker thread, which also collects; the others are wall-clock rates of the whole job, start-up included; under mpirun the reader and the collector are ranks too)\n");
+    jungfrau_through_the_job();
     if quick {
         return;
     }

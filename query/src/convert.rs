@@ -1,18 +1,18 @@
-//! Arrow (arrow-rs, what `xtc` produces) ⇄ polars, through Arrow IPC stream bytes.
+//! Arrow (arrow-rs, what `xtc` produces) ⇄ polars.
 //!
-//! Why IPC and not the C data interface: arrow-rs and polars-arrow are separate Arrow
-//! implementations, and the IPC format is the one contract both test against; one memcpy of
-//! the table is cheap next to decoding it. Names (dots and colons included), every integer and
-//! float width, `Utf8`, `Timestamp(ns, UTC)` (→ `Datetime(ns, "UTC")`), `FixedSizeList`
-//! (→ `Array`) and `List` survive, and so do null bitmaps. Not kept: field metadata (array
-//! shapes, enum labels) and non-nullable flags — polars has no place for them and writes
-//! every field back as nullable.
+//! Into polars through the Arrow C Data Interface: arrow-rs exports each column, polars-arrow
+//! imports it, the buffers are shared, not copied (an area detector's frames are megabytes per
+//! event: an IPC round trip cost two copies of each and most of a worker's time). Out of polars
+//! as Arrow IPC stream bytes, the format apache-arrow (JS) and arrow-rs read. Names (dots and
+//! colons included), every integer and float width, `Utf8`, `Timestamp(ns, UTC)` (→
+//! `Datetime(ns, "UTC")`), `FixedSizeList` (→ `Array`) and `List` survive, and so do null
+//! bitmaps. Not kept: field metadata (array shapes, enum labels) and non-nullable flags —
+//! polars has no place for them and writes every field back as nullable.
 
 use std::io::Cursor;
 
 use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
-use arrow_ipc::writer::StreamWriter;
 use polars::prelude::*;
 
 use crate::error::{QueryError, Result};
@@ -77,7 +77,7 @@ impl DfBuilder {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let df = ipc_group_to_df(&self.pending)?;
+        let df = group_to_df(&self.pending)?;
         self.pending.clear();
         self.pending_bytes = 0;
         match self.done.last_mut() {
@@ -101,17 +101,48 @@ impl DfBuilder {
     }
 }
 
-/// Batches that share one schema → a DataFrame, via one IPC stream.
-fn ipc_group_to_df(batches: &[RecordBatch]) -> Result<DataFrame> {
-    let mut buf = Vec::with_capacity(batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() + 4096);
-    {
-        let mut w = StreamWriter::try_new(&mut buf, &batches[0].schema())?;
-        for b in batches {
-            w.write(b)?;
-        }
-        w.finish()?;
-    }
-    Ok(IpcStreamReader::new(Cursor::new(buf)).finish()?)
+/// Batches that share one schema → a DataFrame (one chunk per batch), sharing their buffers.
+fn group_to_df(batches: &[RecordBatch]) -> Result<DataFrame> {
+    let schema = batches[0].schema();
+    let height = batches.iter().map(RecordBatch::num_rows).sum();
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let mut chunks = Vec::with_capacity(batches.len());
+            let mut polars_field = None;
+            for b in batches {
+                let (f, array) = import_column(field, b.column(i))?;
+                polars_field.get_or_insert(f);
+                chunks.push(array);
+            }
+            let polars_field = polars_field.expect("one batch at least");
+            Ok(Series::try_from((&polars_field, chunks))?.into_column())
+        })
+        .collect::<Result<Vec<Column>>>()?;
+    Ok(DataFrame::new(height, columns)?)
+}
+
+/// One arrow-rs column as polars-arrow's field and array, through the C Data Interface.
+fn import_column(
+    field: &arrow_schema::Field,
+    array: &arrow_array::ArrayRef,
+) -> Result<(polars_arrow::datatypes::Field, Box<dyn polars_arrow::array::Array>)> {
+    let ffi_schema = arrow_schema::ffi::FFI_ArrowSchema::try_from(field).map_err(|e| QueryError::Sql(format!("{}: {e}", field.name())))?;
+    let ffi_array = arrow_data::ffi::FFI_ArrowArray::new(&array.to_data());
+    // SAFETY: both pairs are the C Data Interface's `ArrowSchema`/`ArrowArray` structs, #[repr(C)]
+    // with the same fields in the same order (checked by size below); moving them transfers
+    // ownership to polars-arrow, whose drop calls the release callbacks arrow-rs set, which free
+    // arrow-rs' references to the shared buffers.
+    const _: () = assert!(std::mem::size_of::<arrow_schema::ffi::FFI_ArrowSchema>() == std::mem::size_of::<polars_arrow::ffi::ArrowSchema>());
+    const _: () = assert!(std::mem::size_of::<arrow_data::ffi::FFI_ArrowArray>() == std::mem::size_of::<polars_arrow::ffi::ArrowArray>());
+    let schema: polars_arrow::ffi::ArrowSchema = unsafe { std::mem::transmute(ffi_schema) };
+    let c_array: polars_arrow::ffi::ArrowArray = unsafe { std::mem::transmute(ffi_array) };
+    // SAFETY: valid structs just exported by arrow-rs.
+    let pfield = unsafe { polars_arrow::ffi::import_field_from_c(&schema) }?;
+    let parray = unsafe { polars_arrow::ffi::import_array_from_c(c_array, pfield.dtype().clone()) }?;
+    Ok((pfield, parray))
 }
 
 /// Vertical concatenation of frames whose columns differ (a "diagonal, relaxed" concat; the
