@@ -185,9 +185,9 @@ fn draw_photons(r: &mut ChaCha8Rng, spots: &[Spot], i0: f64) -> Vec<(usize, u64)
     merged
 }
 
-fn names_def(node: u32, id: u8, det: &str, det_type: &str, alg: &str, version: [u8; 3], segment: u32, fields: &[(&str, DataType, u32)]) -> NamesDef {
+fn names_def(id: u32, det: &str, det_type: &str, alg: &str, version: [u8; 3], segment: u32, fields: &[(&str, DataType, u32)]) -> NamesDef {
     NamesDef {
-        names_id: names_id(node, id),
+        names_id: id,
         det_name: det.into(),
         det_type: det_type.into(),
         det_id: format!("beamtime-sim-{det}-{segment:02}"),
@@ -400,8 +400,8 @@ impl Epix10ka {
         let mut id = 0u8;
         let mut segments = Vec::new();
         for s in 0..nseg {
-            let raw = names_def(node, id, det, "epix10ka", "raw", [2, 0, 1], s, &[("raw", U16, 2), ("aux", U16, 2)]);
-            let config = names_def(node, id + 1, det, "epix10ka", "config", [2, 0, 0], s, &[("asicPixelConfig", U8, 3), ("trbit", U8, 1)]);
+            let raw = names_def(names_id(node, id), det, "epix10ka", "raw", [2, 0, 1], s, &[("raw", U16, 2), ("aux", U16, 2)]);
+            let config = names_def(names_id(node, id + 1), det, "epix10ka", "config", [2, 0, 0], s, &[("asicPixelConfig", U8, 3), ("trbit", U8, 1)]);
             id += 2;
             let (pca, trbit) = epix10ka_config(s);
             // The control bits of each panel pixel, as psana assembles them.
@@ -690,7 +690,7 @@ impl Epixm320 {
             }
         }
         Epixm320 {
-            raw: names_def(node, 0, EPIXM_DET, "epixm320", "raw", [0, 1, 0], 0, &[("raw", U16, 3)]),
+            raw: names_def(names_id(node, 0), EPIXM_DET, "epixm320", "raw", [0, 1, 0], 0, &[("raw", U16, 3)]),
             params,
             ped,
             rms,
@@ -864,7 +864,7 @@ impl Archon {
             })
             .collect();
         Archon {
-            raw: names_def(node, 0, ARCHON_DET, "archon", "raw", [1, 0, 0], 0, &[("value", U16, 2)]),
+            raw: names_def(names_id(node, 0), ARCHON_DET, "archon", "raw", [1, 0, 0], 0, &[("value", U16, 2)]),
             rows,
             params,
             ped,

@@ -18,12 +18,14 @@ use xtc::{DataType, RunReader, Source, TransitionId, Value};
 /// One Names as read back: (det, detType, alg, version, segment, [(field, dtype, rank)]).
 type NamesSeen = (String, String, String, u32, u32, Vec<(String, DataType, u32)>);
 
-/// What a stream holds: its Names, its config records, and per L1Accept (timestamp, field
-/// `<det>/<segment>/<field>` → (dims, u16 values)).
+/// One L1Accept's arrays: `<det>/<segment>/<field>` → (dims, u16 values).
+type Arrays = BTreeMap<String, (Vec<u32>, Vec<u16>)>;
+
+/// What a stream holds: its Names, its config records, and per L1Accept (timestamp, arrays).
 struct StreamSeen {
     names: Vec<NamesSeen>,
     configs: Vec<xtc::ConfigRecord>,
-    frames: Vec<(u64, BTreeMap<String, (Vec<u32>, Vec<u16>)>)>,
+    frames: Vec<(u64, Arrays)>,
 }
 
 fn read_stream(source: &str, stream: u32) -> StreamSeen {
