@@ -13,6 +13,10 @@ use job::inproc::{run_inprocess, JobSpec};
 use contract::{JobEndpoint, JobMessage};
 use contract::Command;
 
+/// As in `beamtime-job`: the in-process runs here are the job's code in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const QUERIES: &[(&str, &str)] = &[
     ("(a) filter + bin + sum/avg", "SELECT bin(ipm2.raw.sum, 0.25) AS b, count(*) AS n, sum(hsd.fex.area) AS area, avg(diode.raw.signal) AS sig FROM events WHERE gmd.raw.millijoulesperpulse > 0.5 GROUP BY b"),
     ("(b) 100-bin histogram", "SELECT hist(ipm2.raw.sum, 0, 4, 100) AS x, count(*) AS n FROM events"),
@@ -105,26 +109,34 @@ fn jungfrau_through_the_job() {
     println!("### One Jungfrau module per event through the job (in-process, {frames} frames)\n");
     println!("| query | frames per worker CPU-second | GB/s of raw | wall clock | vs decoding alone |");
     println!("|---|---|---|---|---|");
-    let mut base = None;
-    for (label, sql) in [
+    let queries = [
         ("raw decoded", "SELECT count(jungfrau.raw.raw) AS n FROM events"),
         ("`calib`", "SELECT count(jungfrau.raw.calib) AS n FROM events"),
         ("`image`", "SELECT count(jungfrau.raw.image) AS n FROM events"),
-    ] {
-        let mut spec = JobSpec::new(&truth.source);
-        spec.queries = vec![set(sql)];
-        spec.calib_dir = Some(dir.join("calib").to_string_lossy().into_owned());
-        let t = Instant::now();
-        let cpu = thread_cpu_secs();
-        let c = run_inprocess(&spec, &mut |_| {}).unwrap();
-        let worker_cpu = thread_cpu_secs() - cpu;
-        assert_eq!(c.events_read(), frames);
-        let rate = frames as f64 / worker_cpu;
-        let ratio = base.map(|b: f64| format!("{:.2}×", rate / b)).unwrap_or_else(|| "1.00×".into());
-        base.get_or_insert(rate);
-        println!("| {label} | {rate:.0} | {:.2} | {:.2} s | {ratio} |", rate * (512 * 1024 * 2) as f64 / 1e9, t.elapsed().as_secs_f64());
+    ];
+    // Each query in turn, three rounds; the best round of each counts (the machine is shared).
+    let mut best = [(0f64, f64::INFINITY); 3];
+    for _round in 0..3 {
+        for (k, (_, sql)) in queries.iter().enumerate() {
+            let mut spec = JobSpec::new(&truth.source);
+            spec.queries = vec![set(sql)];
+            spec.calib_dir = Some(dir.join("calib").to_string_lossy().into_owned());
+            let t = Instant::now();
+            let cpu = thread_cpu_secs();
+            let c = run_inprocess(&spec, &mut |_| {}).unwrap();
+            let worker_cpu = thread_cpu_secs() - cpu;
+            assert_eq!(c.events_read(), frames);
+            let rate = frames as f64 / worker_cpu;
+            if rate > best[k].0 {
+                best[k] = (rate, t.elapsed().as_secs_f64());
+            }
+        }
     }
-    println!("\n(the first `calib` query also reads the constants: 39 MB of NDArrIO text)\n");
+    for (k, (label, _)) in queries.iter().enumerate() {
+        let (rate, wall) = best[k];
+        println!("| {label} | {rate:.0} | {:.2} | {wall:.2} s | {:.2}× |", rate * (512 * 1024 * 2) as f64 / 1e9, rate / best[0].0);
+    }
+    println!("\n(best of 3 rounds; every run reads the constants again: 39 MB of NDArrIO text, part of the `calib` and `image` rows)\n");
 }
 
 fn main() {

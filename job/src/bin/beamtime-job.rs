@@ -8,6 +8,11 @@ use std::time::Duration;
 use clap::Parser;
 use job::inproc::{report_failure, JobSpec};
 
+/// Batches of area-detector frames are megabytes each: mimalloc reuses the freed pages where the
+/// system allocator would unmap them and fault them in again for the next batch.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "beamtime-job", about = "The beamtime live-analysis job (run it under mpirun or srun, or with --in-process)")]
 struct Args {
