@@ -69,6 +69,9 @@ pub struct ImageMapper {
     frame_len: usize,
     /// Per image bin: index into the frame, or `EMPTY`.
     source: Vec<u32>,
+    /// The same as runs of bins (C order) whose sources step by +1, −1 or are empty: most of a
+    /// panel's row lands on consecutive bins, so drawing is a few thousand slice copies.
+    runs: Vec<Run>,
     /// Holes and their (up, down, left, right) bins; psana reads these before filling any.
     holes: Vec<(u32, [u32; 4])>,
     background: f32,
@@ -99,7 +102,8 @@ impl ImageMapper {
             }
         }
         let holes = if options.fill_holes { find_holes(&source, nrows, ncols) } else { Vec::new() };
-        Ok(ImageMapper { shape: indices.shape, frame_len, source, holes, background: options.background })
+        let runs = runs_of(&source);
+        Ok(ImageMapper { shape: indices.shape, frame_len, source, runs, holes, background: options.background })
     }
 
     /// (image rows, image cols).
@@ -130,8 +134,23 @@ impl ImageMapper {
                 message: format!("image buffer has {} values, the image is {}×{} = {bins}", image.len(), self.shape.0, self.shape.1),
             });
         }
-        for (value, &source) in image.iter_mut().zip(&self.source) {
-            *value = if source == EMPTY { self.background } else { frame[source as usize] };
+        for run in &self.runs {
+            let dst = &mut image[run.at as usize..(run.at + run.len) as usize];
+            let src = run.source as usize;
+            match run.step {
+                0 => dst.fill(self.background),
+                1 => dst.copy_from_slice(&frame[src..src + dst.len()]),
+                _ => {
+                    // Sources descend: a panel drawn rotated by 180°.
+                    let from = &frame[src + 1 - dst.len()..=src];
+                    for (d, s) in dst.iter_mut().zip(from.iter().rev()) {
+                        *d = *s;
+                    }
+                }
+            }
+        }
+        if self.holes.is_empty() {
+            return Ok(());
         }
         // All holes read the pre-fill image (numpy evaluates the whole right-hand side first).
         let filled: Vec<f32> = self
@@ -154,6 +173,46 @@ impl ImageMapper {
         self.assemble_into(frame, &mut image)?;
         Ok(image)
     }
+}
+
+/// Consecutive bins whose sources continue each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    /// First bin.
+    at: u32,
+    /// The first bin's frame index (step ±1), or `EMPTY` (step 0).
+    source: u32,
+    len: u32,
+    /// +1, −1, or 0 for bins no pixel falls in.
+    step: i8,
+}
+
+fn runs_of(source: &[u32]) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for (bin, &s) in source.iter().enumerate() {
+        if let Some(last) = runs.last_mut() {
+            let next = |step: i8| last.source as i64 + step as i64 * last.len as i64;
+            let continues = match (s == EMPTY, last.step) {
+                (true, 0) => true,
+                (false, 0) => false,
+                (false, step) => next(step) == s as i64,
+                (true, _) => false,
+            };
+            if continues {
+                last.len += 1;
+                continue;
+            }
+            // A one-bin run learns its direction from its second bin.
+            if last.len == 1 && last.step != 0 && s != EMPTY && s as i64 == last.source as i64 - 1 {
+                last.step = -1;
+                last.len += 1;
+                continue;
+            }
+        }
+        let step = if s == EMPTY { 0 } else { 1 };
+        runs.push(Run { at: bin as u32, source: s, len: 1, step });
+    }
+    runs
 }
 
 /// psana's holes: empty bins whose neighbours inside the image (up, down, left, right) are all
