@@ -160,11 +160,14 @@ impl CalibColumns {
         let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
         for w in wanted {
             match self.columns_for(&batch, w, configs, configure) {
-                Ok((columns, notices)) => {
+                Ok((columns, notices, image_error)) => {
                     for (field, array) in columns {
                         added.notices.push((field.name().clone(), notices.clone()));
                         fields.push(field);
                         arrays.push(array);
+                    }
+                    if let Some(e) = image_error {
+                        added.errors.push((format!("{}{}", w.det, IMAGE_SUFFIX), e));
                     }
                 }
                 Err(e) => {
@@ -190,7 +193,7 @@ impl CalibColumns {
         w: &Wanted,
         configs: &dyn Fn(&str) -> Vec<ConfigRecord>,
         configure: u32,
-    ) -> Result<(Vec<(Field, ArrayRef)>, Vec<String>), String> {
+    ) -> Result<(Vec<(Field, ArrayRef)>, Vec<String>, Option<String>), String> {
         let det = w.det.as_str();
         let name = |p: Product| format!("{det}{}", p.suffix());
         let schema = batch.schema();
@@ -198,7 +201,7 @@ impl CalibColumns {
             schema.fields().iter().enumerate().filter_map(|(i, f)| Some((raw_segment(det, f.name())?, i))).collect();
         if fields.is_empty() {
             // No raw array of it in this Configure: the unknown-column check speaks.
-            return Ok((Vec::new(), Vec::new()));
+            return Ok((Vec::new(), Vec::new(), None));
         }
         fields.sort();
         let first = schema.field(fields[0].1);
@@ -209,12 +212,14 @@ impl CalibColumns {
         // image is its calib without the fake columns.
         let camera_like = kind.fixed_panel().is_none();
         let archon = kind == DetectorKind::Archon;
-        let want_image = w.image && (!camera_like || archon);
+        let mut want_image = w.image && (!camera_like || archon);
+        // An image that cannot be drawn (a bad geometry) fails the image queries only.
+        let mut image_error = None;
         if w.image && kind == DetectorKind::Camera && schema.index_of(&name(Product::Image)).is_err() {
             return Err(format!("`{}`: a {kind} has no geometry; its calib is its image", name(Product::Image)));
         }
         if !w.calib && !want_image {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok((Vec::new(), Vec::new(), None));
         }
         let spec = match DetectorSpec::new(det, kind) {
             Some(spec) => spec,
@@ -290,14 +295,28 @@ impl CalibColumns {
                 at += len;
             }
             if want_image && archon {
-                let image = archon::image(det, rows, dst).map_err(|e| format!("`{}`: {e}", name(Product::Image)))?;
+                let image = match archon::image(det, rows, dst) {
+                    Ok(image) => image,
+                    Err(e) => {
+                        image_error = Some(format!("`{}`: {e}", name(Product::Image)));
+                        want_image = false;
+                        continue;
+                    }
+                };
                 if image_out.is_empty() {
                     image_shape = (rows, archon::IMAGE_COLS);
                     image_out = vec![0f32; n * image.len()];
                 }
                 image_out[row * image.len()..(row + 1) * image.len()].copy_from_slice(&image);
             } else if want_image {
-                let mapper = prepared.mapper(&segments).map_err(|e| format!("`{}`: {e}", name(Product::Image)))?;
+                let mapper = match prepared.mapper(&segments) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        image_error = Some(format!("`{}`: {e}", name(Product::Image)));
+                        want_image = false;
+                        continue;
+                    }
+                };
                 let (r, c) = mapper.shape();
                 if image_out.is_empty() {
                     image_shape = (r, c);
@@ -329,7 +348,7 @@ impl CalibColumns {
                 out.push(f32_list(&name(Product::Image), image_out, bins, &valid, metadata(format!("{},{}", image_shape.0, image_shape.1))));
             }
         }
-        Ok((out, notices))
+        Ok((out, notices, image_error))
     }
 }
 
@@ -387,5 +406,40 @@ mod tests {
                 Wanted { det: "cam".into(), calib: true, image: false }
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use arrow_array::UInt32Array;
+
+    fn batch(det_type: &str, values: usize) -> RecordBatch {
+        let item = Arc::new(Field::new("item", DataType::UInt16, false));
+        let raw = FixedSizeListArray::new(item.clone(), values as i32, Arc::new(UInt16Array::from(vec![0u16; values])), None);
+        let md = HashMap::from([("detector".to_string(), format!("{det_type}_raw"))]);
+        let fields = vec![
+            Field::new("run", DataType::UInt32, true),
+            Field::new("det.raw.raw", DataType::FixedSizeList(item, values as i32), true).with_metadata(md),
+        ];
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), vec![Arc::new(UInt32Array::from(vec![1])), Arc::new(raw)]).unwrap()
+    }
+
+    fn errors(b: RecordBatch) -> Vec<(String, String)> {
+        let mut c = CalibColumns::new(None, Vec::new());
+        let wanted = [Wanted { det: "det".into(), calib: true, image: false }];
+        let (out, added) = c.add(b, &wanted, &|_| Vec::new(), 1);
+        assert_eq!(out.num_columns(), 2, "no calib column");
+        added.errors
+    }
+
+    #[test]
+    fn an_uncalibrated_type_or_a_truncated_frame_is_the_querys_error() {
+        let e = errors(batch("hsd", 16));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].0 == "det.raw.calib" && e[0].1.contains("psana has no calibration for detector type `hsd`"), "{e:?}");
+        // A Jungfrau frame of 1000 values is not whole 512×1024 panels.
+        let e = errors(batch("jungfrau", 1000));
+        assert!(e[0].1.contains("`det.raw.raw` (segment 0) is 1000 values of UInt16 per event, expected u16 panels of 512×1024"), "{e:?}");
     }
 }

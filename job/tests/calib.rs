@@ -385,3 +385,35 @@ fn epix10ka_calib_and_image_follow_the_config_gain_mode_on_psanas_quad() {
         assert!(drawn > 480_000, "{drawn} bins drawn");
     }
 }
+
+/// Bad constants are the query's error naming the file and what is wrong, while a query that
+/// does not need them goes on: a geometry with a syntax error (only `image` needs it) and
+/// pedestals stored as complex numbers.
+#[test]
+fn a_bad_geometry_or_constant_dtype_fails_only_the_queries_that_need_it() {
+    let constants = Constants::generate();
+    let root = scratch("bad-inputs");
+    constants.deploy(&root);
+    let geometry = root.join("bad-geometry.data");
+    std::fs::write(&geometry, "# a geometry file\nIP 0 QUAD:V2 0 0 0 0 0 0 0 0 0 0\nQUAD:V2 0 JUNGFRAU:V2 0 zero 0 0 0 0 0 0 0 0\n").unwrap();
+    let settings = vec![format!("jungfrau:geometry={}", geometry.display())];
+    let queries = [("img", "SELECT timestamp, jungfrau.raw.image AS i FROM events"), ("cal", CALIB_SQL)];
+    let ((c, errors), _) = run_with(&file(), Some(&root), &settings, &queries);
+    let e = &errors["img"];
+    assert!(e.contains("jungfrau.raw.image") && e.contains(&format!("{}:3:", geometry.display())) && e.contains("\"zero\" is not a finite number"), "{e}");
+    assert!(!errors.contains_key("cal"), "{errors:?}");
+    assert_eq!(c.result("cal").unwrap().height(), 2);
+
+    // A .npy of complex64: numpy writes this header for np.zeros((3,1,512,1024), np.complex64).
+    let npy = root.join("complex-pedestals.npy");
+    let header = "{'descr': '<c8', 'fortran_order': False, 'shape': (3, 1, 512, 1024), }";
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let padded = format!("{header:<width$}\n", width = 128 - 10 - 1);
+    bytes.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(padded.as_bytes());
+    bytes.resize(bytes.len() + 3 * PIXELS * 8, 0);
+    std::fs::write(&npy, bytes).unwrap();
+    let ((_, errors), _) = run_with(&file(), None, &[format!("pedestals={}", npy.display())], &[("cal", CALIB_SQL)]);
+    let e = &errors["cal"];
+    assert!(e.contains(&npy.display().to_string()) && e.contains("<c8"), "{e}");
+}
