@@ -193,6 +193,37 @@ fn jungfrau_every_gain_range_bad_switch_and_status_by_segment_number() {
     }
 }
 
+/// The fast path's edges: every pixel switched, lone switched pixels at each position of a
+/// 4-pixel line, a 16-pixel group and a 2048-pixel block, and whole blocks dark.
+#[test]
+fn jungfrau_dense_and_lone_switched_pixels_match_the_formula() {
+    let case = jungfrau_case(1, 51);
+    let mut rng = Rng(52);
+    let raw: Vec<u16> = (0..JF_PANEL)
+        .map(|i| {
+            let code = match i / 65536 {
+                // every pixel switched or bad
+                0 => [1u16, 2, 3][rng.below(3) as usize],
+                // any code, dense
+                1 => rng.below(4) as u16,
+                // one switched pixel per line, group or block, at every offset
+                2 => [0u16, 1][(i % 4 == (i / 4) % 4) as usize],
+                3 => [0u16, 3][(i % 16 == (i / 16) % 16) as usize],
+                4 => [0u16, 1][(i % 2048 == (i / 2048) % 2048 || i % 2048 == 2047) as usize],
+                5 => [0u16, 2][(i % 1000 == 0) as usize],
+                // dark
+                _ => 0,
+            };
+            (code << 14) | rng.below(1 << 14) as u16
+        })
+        .collect();
+    let all = (true, true, true);
+    let cal = Calibrator::new(&jungfrau_constants(&case, all), &[]).unwrap();
+    let mut out = vec![f32::NAN; raw.len()];
+    cal.calibrate(&[0], &raw, &mut out).unwrap();
+    assert_bits_equal(&out, &jungfrau_oracle(&case, &[0], &raw, all), "jungfrau dense and lone switches");
+}
+
 #[test]
 fn jungfrau_fallbacks_are_psana_s_and_reported() {
     let case = jungfrau_case(1, 21);
