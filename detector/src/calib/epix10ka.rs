@@ -16,9 +16,13 @@ pub const ROWS: usize = 352;
 pub const COLS: usize = 384;
 const ASIC_ROWS: usize = 176;
 const ASIC_COLS: usize = 192;
-/// Pixels looked at together: a chunk whose gain bits agree streams through one table set, a
-/// mixed one selects per pixel with bit masks (both vectorise).
-const CHUNK: usize = 64;
+/// Pixels per gain-bit check: the fast pass computes a group with data bit 0's constants; only
+/// a group holding a pixel with the gain bit set is looked at again, line by line.
+const GROUP: usize = 16;
+/// Pixels per [`Set1`] (one cache line of f32 constants).
+const LINE: usize = 8;
+/// Pixels streamed between two looks for set gain bits.
+const BLOCK: usize = 2048;
 
 /// The config values calibration needs for one segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,13 +108,42 @@ pub fn gain_mode_index(c: u8) -> Option<usize> {
 
 /// One segment's constants per pixel for data bit 0 and 1, and its mask, in precision `T`.
 struct SegmentTables<T> {
-    ped: [Vec<T>; 2],
-    factor: [Vec<T>; 2],
+    /// Data bit 0: pedestal and factor, two streams (all a pixel without the gain bit reads).
+    ped0: Vec<T>,
+    factor0: Vec<T>,
+    /// Data bit 1, by line of [`LINE`] pixels: a pixel with the gain bit set reads one line.
+    set1: Vec<Set1<T>>,
+    /// Per line: whether any of its pixels has other constants for data bit 1 (fixed-gain
+    /// modes have the same): a line that does not is never recomputed.
+    matters: Vec<bool>,
     /// 1 good, 0 bad; multiplied after the factor as psana does (not folded into it, which
     /// would differ where `arrf × factor` overflows).
     mask: Vec<u8>,
+    /// The pixels whose mask is 0: the fast pass computes every pixel as good, then these again.
+    bad: Vec<u32>,
     /// Per data bit: the pixel's mode is FH, FM, AHL_H or AML_M (common-mode alg 7's pixels).
     high_or_medium: [Vec<bool>; 2],
+}
+
+/// Data bit 1's pedestals and factors of [`LINE`] pixels, on a cache-line boundary.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Set1<T> {
+    ped: [T; LINE],
+    factor: [T; LINE],
+}
+
+impl<T: Real> SegmentTables<T> {
+    /// Pedestal and factor of pixel `i` for data bit `set`.
+    fn constants(&self, set: usize, i: usize) -> (T, T) {
+        match set {
+            0 => (self.ped0[i], self.factor0[i]),
+            _ => {
+                let g = &self.set1[i / LINE];
+                (g.ped[i % LINE], g.factor[i % LINE])
+            }
+        }
+    }
 }
 
 enum Tables {
@@ -263,42 +296,144 @@ impl Inputs<'_> {
             Some(m) => m[base..base + self.panel].to_vec(),
             None => vec![1; self.panel],
         };
-        SegmentTables { ped: [ped0, ped1], factor: [factor0, factor1], mask, high_or_medium: [hm0, hm1] }
+        let set1 = (0..self.panel.div_ceil(LINE))
+            .map(|k| {
+                let at = |v: &[T], i: usize| v.get(k * LINE + i).copied().unwrap_or(T::ZERO);
+                Set1 { ped: std::array::from_fn(|i| at(&ped1, i)), factor: std::array::from_fn(|i| at(&factor1, i)) }
+            })
+            .collect();
+        // Same bits for both data bits: the result cannot differ.
+        let same = |a: T, b: T| a.to_f64().to_bits() == b.to_f64().to_bits();
+        let matters = (0..self.panel.div_ceil(LINE))
+            .map(|k| (k * LINE..((k + 1) * LINE).min(self.panel)).any(|i| !same(ped0[i], ped1[i]) || !same(factor0[i], factor1[i])))
+            .collect();
+        let bad = (0..self.panel as u32).filter(|&i| mask[i as usize] == 0).collect();
+        SegmentTables { ped0, factor0, set1, matters, mask, bad, high_or_medium: [hm0, hm1] }
     }
 }
 
 /// One panel: `((raw & 0x3fff) − ped) × factor × mask` with the set chosen by gain bit `BIT`
 /// (epix10ka 14, epixhr2x2 15).
+///
+/// Block by block: the next block's groups with a gain bit set are found without data-dependent
+/// branches and their bit-1 constants prefetched; the block is computed with bit 0's constants
+/// as if every pixel were good (vectorised; AVX2 when the CPU has it, the same IEEE operations
+/// so the same bits); its groups with a set bit are recomputed branch-free. Last, the bad
+/// pixels (a list made once) are computed again with their mask 0. `× 1` for good pixels is
+/// exact, so skipping it gives psana's bits.
 fn calibrate_panel<T: Real, const BIT: u32>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) {
+    let n = raw.len();
+    assert!(out.len() == n && t.ped0.len() == n && t.factor0.len() == n && t.set1.len() == n.div_ceil(LINE));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        unsafe { calibrate_panel_avx2::<T, BIT>(t, raw, out) };
+        return;
+    }
+    calibrate_panel_body::<T, BIT>(t, raw, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn calibrate_panel_avx2<T: Real, const BIT: u32>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) {
+    calibrate_panel_body::<T, BIT>(t, raw, out);
+}
+
+#[inline(always)]
+fn calibrate_panel_body<T: Real, const BIT: u32>(t: &SegmentTables<T>, raw: &[u16], out: &mut [f32]) {
     let gain: u16 = 1 << BIT;
     let n = raw.len();
+    let whole = n - n % GROUP;
+    // The block's groups with a set bit and the next block's, alternately.
+    let mut found = [Found::default(), Found::default()];
+    found[0].find(&raw[..whole], 0, gain, t);
     let mut start = 0;
-    while start < n {
-        let end = (start + CHUNK).min(n);
-        let len = end - start;
-        // Slices of one length: the compiler drops the bounds checks and vectorises.
-        let r = &raw[start..end];
-        let o = &mut out[start..end][..len];
-        let m = &t.mask[start..end][..len];
-        let any = r.iter().fold(0u16, |a, &x| a | x) & gain;
-        let all = r.iter().fold(gain, |a, &x| a & x) & gain;
-        if any == all {
-            let set = (all >> BIT) as usize;
-            let (p, f) = (&t.ped[set][start..end][..len], &t.factor[set][start..end][..len]);
-            for i in 0..len {
-                o[i] = (((T::from_u16(r[i] & 0x3fff) - p[i]) * f[i]) * T::from_u8(m[i])).to_f32();
+    while start < whole {
+        let end = (start + BLOCK).min(whole);
+        let (a, b) = found.split_at_mut(1);
+        let (this, next) = if (start / BLOCK) % 2 == 0 { (&a[0], &mut b[0]) } else { (&b[0], &mut a[0]) };
+        next.find(&raw[..whole], end, gain, t);
+        for at in (start..end).step_by(GROUP) {
+            let r: &[u16; GROUP] = raw[at..at + GROUP].try_into().unwrap();
+            let p: &[T; GROUP] = t.ped0[at..at + GROUP].try_into().unwrap();
+            let f: &[T; GROUP] = t.factor0[at..at + GROUP].try_into().unwrap();
+            let o: &mut [f32; GROUP] = (&mut out[at..at + GROUP]).try_into().unwrap();
+            for i in 0..GROUP {
+                o[i] = ((T::from_u16(r[i] & 0x3fff) - p[i]) * f[i]).to_f32();
             }
-        } else {
-            let (p0, p1) = (&t.ped[0][start..end][..len], &t.ped[1][start..end][..len]);
-            let (f0, f1) = (&t.factor[0][start..end][..len], &t.factor[1][start..end][..len]);
-            for i in 0..len {
-                let high = r[i] & gain != 0;
-                let p = T::select(high, p1[i], p0[i]);
-                let f = T::select(high, f1[i], f0[i]);
-                o[i] = (((T::from_u16(r[i] & 0x3fff) - p) * f) * T::from_u8(m[i])).to_f32();
+        }
+        for &k in &this.lines[..this.count] {
+            let at = start + k as usize * LINE;
+            let r: &[u16; LINE] = raw[at..at + LINE].try_into().unwrap();
+            let o: &mut [f32; LINE] = (&mut out[at..at + LINE]).try_into().unwrap();
+            let s = &t.set1[at / LINE];
+            for i in 0..LINE {
+                let v = ((T::from_u16(r[i] & 0x3fff) - s.ped[i]) * s.factor[i]).to_f32();
+                o[i] = f32::select(r[i] & gain != 0, v, o[i]);
             }
         }
         start = end;
+    }
+    // A partial last group, and the bad pixels: the whole formula.
+    let set = |x: u16| (x >> BIT) as usize & 1;
+    for i in (whole..n).chain(t.bad.iter().map(|&i| i as usize)) {
+        let x = raw[i];
+        let (p, f) = t.constants(set(x), i);
+        out[i] = (((T::from_u16(x & 0x3fff) - p) * f) * T::from_u8(t.mask[i])).to_f32();
+    }
+}
+
+/// The lines of a block holding a pixel with the gain bit set whose constants differ.
+struct Found {
+    lines: [u16; BLOCK / LINE],
+    count: usize,
+}
+
+impl Default for Found {
+    fn default() -> Self {
+        Found { lines: [0; BLOCK / LINE], count: 0 }
+    }
+}
+
+impl Found {
+    /// Finds the lines of the block starting at `start` to recompute and prefetches their bit-1
+    /// constants. Without branches on the data (where bits are set is unpredictable, and a
+    /// mispredicted branch costs as much as a line from memory): an index is always written,
+    /// counted only when its line is to be recomputed.
+    #[inline(always)]
+    fn find<T: Real>(&mut self, raw: &[u16], start: usize, gain: u16, t: &SegmentTables<T>) {
+        self.count = 0;
+        let end = (start + BLOCK).min(raw.len());
+        if start >= end {
+            return;
+        }
+        let mut groups = [0u16; BLOCK / GROUP];
+        let mut count = 0;
+        for (k, words) in raw[start..end].chunks_exact(GROUP).enumerate() {
+            groups[count] = k as u16;
+            count += (words.iter().fold(0u16, |a, &x| a | x) & gain != 0) as usize;
+        }
+        let mut lines = 0;
+        for &k in &groups[..count] {
+            let at = start + k as usize * GROUP;
+            for (j, words) in raw[at..at + GROUP].chunks_exact(LINE).enumerate() {
+                self.lines[lines] = (k as usize * (GROUP / LINE) + j) as u16;
+                let set = words.iter().fold(0u16, |a, &x| a | x) & gain != 0;
+                lines += (set & t.matters[at / LINE + j]) as usize;
+            }
+        }
+        self.count = lines;
+        #[cfg(target_arch = "x86_64")]
+        for &k in &self.lines[..lines] {
+            let line = &t.set1[start / LINE + k as usize];
+            for byte in (0..size_of::<Set1<T>>()).step_by(64) {
+                // SAFETY: a prefetch only hints the cache; the address is inside `line`.
+                unsafe {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    _mm_prefetch::<_MM_HINT_T0>((line as *const Set1<T>).cast::<i8>().add(byte));
+                }
+            }
+        }
     }
 }
 
@@ -306,7 +441,7 @@ fn calibrate_panel<T: Real, const BIT: u32>(t: &SegmentTables<T>, raw: &[u16], o
 /// pixels (alg 7: modes FH, FM, AHL_H, AML_M) subtracted, then `× factor × mask`.
 fn calibrate_panel_common_mode<T: Real>(t: &SegmentTables<T>, cm: &CommonMode, banks: PanelBanks, bit: u32, raw: &[u16], out: &mut [f32]) {
     let set = |x: u16| ((x >> bit) & 1) as usize;
-    let mut arrf: Vec<T> = raw.iter().enumerate().map(|(i, &x)| T::from_u16(x & 0x3fff) - t.ped[set(x)][i]).collect();
+    let mut arrf: Vec<T> = raw.iter().enumerate().map(|(i, &x)| T::from_u16(x & 0x3fff) - t.constants(set(x), i).0).collect();
     let selected: Vec<bool> = raw
         .iter()
         .enumerate()
@@ -314,6 +449,6 @@ fn calibrate_panel_common_mode<T: Real>(t: &SegmentTables<T>, cm: &CommonMode, b
         .collect();
     common_mode::apply(cm, banks, &mut arrf, &selected);
     for (i, &x) in raw.iter().enumerate() {
-        out[i] = ((arrf[i] * t.factor[set(x)][i]) * T::from_u8(t.mask[i])).to_f32();
+        out[i] = ((arrf[i] * t.constants(set(x), i).1) * T::from_u8(t.mask[i])).to_f32();
     }
 }
