@@ -134,6 +134,13 @@ struct Set1<T> {
 }
 
 impl<T: Real> SegmentTables<T> {
+    /// psana's formula for pixel `i` of word `x` and mask `m`, gain bit `BIT`.
+    #[inline(always)]
+    fn formula<const BIT: u32>(&self, x: u16, i: usize, m: u8) -> f32 {
+        let (p, f) = self.constants((x >> BIT) as usize & 1, i);
+        (((T::from_u16(x & 0x3fff) - p) * f) * T::from_u8(m)).to_f32()
+    }
+
     /// Pedestal and factor of pixel `i` for data bit `set`.
     fn constants(&self, set: usize, i: usize) -> (T, T) {
         match set {
@@ -348,6 +355,8 @@ fn calibrate_panel_body<T: Real, const BIT: u32>(t: &SegmentTables<T>, raw: &[u1
     let mut found = [Found::default(), Found::default()];
     found[0].find(&raw[..whole], 0, gain, t);
     let mut start = 0;
+    // The next bad pixel in `t.bad`.
+    let mut bad = 0;
     while start < whole {
         let end = (start + BLOCK).min(whole);
         let (a, b) = found.split_at_mut(1);
@@ -372,14 +381,21 @@ fn calibrate_panel_body<T: Real, const BIT: u32>(t: &SegmentTables<T>, raw: &[u1
                 o[i] = f32::select(r[i] & gain != 0, v, o[i]);
             }
         }
+        // The block's bad pixels, while its data are in L1.
+        while let Some(&i) = t.bad.get(bad) {
+            let i = i as usize;
+            if i >= end {
+                break;
+            }
+            // Listed because its mask is 0 (not read again: it would be a miss per pixel).
+            out[i] = t.formula::<BIT>(raw[i], i, 0);
+            bad += 1;
+        }
         start = end;
     }
-    // A partial last group, and the bad pixels: the whole formula.
-    let set = |x: u16| (x >> BIT) as usize & 1;
-    for i in (whole..n).chain(t.bad.iter().map(|&i| i as usize)) {
-        let x = raw[i];
-        let (p, f) = t.constants(set(x), i);
-        out[i] = (((T::from_u16(x & 0x3fff) - p) * f) * T::from_u8(t.mask[i])).to_f32();
+    // A partial last group: the whole formula.
+    for i in whole..n {
+        out[i] = t.formula::<BIT>(raw[i], i, t.mask[i]);
     }
 }
 
