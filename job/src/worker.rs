@@ -50,6 +50,8 @@ pub struct Worker {
     calib_errors: BTreeMap<String, String>,
     /// `<det>.raw.calib` → psana's fallbacks and the constants' origin, for the queries' status.
     calib_notices: BTreeMap<String, Vec<String>>,
+    /// The shapes of the batch's array columns (the array functions need them).
+    shapes: std::sync::Arc<query::Shapes>,
     pub events_read: u64,
     pub batches: u64,
     pub newest: u64,
@@ -82,6 +84,7 @@ impl Worker {
             calib: CalibColumns::new(calib_dir, settings),
             calib_errors: BTreeMap::new(),
             calib_notices: BTreeMap::new(),
+            shapes: Default::default(),
             events_read: 0,
             batches: 0,
             newest: 0,
@@ -239,6 +242,10 @@ impl Worker {
             let ts = batch.column(0).as_any().downcast_ref::<arrow_array::UInt64Array>().map(|a| a.value(a.len() - 1));
             self.newest = self.newest.max(ts.unwrap_or(0));
             let batch = self.add_calib_columns(batch);
+            let shapes = query::shapes_of(&batch.schema());
+            if *self.shapes != shapes {
+                self.shapes = std::sync::Arc::new(shapes);
+            }
             let mut df = batches_to_df(&[batch]).map_err(|e| e.to_string())?;
             // Each event's index in the run, for windows counted in events.
             if self.queries.values().any(|q| matches!(q.mode, LiveMode::Events(_))) {
@@ -325,6 +332,8 @@ impl Worker {
                     }
                 }
             }
+            let plan = q.plan.as_mut().unwrap();
+            plan.set_shapes(self.shapes.clone());
             let plan = q.plan.as_ref().unwrap();
             match plan.partial(df) {
                 Ok(part) => {

@@ -7,6 +7,7 @@ use polars::prelude::*;
 use xtc::table::{EventsReader, TableOptions};
 use xtc::Source;
 
+use crate::arrays::{shapes_of, Shapes};
 use crate::convert::DfBuilder;
 use crate::error::{QueryError, Result};
 use crate::files::{read_file, write_file};
@@ -73,6 +74,8 @@ pub struct Catalog {
     /// Insertion order is the order users see; catalogs hold a handful of tables, so a
     /// linear search beats a map.
     tables: Vec<(String, DataFrame)>,
+    /// The shapes of array columns whose source said them (runs' Arrow metadata), by column.
+    shapes: Shapes,
 }
 
 impl fmt::Debug for Catalog {
@@ -84,6 +87,11 @@ impl fmt::Debug for Catalog {
 impl Catalog {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The shapes of the array columns loaded from runs (for the array functions).
+    pub fn shapes(&self) -> &Shapes {
+        &self.shapes
     }
 
     /// Adds or replaces a table; a replaced table keeps its place in the order.
@@ -151,6 +159,7 @@ impl Catalog {
         let mut reader = EventsReader::open(&src, topts).map_err(read_err)?;
         let mut table = DfBuilder::new();
         while let Some(b) = reader.next_batch().map_err(read_err)? {
+            self.shapes.extend(shapes_of(&b.batch.schema()));
             table.push(b.batch)?;
         }
         self.insert(name, table.finish()?)

@@ -8,6 +8,7 @@
 //!   stream bytes for the widgets.
 
 pub mod aggregate;
+pub mod arrays;
 pub mod catalog;
 pub mod convert;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod mode;
 pub mod rewrite;
 pub mod sql;
 
+pub use arrays::{shapes_of, Shapes};
 pub use catalog::{validate_name, Catalog, LoadOptions, TableInfo};
 pub use convert::{batches_to_df, describe, df_to_ipc_stream, ipc_stream_to_batches, DfBuilder};
 pub use error::{QueryError, Result};

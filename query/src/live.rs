@@ -28,6 +28,7 @@ use sqlparser::parser::Parser;
 use crate::aggregate::{self, Aggregate, Call, Slot};
 use crate::error::{QueryError, Result};
 pub use crate::mode::{parse_duration, LiveMode, EVENT_INDEX};
+use crate::arrays::{ArrayFunctions, Shapes};
 use crate::rewrite::{function_args, hist_range, is_hist, live_functions, quote_dotted_names, quote_ident};
 
 #[derive(Clone, Debug)]
@@ -60,6 +61,8 @@ pub struct LiveQuery {
     rows: bool,
     /// What the result covers (hidden keys `__m0`, `__m1` carry run/step/window bin).
     mode: LiveMode,
+    /// The shapes of the table's array columns, for the array functions ([`crate::arrays`]).
+    shapes: Arc<Shapes>,
 }
 
 fn not_live(msg: impl Into<String>) -> QueryError {
@@ -198,6 +201,7 @@ impl LiveQuery {
                 post_sql,
                 rows: true,
                 mode,
+                shapes: Arc::default(),
             });
         }
         if wildcard {
@@ -232,6 +236,7 @@ impl LiveQuery {
             post_sql,
             rows: false,
             mode,
+            shapes: Arc::default(),
         })
     }
 
@@ -302,9 +307,14 @@ impl LiveQuery {
         Ok((rows.filter(&mask)?, prefix.then_some(removed)))
     }
 
+    /// Gives the array functions the shapes of the table's array columns.
+    pub fn set_shapes(&mut self, shapes: Arc<Shapes>) {
+        self.shapes = shapes;
+    }
+
     /// The partial step over one batch of the events table: a state table.
     pub fn partial(&self, batch: &DataFrame) -> Result<DataFrame> {
-        let mut ctx = SQLContext::new();
+        let mut ctx = SQLContext::new().with_function_registry(Arc::new(ArrayFunctions::new(self.shapes.clone())));
         let mut lf = batch.clone().lazy();
         if self.order == ROW_ORDER && !self.rows {
             lf = lf.with_row_index(ROW_ORDER, None);

@@ -10,6 +10,9 @@ use std::time::Duration;
 use polars::prelude::*;
 use polars::sql::SQLContext;
 
+use std::sync::Arc;
+
+use crate::arrays::ArrayFunctions;
 use crate::catalog::Catalog;
 use crate::error::{QueryError, Result};
 use crate::files::polars_msg;
@@ -125,7 +128,7 @@ impl Catalog {
     /// Fixed-size array columns are seen as lists: polars SQL's subscripts (`x[1]`) and
     /// `array_*` functions only take lists. The cast runs only for the columns a query uses.
     fn context(&self) -> SQLContext {
-        let ctx = SQLContext::new();
+        let ctx = SQLContext::new().with_function_registry(Arc::new(ArrayFunctions::new(Arc::new(self.shapes().clone()))));
         for (name, df) in self.iter() {
             let lists: Vec<Expr> = df
                 .schema()
@@ -211,7 +214,9 @@ impl Catalog {
         let table = self.get(name)?;
         let columns: Vec<String> = table.get_column_names().iter().map(|c| c.to_string()).collect();
         let planned = catch_unwind(AssertUnwindSafe(|| LiveQuery::plan_table(query, name, &columns))).ok()?;
-        Some((planned.ok()??, table.clone()))
+        let mut planned = planned.ok()??;
+        planned.set_shapes(Arc::new(self.shapes().clone()));
+        Some((planned, table.clone()))
     }
 }
 

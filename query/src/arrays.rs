@@ -1,0 +1,418 @@
+//! SQL functions over array columns (an area detector's `calib` or `image`, any raw array):
+//! ROI sums and counts, thresholds, projections, centres of mass, evaluated per event.
+//!
+//! Array columns are flat in C order (what Arrow and polars hold); their shape travels beside
+//! them ([`Shapes`], from the Arrow field's `shape` metadata) and the functions find it by the
+//! column's name. A function over a 3-D `(segments, rows, cols)` array works on segment 0, or
+//! on the segment named by the extra first argument of `roi_*(x, seg, r0, r1, c0, c1)`.
+//!
+//! | function | per event |
+//! |---|---|
+//! | `roi_sum(x, r0, r1, c0, c1)`, `roi_mean`, `roi_max` | sum / mean / max of rows `r0 ≤ r < r1`, cols `c0 ≤ c < c1` |
+//! | `roi_count(x, r0, r1, c0, c1, thr)` | elements of the ROI `> thr` |
+//! | `threshold(x, lo[, hi])` | the array with elements outside `[lo, hi]` set to 0 |
+//! | `count_above(x, thr)`, `sum_above(x, thr)` | elements `> thr`, and their sum |
+//! | `projection(x, axis[, r0, r1, c0, c1])` | numpy's `x.sum(axis)` of the 2-D array (or its ROI): 1-D |
+//! | `center_of_mass(x)` | `[row, col]` weighted by the values (NaN when they sum to 0) |
+//!
+//! Sums run in f64 in C order (numpy's pairwise summation may differ in the last bits; the tests
+//! compare with a tolerance of a few ulps where numpy would sum pairwise).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use polars::prelude::*;
+use polars::sql::FunctionRegistry;
+
+/// Column name → shape (C order) of the array each row holds.
+pub type Shapes = BTreeMap<String, Vec<usize>>;
+
+/// The shapes of the fixed-size array fields of an Arrow schema (their `shape` metadata).
+pub fn shapes_of(schema: &arrow_schema::Schema) -> Shapes {
+    schema
+        .fields()
+        .iter()
+        .filter_map(|f| {
+            let shape = f.metadata().get("shape")?;
+            let dims: Option<Vec<usize>> = shape.split(',').map(|d| d.trim().parse().ok()).collect();
+            Some((f.name().clone(), dims?))
+        })
+        .collect()
+}
+
+/// The function names [`ArrayFunctions`] serves.
+pub const FUNCTIONS: [&str; 10] =
+    ["roi_sum", "roi_mean", "roi_max", "roi_count", "threshold", "count_above", "sum_above", "projection", "center_of_mass", "array_shape_of"];
+
+/// The array functions for one set of column shapes, as a polars SQL function registry.
+pub struct ArrayFunctions {
+    shapes: Arc<Shapes>,
+}
+
+impl ArrayFunctions {
+    pub fn new(shapes: Arc<Shapes>) -> Self {
+        ArrayFunctions { shapes }
+    }
+}
+
+impl FunctionRegistry for ArrayFunctions {
+    fn register(&mut self, name: &str, _fun: UserDefinedFunction) -> PolarsResult<()> {
+        polars_bail!(InvalidOperation: "cannot register {name}: beamtime's array functions are fixed")
+    }
+
+    fn get_udf(&self, name: &str) -> PolarsResult<Option<UserDefinedFunction>> {
+        let lower = name.to_ascii_lowercase();
+        let Some(f) = Function::from_name(&lower) else { return Ok(None) };
+        let shapes = self.shapes.clone();
+        let call = move |s: &mut [Column]| -> PolarsResult<Column> { f.call(s, &shapes) };
+        let output = move |_: &Schema, fields: &[Field]| -> PolarsResult<Field> { f.output(fields) };
+        Ok(Some(UserDefinedFunction::new(lower.into(), BaseColumnUdf::new(call, output))))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        Function::from_name(&name.to_ascii_lowercase()).is_some()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Function {
+    RoiSum,
+    RoiMean,
+    RoiMax,
+    RoiCount,
+    Threshold,
+    CountAbove,
+    SumAbove,
+    Projection,
+    CenterOfMass,
+    ArrayShapeOf,
+}
+
+impl Function {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "roi_sum" => Function::RoiSum,
+            "roi_mean" => Function::RoiMean,
+            "roi_max" => Function::RoiMax,
+            "roi_count" => Function::RoiCount,
+            "threshold" => Function::Threshold,
+            "count_above" => Function::CountAbove,
+            "sum_above" => Function::SumAbove,
+            "projection" => Function::Projection,
+            "center_of_mass" => Function::CenterOfMass,
+            "array_shape_of" => Function::ArrayShapeOf,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        FUNCTIONS[self as usize]
+    }
+
+    /// The output field (the input array's name is kept: nested calls find its shape).
+    fn output(self, fields: &[Field]) -> PolarsResult<Field> {
+        let Some(x) = fields.first() else { polars_bail!(InvalidOperation: "{}() needs an array argument", self.name()) };
+        let dtype = match self {
+            Function::RoiCount | Function::CountAbove => DataType::UInt64,
+            Function::Threshold => match x.dtype() {
+                DataType::Array(inner, w) if **inner == DataType::Float32 => DataType::Array(inner.clone(), *w),
+                DataType::Array(_, w) => DataType::Array(Box::new(DataType::Float64), *w),
+                other => other.clone(),
+            },
+            // Their lengths depend on the arguments: variable-length lists.
+            Function::Projection | Function::CenterOfMass | Function::ArrayShapeOf => DataType::List(Box::new(DataType::Float64)),
+            _ => DataType::Float64,
+        };
+        Ok(Field::new(x.name().clone(), dtype))
+    }
+
+    fn call(self, s: &mut [Column], shapes: &Shapes) -> PolarsResult<Column> {
+        let name = self.name();
+        let x = s.first().ok_or_else(|| polars_err!(InvalidOperation: "{name}() needs an array argument"))?;
+        let arrays = Arrays::of(name, x)?;
+        let args: Vec<f64> = s[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| scalar_arg(name, i + 2, c))
+            .collect::<PolarsResult<_>>()?;
+        let shape = shapes.get(x.name().as_str()).cloned().unwrap_or_else(|| vec![arrays.width]);
+        if shape.iter().product::<usize>() != arrays.width {
+            polars_bail!(InvalidOperation: "{name}(): `{}` holds {} values per event, its shape {:?} says {}", x.name(), arrays.width, shape, shape.iter().product::<usize>());
+        }
+        let out_name = x.name().clone();
+        let n = arrays.len;
+        Ok(match self {
+            Function::RoiSum | Function::RoiMean | Function::RoiMax | Function::RoiCount => {
+                let roi = Roi::from_args(name, &shape, &args, self == Function::RoiCount)?;
+                let thr = if self == Function::RoiCount { args[args.len() - 1] } else { 0.0 };
+                let values: Vec<Option<f64>> = (0..n)
+                    .map(|row| {
+                        let v = arrays.row(row)?;
+                        let mut acc = Acc::default();
+                        roi.for_each(|i| acc.add(v.get(i)));
+                        Some(match self {
+                            Function::RoiSum => acc.sum,
+                            Function::RoiMean => acc.sum / acc.n as f64,
+                            Function::RoiMax => acc.max,
+                            _ => {
+                                let mut count = 0u64;
+                                roi.for_each(|i| count += (v.get(i) > thr) as u64);
+                                count as f64
+                            }
+                        })
+                    })
+                    .collect();
+                if self == Function::RoiCount {
+                    UInt64Chunked::from_iter_options(out_name, values.into_iter().map(|v| v.map(|x| x as u64))).into_column()
+                } else {
+                    Float64Chunked::from_iter_options(out_name, values.into_iter()).into_column()
+                }
+            }
+            Function::CountAbove | Function::SumAbove => {
+                let [thr] = args[..] else { polars_bail!(InvalidOperation: "{name}(x, thr): one threshold, got {} arguments", args.len() + 1) };
+                let per_row = |row: usize| -> Option<(u64, f64)> {
+                    let v = arrays.row(row)?;
+                    let (mut count, mut sum) = (0u64, 0f64);
+                    for i in 0..arrays.width {
+                        let x = v.get(i);
+                        if x > thr {
+                            count += 1;
+                            sum += x;
+                        }
+                    }
+                    Some((count, sum))
+                };
+                if self == Function::CountAbove {
+                    UInt64Chunked::from_iter_options(out_name, (0..n).map(|r| per_row(r).map(|p| p.0))).into_column()
+                } else {
+                    Float64Chunked::from_iter_options(out_name, (0..n).map(|r| per_row(r).map(|p| p.1))).into_column()
+                }
+            }
+            Function::Threshold => {
+                let (lo, hi) = match args[..] {
+                    [lo] => (lo, f64::INFINITY),
+                    [lo, hi] => (lo, hi),
+                    _ => polars_bail!(InvalidOperation: "threshold(x, lo[, hi]): got {} arguments", args.len() + 1),
+                };
+                arrays.map_values(out_name, |v| if v >= lo && v <= hi { v } else { 0.0 })?
+            }
+            Function::Projection => {
+                let (axis, rest) = args.split_first().ok_or_else(|| polars_err!(InvalidOperation: "projection(x, axis[, r0, r1, c0, c1]): the axis is missing"))?;
+                let plane = plane_of(name, &shape)?;
+                let roi = if rest.is_empty() { Roi::whole(plane) } else { Roi::from_args(name, &[plane.0, plane.1], rest, false)? };
+                let axis = match *axis {
+                    a if a == 0.0 => 0,
+                    a if a == 1.0 => 1,
+                    a => polars_bail!(InvalidOperation: "projection(x, axis): axis {a} of a 2-D array must be 0 (sum over rows) or 1 (sum over columns)"),
+                };
+                let len = if axis == 0 { roi.c1 - roi.c0 } else { roi.r1 - roi.r0 };
+                let rows: Vec<Option<Series>> = (0..n)
+                    .map(|row| {
+                        let v = arrays.row(row)?;
+                        let mut out = vec![0f64; len];
+                        roi.for_each_rc(|r, c, i| out[if axis == 0 { c - roi.c0 } else { r - roi.r0 }] += v.get(i));
+                        Some(Series::new(PlSmallStr::EMPTY, out))
+                    })
+                    .collect();
+                ListChunked::from_iter(rows).with_name(out_name).into_column()
+            }
+            Function::CenterOfMass => {
+                let plane = plane_of(name, &shape)?;
+                let roi = Roi::whole(plane);
+                let rows: Vec<Option<Series>> = (0..n)
+                    .map(|row| {
+                        let v = arrays.row(row)?;
+                        let (mut w, mut wr, mut wc) = (0f64, 0f64, 0f64);
+                        roi.for_each_rc(|r, c, i| {
+                            let x = v.get(i);
+                            w += x;
+                            wr += x * r as f64;
+                            wc += x * c as f64;
+                        });
+                        let com = if w == 0.0 { vec![f64::NAN, f64::NAN] } else { vec![wr / w, wc / w] };
+                        Some(Series::new(PlSmallStr::EMPTY, com))
+                    })
+                    .collect();
+                ListChunked::from_iter(rows).with_name(out_name).into_column()
+            }
+            Function::ArrayShapeOf => {
+                let dims: Vec<f64> = shape.iter().map(|&d| d as f64).collect();
+                let rows: Vec<Option<Series>> = (0..n).map(|_| Some(Series::new(PlSmallStr::EMPTY, dims.clone()))).collect();
+                ListChunked::from_iter(rows).with_name(out_name).into_column()
+            }
+        })
+    }
+}
+
+/// The 2-D plane the functions see: the array itself, or segment 0 of a 3-D one.
+fn plane_of(name: &str, shape: &[usize]) -> PolarsResult<(usize, usize)> {
+    match shape {
+        [r, c] => Ok((*r, *c)),
+        [_, r, c] => Ok((*r, *c)),
+        other => polars_bail!(InvalidOperation: "{name}(): needs a 2-D array (an image) or a 3-D one (segments, rows, cols); this one has shape {other:?}"),
+    }
+}
+
+fn scalar_arg(name: &str, position: usize, c: &Column) -> PolarsResult<f64> {
+    let v = c.get(0).map_err(|_| polars_err!(InvalidOperation: "{name}(): argument {position} is empty"))?;
+    v.extract::<f64>().ok_or_else(|| polars_err!(InvalidOperation: "{name}(): argument {position} must be a number, got {v}"))
+}
+
+/// A rectangle of one segment, as flat indices into the array.
+#[derive(Clone, Copy, Debug)]
+struct Roi {
+    offset: usize,
+    cols: usize,
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    c1: usize,
+}
+
+impl Roi {
+    fn whole((rows, cols): (usize, usize)) -> Self {
+        Roi { offset: 0, cols, r0: 0, r1: rows, c0: 0, c1: cols }
+    }
+
+    /// `[seg,] r0, r1, c0, c1[, thr]` against `shape`.
+    fn from_args(name: &str, shape: &[usize], args: &[f64], threshold: bool) -> PolarsResult<Self> {
+        let args = if threshold {
+            args.split_last().map(|(_, a)| a).ok_or_else(|| polars_err!(InvalidOperation: "{name}(x, r0, r1, c0, c1, thr): the threshold is missing"))?
+        } else {
+            args
+        };
+        let (rows, cols) = plane_of(name, shape)?;
+        let (seg, rect) = match (shape.len(), args.len()) {
+            (_, 4) => (0.0, args),
+            (3, 5) => (args[0], &args[1..]),
+            (2, 5) => polars_bail!(InvalidOperation: "{name}(): a segment was given but the array is 2-D (shape {shape:?})"),
+            (_, k) => polars_bail!(InvalidOperation: "{name}(x, [seg,] r0, r1, c0, c1{}): got {k} bounds", if threshold { ", thr" } else { "" }),
+        };
+        let whole = |v: f64, what: &str| -> PolarsResult<usize> {
+            if v.fract() != 0.0 || v < 0.0 {
+                polars_bail!(InvalidOperation: "{name}(): {what} = {v} must be a whole number ≥ 0");
+            }
+            Ok(v as usize)
+        };
+        let seg = whole(seg, "seg")?;
+        let nseg = if shape.len() == 3 { shape[0] } else { 1 };
+        if seg >= nseg {
+            polars_bail!(InvalidOperation: "{name}(): segment {seg} is outside the array's {nseg} segments (shape {shape:?})");
+        }
+        let (r0, r1, c0, c1) = (whole(rect[0], "r0")?, whole(rect[1], "r1")?, whole(rect[2], "c0")?, whole(rect[3], "c1")?);
+        if !(r0 < r1 && r1 <= rows && c0 < c1 && c1 <= cols) {
+            polars_bail!(InvalidOperation: "{name}(): the ROI rows {r0}..{r1}, cols {c0}..{c1} is empty or outside the {rows}×{cols} array");
+        }
+        Ok(Roi { offset: seg * rows * cols, cols, r0, r1, c0, c1 })
+    }
+
+    fn for_each(&self, mut f: impl FnMut(usize)) {
+        self.for_each_rc(|_, _, i| f(i));
+    }
+
+    fn for_each_rc(&self, mut f: impl FnMut(usize, usize, usize)) {
+        for r in self.r0..self.r1 {
+            let base = self.offset + r * self.cols;
+            for c in self.c0..self.c1 {
+                f(r, c, base + c);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Acc {
+    sum: f64,
+    max: f64,
+    n: u64,
+}
+
+impl Default for Acc {
+    fn default() -> Self {
+        Acc { sum: 0.0, max: f64::NEG_INFINITY, n: 0 }
+    }
+}
+
+impl Acc {
+    fn add(&mut self, v: f64) {
+        self.sum += v;
+        // NaN propagates, as numpy's max.
+        self.max = if v.is_nan() || self.max.is_nan() { f64::NAN } else { self.max.max(v) };
+        self.n += 1;
+    }
+}
+
+/// The flat values of an array column, row by row, in their own type.
+struct Arrays {
+    len: usize,
+    width: usize,
+    valid: Vec<bool>,
+    values: Values,
+}
+
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Int(Vec<f64>),
+}
+
+/// One row's values.
+struct Row<'a> {
+    values: &'a Values,
+    start: usize,
+}
+
+impl Row<'_> {
+    #[inline]
+    fn get(&self, i: usize) -> f64 {
+        match self.values {
+            Values::F32(v) => v[self.start + i] as f64,
+            Values::F64(v) | Values::Int(v) => v[self.start + i],
+        }
+    }
+}
+
+impl Arrays {
+    fn of(name: &str, x: &Column) -> PolarsResult<Self> {
+        let mut s = x.as_materialized_series().rechunk();
+        // `%%sql` sees fixed-size arrays as lists: back to arrays, each row as long as the first.
+        if let DataType::List(inner) = s.dtype() {
+            let ca = s.list()?;
+            let width = (0..ca.len()).find_map(|i| ca.get_as_series(i)).map(|r| r.len()).unwrap_or(0);
+            s = s.cast(&DataType::Array(inner.clone(), width)).map_err(|_| {
+                polars_err!(InvalidOperation: "{name}(): the rows of `{}` differ in length: not an array column of one shape", x.name())
+            })?;
+        }
+        let valid: Vec<bool> = s.is_not_null().iter().map(|v| v.unwrap_or(false)).collect();
+        let (width, inner) = match s.dtype() {
+            DataType::Array(_, width) => (*width, s.array()?.get_inner()),
+            other => polars_bail!(InvalidOperation: "{name}(): `{}` is {other}, not an array column (an image, a calib frame, a waveform)", x.name()),
+        };
+        let inner = inner.rechunk();
+        let values = match inner.dtype() {
+            DataType::Float32 => Values::F32(inner.f32()?.into_no_null_iter().collect()),
+            DataType::Float64 => Values::F64(inner.f64()?.into_no_null_iter().collect()),
+            d if d.is_primitive_numeric() => Values::Int(inner.cast(&DataType::Float64)?.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect()),
+            other => polars_bail!(InvalidOperation: "{name}(): `{}` holds {other} values, not numbers", x.name()),
+        };
+        Ok(Arrays { len: s.len(), width, valid, values })
+    }
+
+    fn row(&self, row: usize) -> Option<Row<'_>> {
+        self.valid[row].then_some(Row { values: &self.values, start: row * self.width })
+    }
+
+    /// The arrays with `f` applied to every value, in the input's value type.
+    fn map_values(&self, name: PlSmallStr, f: impl Fn(f64) -> f64) -> PolarsResult<Column> {
+        let flat: Series = match &self.values {
+            Values::F32(v) => Series::new(PlSmallStr::EMPTY, v.iter().map(|&x| f(x as f64) as f32).collect::<Vec<f32>>()),
+            Values::F64(v) | Values::Int(v) => Series::new(PlSmallStr::EMPTY, v.iter().map(|&x| f(x)).collect::<Vec<f64>>()),
+        };
+        let mut out = flat.reshape_array(&[ReshapeDimension::Infer, ReshapeDimension::new_dimension(self.width as u64)])?;
+        if self.valid.iter().any(|v| !v) {
+            let mask = BooleanChunked::from_slice(PlSmallStr::EMPTY, &self.valid);
+            out = out.zip_with(&mask, &Series::full_null(PlSmallStr::EMPTY, self.len, out.dtype()))?;
+        }
+        Ok(out.with_name(name).into_column())
+    }
+}
