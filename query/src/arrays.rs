@@ -342,7 +342,7 @@ impl Acc {
     }
 }
 
-/// The flat values of an array column, row by row, in their own type.
+/// An array column's rows.
 struct Arrays {
     len: usize,
     width: usize,
@@ -350,24 +350,27 @@ struct Arrays {
     values: Values,
 }
 
+/// The flat values, borrowed from the column where they are contiguous floats without nulls
+/// (an area detector's frames are megabytes: no copy per call).
 enum Values {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    Int(Vec<f64>),
+    F32(Float32Chunked),
+    F64(Float64Chunked),
+    /// Integers (raw ADUs) and anything with nulls, as f64 (nulls as NaN).
+    Other(Vec<f64>),
 }
 
 /// One row's values.
-struct Row<'a> {
-    values: &'a Values,
-    start: usize,
+enum Row<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
 }
 
 impl Row<'_> {
     #[inline]
     fn get(&self, i: usize) -> f64 {
-        match self.values {
-            Values::F32(v) => v[self.start + i] as f64,
-            Values::F64(v) | Values::Int(v) => v[self.start + i],
+        match self {
+            Row::F32(v) => v[i] as f64,
+            Row::F64(v) => v[i],
         }
     }
 }
@@ -389,24 +392,34 @@ impl Arrays {
             other => polars_bail!(InvalidOperation: "{name}(): `{}` is {other}, not an array column (an image, a calib frame, a waveform)", x.name()),
         };
         let inner = inner.rechunk();
+        let contiguous = inner.null_count() == 0;
         let values = match inner.dtype() {
-            DataType::Float32 => Values::F32(inner.f32()?.into_no_null_iter().collect()),
-            DataType::Float64 => Values::F64(inner.f64()?.into_no_null_iter().collect()),
-            d if d.is_primitive_numeric() => Values::Int(inner.cast(&DataType::Float64)?.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect()),
+            DataType::Float32 if contiguous => Values::F32(inner.f32()?.clone()),
+            DataType::Float64 if contiguous => Values::F64(inner.f64()?.clone()),
+            d if d.is_primitive_numeric() => Values::Other(inner.cast(&DataType::Float64)?.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect()),
             other => polars_bail!(InvalidOperation: "{name}(): `{}` holds {other} values, not numbers", x.name()),
         };
         Ok(Arrays { len: s.len(), width, valid, values })
     }
 
     fn row(&self, row: usize) -> Option<Row<'_>> {
-        self.valid[row].then_some(Row { values: &self.values, start: row * self.width })
+        if !self.valid[row] {
+            return None;
+        }
+        let range = row * self.width..(row + 1) * self.width;
+        Some(match &self.values {
+            Values::F32(ca) => Row::F32(&ca.cont_slice().expect("one chunk without nulls")[range]),
+            Values::F64(ca) => Row::F64(&ca.cont_slice().expect("one chunk without nulls")[range]),
+            Values::Other(v) => Row::F64(&v[range]),
+        })
     }
 
     /// The arrays with `f` applied to every value, in the input's value type.
     fn map_values(&self, name: PlSmallStr, f: impl Fn(f64) -> f64) -> PolarsResult<Column> {
         let flat: Series = match &self.values {
-            Values::F32(v) => Series::new(PlSmallStr::EMPTY, v.iter().map(|&x| f(x as f64) as f32).collect::<Vec<f32>>()),
-            Values::F64(v) | Values::Int(v) => Series::new(PlSmallStr::EMPTY, v.iter().map(|&x| f(x)).collect::<Vec<f64>>()),
+            Values::F32(ca) => Series::new(PlSmallStr::EMPTY, ca.cont_slice()?.iter().map(|&x| f(x as f64) as f32).collect::<Vec<f32>>()),
+            Values::F64(ca) => Series::new(PlSmallStr::EMPTY, ca.cont_slice()?.iter().map(|&x| f(x)).collect::<Vec<f64>>()),
+            Values::Other(v) => Series::new(PlSmallStr::EMPTY, v.iter().map(|&x| f(x)).collect::<Vec<f64>>()),
         };
         let mut out = flat.reshape_array(&[ReshapeDimension::Infer, ReshapeDimension::new_dimension(self.width as u64)])?;
         if self.valid.iter().any(|v| !v) {
