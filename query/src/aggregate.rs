@@ -12,6 +12,7 @@ use std::fmt::Debug;
 use polars::prelude::*;
 
 use crate::error::{QueryError, Result};
+use crate::array_agg;
 use crate::exact;
 
 type PlExpr = polars::prelude::Expr;
@@ -36,6 +37,10 @@ impl Slot<'_> {
     }
     fn arg_type(&self) -> Option<&DataType> {
         self.schema.get(&format!("__a{}", self.j))
+    }
+    /// The argument is an array (an image, a profile): the aggregate is element-wise.
+    fn arg_is_array(&self) -> bool {
+        matches!(self.arg_type(), Some(DataType::Array(..) | DataType::List(..)))
     }
     fn has(&self, part: &str) -> bool {
         self.schema.contains(&self.name(part))
@@ -187,15 +192,24 @@ struct Sum;
 
 impl Aggregate for Sum {
     fn partial(&self, s: &Slot) -> Vec<PlExpr> {
+        if s.arg_is_array() {
+            return vec![array_agg::sum_state(s.arg()).alias(s.name("asum"))];
+        }
         let exact_ints = s.arg_type().is_some_and(|t| t.is_integer() || t.is_bool());
         let sum = if exact_ints { s.arg().sum().alias(s.name("sum")) } else { exact::sum_state(s.arg()).alias(s.name("xsum")) };
         vec![sum, u64_count(s.arg().count()).alias(s.name("n"))]
     }
     fn merge(&self, s: &Slot) -> Vec<PlExpr> {
+        if s.has("asum") {
+            return vec![array_agg::merge_sum_states(s.col("asum")).alias(s.name("asum"))];
+        }
         let sum = if s.has("xsum") { exact::merge_states(s.col("xsum")).alias(s.name("xsum")) } else { s.col("sum").sum().alias(s.name("sum")) };
         vec![sum, s.col("n").sum().alias(s.name("n"))]
     }
     fn finish(&self, s: &Slot) -> PlExpr {
+        if s.has("asum") {
+            return array_agg::sum_value(s.col("asum"), false);
+        }
         let v = if s.has("xsum") { exact::state_value(s.col("xsum")) } else { s.col("sum") };
         when(s.col("n").gt(lit(0u64))).then(v).otherwise(lit(NULL))
     }
@@ -207,12 +221,21 @@ struct Avg;
 
 impl Aggregate for Avg {
     fn partial(&self, s: &Slot) -> Vec<PlExpr> {
+        if s.arg_is_array() {
+            return vec![array_agg::sum_state(s.arg()).alias(s.name("asum"))];
+        }
         vec![exact::sum_state(s.arg()).alias(s.name("xsum")), u64_count(s.arg().count()).alias(s.name("n"))]
     }
     fn merge(&self, s: &Slot) -> Vec<PlExpr> {
+        if s.has("asum") {
+            return vec![array_agg::merge_sum_states(s.col("asum")).alias(s.name("asum"))];
+        }
         vec![exact::merge_states(s.col("xsum")).alias(s.name("xsum")), s.col("n").sum().alias(s.name("n"))]
     }
     fn finish(&self, s: &Slot) -> PlExpr {
+        if s.has("asum") {
+            return array_agg::sum_value(s.col("asum"), true);
+        }
         let mean = exact::state_value(s.col("xsum")) / s.col("n").cast(DataType::Float64);
         when(s.col("n").gt(lit(0u64))).then(mean).otherwise(lit(NULL))
     }
@@ -226,12 +249,21 @@ struct Extreme {
 
 impl Aggregate for Extreme {
     fn partial(&self, s: &Slot) -> Vec<PlExpr> {
+        if s.arg_is_array() {
+            return vec![array_agg::extreme_state(s.arg(), self.max).alias(s.name("aext"))];
+        }
         vec![if self.max { s.arg().max() } else { s.arg().min() }.alias(s.name("v"))]
     }
     fn merge(&self, s: &Slot) -> Vec<PlExpr> {
+        if s.has("aext") {
+            return vec![array_agg::merge_extreme_states(s.col("aext"), self.max).alias(s.name("aext"))];
+        }
         vec![if self.max { s.col("v").max() } else { s.col("v").min() }.alias(s.name("v"))]
     }
     fn finish(&self, s: &Slot) -> PlExpr {
+        if s.has("aext") {
+            return array_agg::extreme_value(s.col("aext"));
+        }
         s.col("v")
     }
 }
@@ -246,6 +278,9 @@ struct Spread {
 
 impl Aggregate for Spread {
     fn partial(&self, s: &Slot) -> Vec<PlExpr> {
+        if s.arg_is_array() {
+            return vec![array_agg::refused(s.arg(), "var/stddev of an array column are not element-wise yet: use avg(x) and, for a spread, hist or %%sql after the run").alias(s.name("n"))];
+        }
         vec![
             u64_count(s.arg().count()).alias(s.name("n")),
             exact::sum_state(s.arg()).alias(s.name("xsum")),

@@ -343,9 +343,9 @@ impl Acc {
 }
 
 /// An array column's rows.
-struct Arrays {
-    len: usize,
-    width: usize,
+pub(crate) struct Arrays {
+    pub(crate) len: usize,
+    pub(crate) width: usize,
     valid: Vec<bool>,
     values: Values,
 }
@@ -360,14 +360,14 @@ enum Values {
 }
 
 /// One row's values.
-enum Row<'a> {
+pub(crate) enum Row<'a> {
     F32(&'a [f32]),
     F64(&'a [f64]),
 }
 
 impl Row<'_> {
     #[inline]
-    fn get(&self, i: usize) -> f64 {
+    pub(crate) fn get(&self, i: usize) -> f64 {
         match self {
             Row::F32(v) => v[i] as f64,
             Row::F64(v) => v[i],
@@ -376,7 +376,7 @@ impl Row<'_> {
 }
 
 impl Arrays {
-    fn of(name: &str, x: &Column) -> PolarsResult<Self> {
+    pub(crate) fn of(name: &str, x: &Column) -> PolarsResult<Self> {
         let mut s = x.as_materialized_series().rechunk();
         // `%%sql` sees fixed-size arrays as lists: back to arrays, each row as long as the first.
         if let DataType::List(inner) = s.dtype() {
@@ -402,7 +402,7 @@ impl Arrays {
         Ok(Arrays { len: s.len(), width, valid, values })
     }
 
-    fn row(&self, row: usize) -> Option<Row<'_>> {
+    pub(crate) fn row(&self, row: usize) -> Option<Row<'_>> {
         if !self.valid[row] {
             return None;
         }

@@ -8,6 +8,7 @@
 //!   stream bytes for the widgets.
 
 pub mod aggregate;
+pub mod array_agg;
 pub mod arrays;
 pub mod catalog;
 pub mod convert;

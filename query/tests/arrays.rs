@@ -4,7 +4,6 @@
 //! function (planned by the live planner) equals the sum of the per-event values.
 
 use arrow_array::{Array, FixedSizeListArray, UInt16Array};
-use query::polars::prelude::*;
 use query::{Catalog, LoadOptions};
 
 fn file() -> String {
@@ -54,4 +53,22 @@ fn array_functions_in_sql_over_a_loaded_run() {
     // A bad ROI is the query's error, naming the function.
     let e = c.sql("SELECT roi_sum(jungfrau.raw.raw, 0, 513, 0, 10) FROM r").unwrap_err().to_string();
     assert!(e.contains("roi_sum") && e.contains("outside the 512×1024 array"), "{e}");
+}
+
+#[test]
+fn element_wise_aggregates_of_arrays() {
+    let mut c = Catalog::new();
+    c.load_run("r", &format!("files={}", file()), LoadOptions::default()).unwrap();
+    let df = c.sql("SELECT count(*) AS n, avg(jungfrau.raw.raw) AS m, max(jungfrau.raw.raw) AS x FROM r").unwrap();
+    let frames = raw_frames();
+    let m = df.column("m").unwrap().list().unwrap().get_as_series(0).unwrap();
+    let m: Vec<f64> = m.f64().unwrap().into_no_null_iter().collect();
+    assert_eq!(m.len(), 512 * 1024);
+    for i in (0..512 * 1024).step_by(997) {
+        let want = frames.iter().map(|f| f[i] as f64).sum::<f64>() / frames.len() as f64;
+        assert_eq!(m[i], want, "pixel {i}");
+    }
+    let x = df.column("x").unwrap().list().unwrap().get_as_series(0).unwrap();
+    let x: Vec<f64> = x.f64().unwrap().into_no_null_iter().collect();
+    assert!((0..512 * 1024).all(|i| x[i] == frames.iter().map(|f| f[i]).max().unwrap() as f64));
 }
