@@ -3,6 +3,8 @@
 //! words generated to hit every gain mode, trbit quadrant, status range and common-mode case.
 //! Values are compared bit for bit; bad input must give typed errors, never a panic.
 
+mod common;
+use common::{oracle_common_mode, oracle_median};
 use std::path::PathBuf;
 
 use detector::calib::archon;
@@ -50,12 +52,6 @@ fn assert_bits_equal(ours: &[f32], oracle: &[f32], what: &str) {
     );
 }
 
-/// numpy's median of float32 values (§3.7): middle value, or f32(a + b) / 2 for an even count.
-fn oracle_median(mut v: Vec<f32>) -> f32 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
-}
 
 // ---------------------------------------------------------------- epixhr2x2 (§3.3)
 
@@ -265,52 +261,6 @@ fn epixhr2x2_trbit_quadrants() {
     }
 }
 
-/// The §3.7 table for one panel (see tests/calibration.rs for the same oracle on other panels).
-#[allow(clippy::too_many_arguments)]
-fn oracle_common_mode(arrf: &mut [f32], good: &[bool], rows: usize, cols: usize, nb: usize, mode: u32, cormax: f32, npix_min: usize) -> [usize; 3] {
-    let h = rows / 2;
-    let w = cols / nb;
-    let mut counts = [0usize; 3];
-    let mut fix = |idx: Vec<usize>, arrf: &mut [f32], strict: bool| {
-        let sel: Vec<usize> = idx.into_iter().filter(|&i| good[i]).collect();
-        let ok = if strict { sel.len() > npix_min } else { sel.len() >= npix_min && !sel.is_empty() };
-        if !ok {
-            counts[2] += 1;
-            return;
-        }
-        let m = oracle_median(sel.iter().map(|&i| arrf[i]).collect());
-        if m.abs() < cormax {
-            counts[0] += 1;
-            for i in sel {
-                arrf[i] -= m;
-            }
-        } else {
-            counts[1] += 1;
-        }
-    };
-    if mode & 4 != 0 {
-        for r0 in [0, h] {
-            for b in 0..nb {
-                fix((r0..r0 + h).flat_map(|r| (b * w..b * w + w).map(move |c| r * cols + c)).collect(), arrf, false);
-            }
-        }
-    }
-    if mode & 1 != 0 {
-        for b in 0..nb {
-            for r in 0..rows {
-                fix((b * w..b * w + w).map(|c| r * cols + c).collect(), arrf, true);
-            }
-        }
-    }
-    if mode & 2 != 0 {
-        for r0 in [0, h] {
-            for c in 0..cols {
-                fix((r0..r0 + h).map(|r| r * cols + c).collect(), arrf, true);
-            }
-        }
-    }
-    counts
-}
 
 #[test]
 fn epixhr2x2_common_mode_halves_of_144_banks_of_48() {
