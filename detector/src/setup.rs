@@ -142,6 +142,15 @@ impl CalibSource {
 }
 
 impl PreparedDetector {
+    /// The image bins that hold a good pixel of a frame of `segments` (psana's default mask and
+    /// the user mask): what radial profiles average over.
+    pub fn image_coverage(&mut self, segments: &[u32]) -> Result<Vec<bool>, String> {
+        let mapper = self.mapper(segments)?;
+        let mut good = vec![0u8; mapper.frame_len()];
+        self.calibrator.mask(segments, &mut good).map_err(|e| e.to_string())?;
+        Ok(mapper.coverage(&good))
+    }
+
     /// The image mapper for a frame holding `segments` (daq numbers, in frame order).
     pub fn mapper(&mut self, segments: &[u32]) -> Result<Arc<ImageMapper>, String> {
         if let Some(m) = self.mappers.get(segments) {

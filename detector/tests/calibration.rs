@@ -4,7 +4,7 @@
 //! and mask case. Values are compared bit for bit (±0 included).
 
 mod common;
-use common::{oracle_common_mode, oracle_median};
+use common::oracle_common_mode;
 use std::path::PathBuf;
 
 use detector::calib::epix10ka::{gain_mode_index, Epix10kaConfig};

@@ -127,6 +127,8 @@ type Key = (String, u32, u32);
 /// constants come from.
 pub struct CalibColumns {
     source: CalibSource,
+    /// `<det>.raw.image` → its bins holding a good pixel, for `radial`.
+    coverage: query::Coverage,
     /// Errors are kept too: a run without constants is not looked up again at every batch.
     prepared: HashMap<Key, Result<PreparedDetector, String>>,
 }
@@ -142,7 +144,12 @@ pub struct Added {
 
 impl CalibColumns {
     pub fn new(calib_dir: Option<PathBuf>, settings: Vec<CalibSetting>) -> Self {
-        CalibColumns { source: CalibSource::new(calib_dir, settings), prepared: HashMap::new() }
+        CalibColumns { source: CalibSource::new(calib_dir, settings), coverage: Default::default(), prepared: HashMap::new() }
+    }
+
+    /// The good bins of the image columns made so far (gaps and masked pixels are not).
+    pub fn coverage(&self) -> &query::Coverage {
+        &self.coverage
     }
 
     /// Appends `<det>.raw.calib` / `<det>.raw.image` for each of `wanted` whose raw arrays the
@@ -317,6 +324,14 @@ impl CalibColumns {
                         continue;
                     }
                 };
+                if image_out.is_empty() {
+                    match prepared.image_coverage(&segments) {
+                        Ok(c) => {
+                            self.coverage.insert(name(Product::Image), std::sync::Arc::new(c));
+                        }
+                        Err(e) => image_error = Some(format!("`{}`: {e}", name(Product::Image))),
+                    }
+                }
                 let (r, c) = mapper.shape();
                 if image_out.is_empty() {
                     image_shape = (r, c);

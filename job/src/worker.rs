@@ -52,6 +52,8 @@ pub struct Worker {
     calib_notices: BTreeMap<String, Vec<String>>,
     /// The shapes of the batch's array columns (the array functions need them).
     shapes: std::sync::Arc<query::Shapes>,
+    /// The good bins of the image columns (`radial`).
+    coverage: std::sync::Arc<query::Coverage>,
     pub events_read: u64,
     pub batches: u64,
     pub newest: u64,
@@ -85,6 +87,7 @@ impl Worker {
             calib_errors: BTreeMap::new(),
             calib_notices: BTreeMap::new(),
             shapes: Default::default(),
+            coverage: Default::default(),
             events_read: 0,
             batches: 0,
             newest: 0,
@@ -246,6 +249,9 @@ impl Worker {
             if *self.shapes != shapes {
                 self.shapes = std::sync::Arc::new(shapes);
             }
+            if *self.coverage != *self.calib.coverage() {
+                self.coverage = std::sync::Arc::new(self.calib.coverage().clone());
+            }
             let mut df = batches_to_df(&[batch]).map_err(|e| e.to_string())?;
             // Each event's index in the run, for windows counted in events.
             if self.queries.values().any(|q| matches!(q.mode, LiveMode::Events(_))) {
@@ -334,6 +340,7 @@ impl Worker {
             }
             let plan = q.plan.as_mut().unwrap();
             plan.set_shapes(self.shapes.clone());
+            plan.set_coverage(self.coverage.clone());
             let plan = q.plan.as_ref().unwrap();
             match plan.partial(df) {
                 Ok(part) => {

@@ -20,7 +20,7 @@ pub mod mode;
 pub mod rewrite;
 pub mod sql;
 
-pub use arrays::{shapes_of, Shapes};
+pub use arrays::{shapes_of, Coverage, Shapes};
 pub use catalog::{validate_name, Catalog, LoadOptions, TableInfo};
 pub use convert::{batches_to_df, describe, df_to_ipc_stream, ipc_stream_to_batches, DfBuilder};
 pub use error::{QueryError, Result};

@@ -28,7 +28,7 @@ use sqlparser::parser::Parser;
 use crate::aggregate::{self, Aggregate, Call, Slot};
 use crate::error::{QueryError, Result};
 pub use crate::mode::{parse_duration, LiveMode, EVENT_INDEX};
-use crate::arrays::{ArrayFunctions, Shapes};
+use crate::arrays::{ArrayFunctions, Coverage, Shapes};
 use crate::rewrite::{function_args, hist_range, is_hist, live_functions, quote_dotted_names, quote_ident};
 
 #[derive(Clone, Debug)]
@@ -63,6 +63,8 @@ pub struct LiveQuery {
     mode: LiveMode,
     /// The shapes of the table's array columns, for the array functions ([`crate::arrays`]).
     shapes: Arc<Shapes>,
+    /// Which image bins hold good pixels (`radial`).
+    coverage: Arc<Coverage>,
 }
 
 fn not_live(msg: impl Into<String>) -> QueryError {
@@ -202,6 +204,7 @@ impl LiveQuery {
                 rows: true,
                 mode,
                 shapes: Arc::default(),
+                coverage: Arc::default(),
             });
         }
         if wildcard {
@@ -237,6 +240,7 @@ impl LiveQuery {
             rows: false,
             mode,
             shapes: Arc::default(),
+            coverage: Arc::default(),
         })
     }
 
@@ -312,9 +316,15 @@ impl LiveQuery {
         self.shapes = shapes;
     }
 
+    /// Gives `radial` the good bins of the table's image columns.
+    pub fn set_coverage(&mut self, coverage: Arc<Coverage>) {
+        self.coverage = coverage;
+    }
+
     /// The partial step over one batch of the events table: a state table.
     pub fn partial(&self, batch: &DataFrame) -> Result<DataFrame> {
-        let mut ctx = SQLContext::new().with_function_registry(Arc::new(ArrayFunctions::new(self.shapes.clone())));
+        let mut ctx = SQLContext::new()
+            .with_function_registry(Arc::new(ArrayFunctions::new(self.shapes.clone()).with_coverage(self.coverage.clone())));
         let mut lf = batch.clone().lazy();
         if self.order == ROW_ORDER && !self.rows {
             lf = lf.with_row_index(ROW_ORDER, None);

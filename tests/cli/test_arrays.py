@@ -114,3 +114,32 @@ def test_element_wise_aggregates_equal_numpy_and_the_same_bits_at_any_rank_count
     for c in ("mean", "mx", "mn", "p"):
         a, b = np.array(got[1][c][0]), np.array(got[3][c][0])
         assert np.array_equal(a.view(np.uint64), b.view(np.uint64)), f"{c} differs between 1 and 3 ranks"
+
+
+def test_radial_profile_equals_numpy_over_the_geometrys_good_pixels(oracle, tmp_path):
+    """radial(image, cx, cy, rmin, rmax, nbins): ring means over the bins that hold a good pixel;
+    which bins those are is computed here from spec §5.5's placement (image_row/col) and the
+    status constants (the default mask), not read back."""
+    from jungfrau import image_col, image_row, write_constants
+
+    root, ts, calib, images = oracle
+    # The mask of the constants the fixture wrote (same seed: same arrays).
+    _, _, _, status = write_constants(tmp_path / "again")
+    good = np.all(status == 0, axis=0)[0]
+    covered = np.zeros((514, 1030), bool)
+    rows, cols = np.meshgrid(np.arange(512), np.arange(1024), indexing="ij")
+    covered[image_row(rows), image_col(cols)] = good
+    cx, cy, rmin, rmax, nbins = 515.5, 257.0, 10.0, 400.0, 39
+    out = tmp_path / "radial.parquet"
+    for ranks in (1, 3):
+        run("run", "--source", SOURCE, "--calib-dir", str(root), "--ranks", str(ranks), "--sql",
+            f"SELECT timestamp, radial(jungfrau.raw.image, {cx}, {cy}, {rmin}, {rmax}, {nbins}) AS r FROM events", "-o", str(out))
+        t = pyarrow.parquet.read_table(out).sort_by("timestamp").to_pydict()
+        r_img, c_img = np.indices((514, 1030)).astype(np.float64)
+        radius = np.sqrt((c_img - cx) ** 2 + (r_img - cy) ** 2)
+        inside = (radius >= rmin) & (radius < rmax) & covered
+        ring = np.floor((radius - rmin) / (rmax - rmin) * nbins).astype(int)
+        for k in range(len(ts)):
+            im = images[k].astype(np.float64)
+            want = np.array([im[inside & (ring == b)].mean() if (inside & (ring == b)).any() else np.nan for b in range(nbins)])
+            np.testing.assert_allclose(np.array(t["r"][k], dtype=float), want, rtol=1e-11, equal_nan=True)

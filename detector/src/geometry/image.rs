@@ -116,6 +116,12 @@ impl ImageMapper {
         self.frame_len
     }
 
+    /// Per image bin: true where a pixel is drawn whose `good` (per frame pixel, psana's mask: 1
+    /// = good) is set. Gaps and filled holes are false: they belong to no pixel.
+    pub fn coverage(&self, good: &[u8]) -> Vec<bool> {
+        self.source.iter().map(|&s| s != EMPTY && good.get(s as usize).is_some_and(|&g| g != 0)).collect()
+    }
+
     /// Hole bins (flat image index) that filling will set.
     pub fn hole_bins(&self) -> impl Iterator<Item = usize> + '_ {
         self.holes.iter().map(|(bin, _)| *bin as usize)

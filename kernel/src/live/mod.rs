@@ -70,16 +70,16 @@ impl LiveQueries {
     pub fn set_source(&mut self, source: &str, calib_dir: Option<String>, calib: Vec<String>) -> Result<String, CellError> {
         xtc::Source::parse(source).map_err(|e| CellError::new("SourceError", e.to_string()))?;
         let cwd = std::env::current_dir().map_err(|e| CellError::new("SourceError", e.to_string()))?;
-        let calib_dir = match calib_dir {
-            Some(d) => {
-                let dir = cwd.join(&d);
-                if !dir.is_dir() {
-                    return Err(CellError::new("SourceError", format!("--calib-dir {d}: no such directory")));
-                }
-                Some(dir.to_string_lossy().into_owned())
+        // A calib dir that is not there yet is accepted (a DAQ or simulator may deploy it when
+        // the run starts) and said; the queries that need it fail then, naming it.
+        let mut calib_note = String::new();
+        let calib_dir = calib_dir.map(|d| {
+            let dir = cwd.join(&d);
+            if !dir.is_dir() {
+                calib_note = format!("\nnote: --calib-dir {}: no such directory yet", dir.display());
             }
-            None => None,
-        };
+            dir.to_string_lossy().into_owned()
+        });
         let settings = contract::CalibSetting::parse_all(&calib, &cwd).map_err(|e| CellError::new("SourceError", e))?;
         self.source = Some(source.to_string());
         self.calib_dir = calib_dir;
@@ -88,7 +88,7 @@ impl LiveQueries {
             Some(j) if j.source != source && self.job_alive() => " (the running job still reads the old source: %live restart switches)",
             _ => "",
         };
-        Ok(format!("source: {source}{note}"))
+        Ok(format!("source: {source}{note}{calib_note}"))
     }
 
     /// The latest live results into the catalog, so that %%sql and %save see them.
