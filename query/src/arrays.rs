@@ -46,7 +46,7 @@ pub fn shapes_of(schema: &arrow_schema::Schema) -> Shapes {
 }
 
 /// The function names [`ArrayFunctions`] serves.
-pub const FUNCTIONS: [&str; 11] = [
+pub const FUNCTIONS: [&str; 10] = [
     "roi_sum",
     "roi_mean",
     "roi_max",
@@ -56,7 +56,6 @@ pub const FUNCTIONS: [&str; 11] = [
     "sum_above",
     "projection",
     "center_of_mass",
-    "array_shape_of",
     "radial",
 ];
 
@@ -107,7 +106,6 @@ enum Function {
     SumAbove,
     Projection,
     CenterOfMass,
-    ArrayShapeOf,
     Radial,
 }
 
@@ -123,7 +121,6 @@ impl Function {
             "sum_above" => Function::SumAbove,
             "projection" => Function::Projection,
             "center_of_mass" => Function::CenterOfMass,
-            "array_shape_of" => Function::ArrayShapeOf,
             "radial" => Function::Radial,
             _ => return None,
         })
@@ -144,7 +141,7 @@ impl Function {
                 other => other.clone(),
             },
             // Their lengths depend on the arguments: variable-length lists.
-            Function::Projection | Function::CenterOfMass | Function::ArrayShapeOf | Function::Radial => {
+            Function::Projection | Function::CenterOfMass | Function::Radial => {
                 DataType::List(Box::new(DataType::Float64))
             }
             _ => DataType::Float64,
@@ -303,11 +300,6 @@ impl Function {
                     })
                     .collect();
                 ListChunked::from_iter(rows_out).with_name(out_name).into_column()
-            }
-            Function::ArrayShapeOf => {
-                let dims: Vec<f64> = shape.iter().map(|&d| d as f64).collect();
-                let rows: Vec<Option<Series>> = (0..n).map(|_| Some(Series::new(PlSmallStr::EMPTY, dims.clone()))).collect();
-                ListChunked::from_iter(rows).with_name(out_name).into_column()
             }
         })
     }
