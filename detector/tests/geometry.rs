@@ -2,6 +2,9 @@
 //! row/col tables for Jungfrau 0.5M, coordinates from §5.2–5.3 in plain loops, the facts of §5.5
 //! (shapes, ranges, overlaps, holes), and numpy when the project venv has it.
 
+#[path = "common/jungfrau05m.rs"]
+mod jungfrau05m;
+use jungfrau05m::{jungfrau05m_col, jungfrau05m_row};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -94,32 +97,6 @@ fn epix_quad_oracle() -> (Vec<u32>, Vec<u32>, (usize, usize)) {
     oracle_indices(&xs, &ys, 100.0)
 }
 
-/// Spec §5.5's table for Jungfrau 0.5M: data row → image row.
-fn jungfrau05m_row(r: u32) -> u32 {
-    match r {
-        0..=254 => 513 - r,
-        255 => 258,
-        256 => 256,
-        _ => 511 - r,
-    }
-}
-
-/// Spec §5.5's table for Jungfrau 0.5M: data col → image col.
-fn jungfrau05m_col(c: u32) -> u32 {
-    match c {
-        0..=254 => c,
-        255 => 256,
-        256 => 258,
-        257..=510 => c + 2,
-        511 => 514,
-        512 => 516,
-        513..=766 => c + 4,
-        767 => 772,
-        768 => 774,
-        _ => c + 6,
-    }
-}
-
 fn indices(default: detector::geometry::DefaultGeometry) -> PixelIndices {
     Geometry::from_default(default).unwrap().pixel_indices()
 }
@@ -134,7 +111,7 @@ fn jungfrau_module_default_matches_the_spec_table_pixel_by_pixel() {
     for r in 0..512u32 {
         for c in 0..1024u32 {
             let i = (r * 1024 + c) as usize;
-            assert_eq!((ix.rows[i], ix.cols[i]), (jungfrau05m_row(r), jungfrau05m_col(c)), "pixel ({r}, {c})");
+            assert_eq!((ix.rows[i], ix.cols[i]), (jungfrau05m_row(r as usize) as u32, jungfrau05m_col(c as usize) as u32), "pixel ({r}, {c})");
         }
     }
     // Corners and the wide-pixel columns either side of each ASIC gap.

@@ -4,6 +4,10 @@
 //! process. The oracle is the spec's Jungfrau formula (§3.1, mask §4) written out per pixel
 //! in this file over the raw values the xtc crate reads.
 
+// The spec's placement table, shared with the detector crate's geometry tests.
+#[path = "../../detector/tests/common/jungfrau05m.rs"]
+mod jungfrau05m;
+use jungfrau05m::{jungfrau05m_col, jungfrau05m_row};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -226,32 +230,6 @@ fn calib_without_constants_is_the_querys_error_and_other_queries_go_on() {
     let (_, errors) = run(Some(&root), &[("q", "SELECT jungfrau.raw.calibb FROM events")]);
     let e = &errors["q"];
     assert!(e.contains("unknown column `jungfrau.raw.calibb`") && e.contains("jungfrau.raw.calib"), "{e}");
-}
-
-/// Spec §5.5's table for the Jungfrau 0.5M default geometry: data row → image row.
-fn jungfrau05m_row(r: usize) -> usize {
-    match r {
-        0..=254 => 513 - r,
-        255 => 258,
-        256 => 256,
-        _ => 511 - r,
-    }
-}
-
-/// Spec §5.5's table: data col → image col (2-bin gaps after each 256-column ASIC).
-fn jungfrau05m_col(c: usize) -> usize {
-    match c {
-        0..=254 => c,
-        255 => 256,
-        256 => 258,
-        257..=510 => c + 2,
-        511 => 514,
-        512 => 516,
-        513..=766 => c + 4,
-        767 => 772,
-        768 => 774,
-        _ => c + 6,
-    }
 }
 
 fn f32_rows(result: &DataFrame, column: &str) -> Vec<Vec<f32>> {
