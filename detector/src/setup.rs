@@ -33,6 +33,8 @@ pub struct PreparedDetector {
     indices: Option<Result<Arc<PixelIndices>, String>>,
     /// Per list of daq segments in the frame.
     mappers: HashMap<Vec<u32>, Arc<ImageMapper>>,
+    /// The good image bins, per list of daq segments (made once: the mask does not change).
+    coverages: HashMap<Vec<u32>, Arc<Vec<bool>>>,
 }
 
 impl CalibSource {
@@ -99,7 +101,7 @@ impl CalibSource {
         }
         notices.extend(calibrator.fallbacks().iter().map(|f| format!("{det} run {run}: {f}")));
         let geometry_text = constants.geometry().map(|(t, p)| (t.to_string(), p.display().to_string()));
-        Ok(PreparedDetector { spec: spec.clone(), calibrator, notices, geometry_text, indices: None, mappers: HashMap::new() })
+        Ok(PreparedDetector { spec: spec.clone(), calibrator, notices, geometry_text, indices: None, mappers: HashMap::new(), coverages: HashMap::new() })
     }
 
     /// The detector's constants: the settings' cache or exports, else the calib dir; with only
@@ -144,11 +146,16 @@ impl CalibSource {
 impl PreparedDetector {
     /// The image bins that hold a good pixel of a frame of `segments` (psana's default mask and
     /// the user mask): what radial profiles average over.
-    pub fn image_coverage(&mut self, segments: &[u32]) -> Result<Vec<bool>, String> {
+    pub fn image_coverage(&mut self, segments: &[u32]) -> Result<Arc<Vec<bool>>, String> {
+        if let Some(c) = self.coverages.get(segments) {
+            return Ok(c.clone());
+        }
         let mapper = self.mapper(segments)?;
         let mut good = vec![0u8; mapper.frame_len()];
         self.calibrator.mask(segments, &mut good).map_err(|e| e.to_string())?;
-        Ok(mapper.coverage(&good))
+        let coverage = Arc::new(mapper.coverage(&good));
+        self.coverages.insert(segments.to_vec(), coverage.clone());
+        Ok(coverage)
     }
 
     /// The image mapper for a frame holding `segments` (daq numbers, in frame order).

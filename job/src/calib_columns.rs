@@ -327,7 +327,7 @@ impl CalibColumns {
                 if image_out.is_empty() {
                     match prepared.image_coverage(&segments) {
                         Ok(c) => {
-                            self.coverage.insert(name(Product::Image), std::sync::Arc::new(c));
+                            self.coverage.insert(name(Product::Image), c);
                         }
                         Err(e) => image_error = Some(format!("`{}`: {e}", name(Product::Image))),
                     }

@@ -249,7 +249,10 @@ impl Worker {
             if *self.shapes != shapes {
                 self.shapes = std::sync::Arc::new(shapes);
             }
-            if *self.coverage != *self.calib.coverage() {
+            // Same Arcs while the detectors' runs and segments stay: no per-batch compare of bins.
+            let same = self.coverage.len() == self.calib.coverage().len()
+                && self.coverage.iter().zip(self.calib.coverage()).all(|((a, x), (b, y))| a == b && std::sync::Arc::ptr_eq(x, y));
+            if !same {
                 self.coverage = std::sync::Arc::new(self.calib.coverage().clone());
             }
             let mut df = batches_to_df(&[batch]).map_err(|e| e.to_string())?;
