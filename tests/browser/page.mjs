@@ -71,9 +71,31 @@ export async function startPage(browser) {
   return { page, errors, close: () => new Promise((r) => server.close(r)) };
 }
 
-/** An Arrow IPC stream (base64) of a table given as {name: vector-or-array}. */
-export function ipc(cols) {
+/** An Arrow IPC stream (base64) of a table given as {name: vector-or-array}, with optional
+ * schema metadata {key: string or JSON-able value}. */
+export function ipc(cols, meta = null) {
   const vecs = {};
   for (const [k, v] of Object.entries(cols)) vecs[k] = v instanceof arrow.Vector ? v : arrow.vectorFromArray(v);
-  return Buffer.from(arrow.tableToIPC(new arrow.Table(vecs), "stream")).toString("base64");
+  let t = new arrow.Table(vecs);
+  if (meta) {
+    const m = new Map(Object.entries(meta).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+    const schema = new arrow.Schema(t.schema.fields, m);
+    t = new arrow.Table(schema, t.batches.map((b) => new arrow.RecordBatch(schema, b.data)));
+  }
+  return Buffer.from(arrow.tableToIPC(t, "stream")).toString("base64");
+}
+
+/** A List<Float32|Float64> column: one flat array per row (as the kernel sends arrays). */
+export function listCol(rows, f64 = false) {
+  const total = rows.reduce((n, r) => n + r.length, 0);
+  const flat = f64 ? new Float64Array(total) : new Float32Array(total);
+  const offsets = new Int32Array(rows.length + 1);
+  rows.forEach((r, i) => {
+    flat.set(r, offsets[i]);
+    offsets[i + 1] = offsets[i] + r.length;
+  });
+  const vt = f64 ? new arrow.Float64() : new arrow.Float32();
+  const child = arrow.makeData({ type: vt, length: total, nullCount: 0, data: flat });
+  const type = new arrow.List(new arrow.Field("item", vt, true));
+  return arrow.makeVector(arrow.makeData({ type, length: rows.length, nullCount: 0, valueOffsets: offsets, child }));
 }

@@ -2,7 +2,8 @@
 // minimal in-page model (get/set/on/off/send/save_changes) receives Arrow IPC `replace` (or
 // `append`) messages at 10 Hz, then at 60 Hz (the kernel's ceiling per widget); the widget's
 // bench hook records, per message, the time from its arrival to the end of the animation frame
-// that painted it. Usage: node bench/bench.mjs [--seconds 10] [--hz 10] [--only line,hist] [--json out]
+// that painted it. `image1m` is a live 1-megapixel detector image (1024 × 1024 Float32, a flat
+// List<Float32> with beamtime:shapes) replaced at 10 Hz for 5 s. Usage: node bench/bench.mjs [--seconds 10] [--hz 10] [--only line,hist] [--json out]
 import http from "node:http";
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -78,6 +79,22 @@ function imageData(k) {
   const t = new arrow.List(new arrow.Field("item", new arrow.List(new arrow.Field("item", new arrow.Float32()))));
   return arrow.tableToIPC(new arrow.Table({ image: arrow.vectorFromArray([rows.map((r) => Array.from(r))], t) }), "stream");
 }
+/** A live detector image: 1024 × 1024 Float32 (one flat List<Float32> row, beamtime:shapes). */
+function image1mData(k) {
+  const n = 1024, a = new Float32Array(n * n);
+  for (let r = 0; r < n; r++)
+    for (let c = 0; c < n; c++) {
+      const d = Math.hypot(r - 512 - 3 * k, c - 500);
+      a[r * n + c] = 50 * Math.exp(-(((d - 200 - 4 * k) / 12) ** 2)) + 5 * Math.random();
+    }
+  const vt = new arrow.Float32();
+  const child = arrow.makeData({ type: vt, length: a.length, nullCount: 0, data: a });
+  const type = new arrow.List(new arrow.Field("item", vt, true));
+  const vec = arrow.makeVector(arrow.makeData({ type, length: 1, nullCount: 0, valueOffsets: Int32Array.from([0, a.length]), child }));
+  const t = new arrow.Table({ image: vec });
+  const schema = new arrow.Schema(t.schema.fields, new Map([["beamtime:keys", ""], ["beamtime:shapes", JSON.stringify({ image: [n, n] })]]));
+  return arrow.tableToIPC(new arrow.Table(schema, t.batches.map((b) => new arrow.RecordBatch(schema, b.data))), "stream");
+}
 function rowsData(k) {
   const n = 100, a = new Float64Array(n), b = new Float64Array(n);
   for (let i = 0; i < n; i++) {
@@ -92,10 +109,11 @@ const SCENARIOS = [
   { name: "table", label: "table, 10 k rows", kind: "table", make: tableData },
   { name: "heatmap", label: "heatmap 256×256 (x, y, value rows)", kind: "auto", make: heatmapData },
   { name: "image", label: "image 256×256 (list of lists)", kind: "auto", make: imageData },
+  { name: "image1m", label: "image 1024×1024 Float32 (1 Mpx, 4 MB)", kind: "auto", make: image1mData, variants: 8, seconds: 5 },
   { name: "rows", label: "scatter, appends of 100 rows (≤ 100 k kept)", kind: "auto", make: rowsData, op: "append" },
 ];
 const blobs = new Map();
-for (const s of SCENARIOS) for (let k = 0; k < VARIANTS; k++) blobs.set(`/data/${s.name}-${k}.arrows`, Buffer.from(s.make(k)));
+for (const s of SCENARIOS) for (let k = 0; k < (s.variants ?? VARIANTS); k++) blobs.set(`/data/${s.name}-${k}.arrows`, Buffer.from(s.make(k)));
 
 // ---- page ----------------------------------------------------------------------------------
 const PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>beamtime widget bench</title></head>
@@ -156,7 +174,7 @@ window.run = async (name, kind, variants, hz, seconds, flood, op = "replace") =>
   const q = (p) => lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] : NaN;
   const out = { name, sent, painted: lat.length, frames: Number(root.dataset.frames) - f0, elapsed,
     p50: q(0.5), p99: q(0.99), max: lat[lat.length - 1], kind: root.dataset.kind, rows: Number(root.dataset.rows),
-    lastSeq: Number(root.dataset.seq) };
+    lastSeq: Number(root.dataset.seq), shape: root.querySelector(".bt-image")?.dataset.shape };
   window.__cleanup = cleanup;
   return out;
 };
@@ -200,13 +218,15 @@ try {
   for (const s of SCENARIOS) {
     if (only && !only.split(",").includes(s.name)) continue;
     const op = s.op || "replace";
-    const r = await page.evaluate(([n, k, v, hz, sec, op]) => window.run(n, k, v, hz, sec, false, op), [s.name, s.kind, VARIANTS, HZ, SECONDS, op]);
+    const nv = s.variants ?? VARIANTS;
+    const secs = args.includes("--seconds") ? SECONDS : s.seconds ?? SECONDS;
+    const r = await page.evaluate(([n, k, v, hz, sec, op]) => window.run(n, k, v, hz, sec, false, op), [s.name, s.kind, nv, HZ, secs, op]);
     await page.screenshot({ path: path.join(here, "artifacts", `${s.name}.png`) });
-    const f = await page.evaluate(([n, k, v, sec, op]) => window.run(n, k, v, 0, sec, true, op), [s.name, s.kind, VARIANTS, Math.max(3, SECONDS / 2), op]);
+    const f = await page.evaluate(([n, k, v, sec, op]) => window.run(n, k, v, 0, sec, true, op), [s.name, s.kind, nv, Math.max(3, secs / 2), op]);
     const row = { ...r, label: s.label, flood_rows: f.rows, flood_sent_per_s: f.sent / f.elapsed, flood_painted_frames_per_s: f.frames / f.elapsed, flood_p50: f.p50, flood_p99: f.p99 };
     results.push(row);
     console.log(
-      `${s.label.padEnd(40)} ${r.kind.padEnd(8)} ${HZ} Hz: p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, ` +
+      `${s.label.padEnd(40)} ${(r.kind + (r.shape ? " " + r.shape : "")).padEnd(8)} ${HZ} Hz: p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, ` +
         `${r.painted}/${r.sent} msgs painted in ${r.frames} frames; 60 Hz: ${row.flood_sent_per_s.toFixed(0)} msg/s in, ` +
         `${row.flood_painted_frames_per_s.toFixed(1)} frames/s painted (p50 ${f.p50.toFixed(1)} ms, p99 ${f.p99.toFixed(1)} ms)`,
     );

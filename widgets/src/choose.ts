@@ -1,8 +1,9 @@
 // Which view shows a result: from the Arrow schema (and, where the schema can't tell, the data).
 import { DataType, Field } from "apache-arrow";
 import { Frame, isListType, isNumericType, isTimeType } from "./data";
+import { isNumList, shapeOf } from "./arrays";
 
-export const KINDS = ["table", "line", "scatter", "hist", "heatmap", "strip"] as const;
+export const KINDS = ["table", "line", "scatter", "hist", "heatmap", "strip", "image", "profile"] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** Error bars of one y series: ±err, ±std, ±sqrt(var), each divided by sqrt(n) when `n` is set. */
@@ -20,8 +21,10 @@ export interface Plan {
   /** heatmap: the vertical key and the value. */
   y2?: string;
   z?: string;
-  /** hist: a list column of counts; heatmap: a list-of-lists image column. */
+  /** hist: a list column of counts; heatmap: a list-of-lists image column (or, with `profile`,
+   * a profile column drawn as a map); image, profile: the array column. */
   list?: string;
+  profile?: boolean;
   /** x is time in Unix seconds. */
   time: boolean;
 }
@@ -146,9 +149,34 @@ export function choose(fr: Frame, want: string, xo: unknown, yo: unknown): Plan 
     return plan("hist", { x, ys: [y] });
   };
 
+  // Array columns: shaped (2-D/3-D: images) and not (1-D: profiles; hist* lists are bars).
+  const yList = fr.fields.find((f) => f.name === ys[0] && isNumList(f));
+  const shaped = (f: Field) => isNumList(f) && shapeOf(fr, f.name) != null;
+  const profileCol = (): Field | undefined =>
+    (yList && !shaped(yList) ? yList : undefined) ??
+    fr.fields.find((f) => isNumList(f) && !shaped(f) && !/^hist/i.test(f.name));
+
+  const image = (): Plan => {
+    const col = yList && shaped(yList) ? yList : fr.fields.find(shaped);
+    if (col) return plan("image", { list: col.name });
+    if (fr.fields.some((f) => isListOfLists(f))) return heatmap();
+    return table();
+  };
+
+  const profile = (): Plan => {
+    const col = profileCol() ?? yList ?? fr.fields.find((f) => isNumList(f) && !shaped(f));
+    return col ? plan("profile", { list: col.name }) : table();
+  };
+
   const heatmap = (): Plan => {
     const img = fr.fields.find((f) => isListOfLists(f) && (f.name === ys[0] || !ys.length));
     if (img && !xs.length) return plan("heatmap", { list: img.name });
+    if (!xs.length) {
+      // A profile column: its bins × the rows (keys) as a map.
+      const p = profileCol();
+      if (p) return plan("heatmap", { list: p.name, profile: true });
+      if (yList && shaped(yList)) return plan("image", { list: yList.name });
+    }
     const keys = keysMeta.length >= 2 ? keysMeta : numNames;
     const x = xs[0] ?? keys[0];
     const y2 = ys[0] ?? keys.find((n) => n !== x);
@@ -172,9 +200,15 @@ export function choose(fr: Frame, want: string, xo: unknown, yo: unknown): Plan 
       return hist();
     case "heatmap":
       return heatmap();
+    case "image":
+      return image();
+    case "profile":
+      return profile();
   }
 
   // auto
+  if (yList && !xs.length) return shaped(yList) ? image() : /^hist/i.test(yList.name) ? hist() : profile();
+  if (fr.fields.some(shaped)) return image();
   if (xs.length || ys.length) {
     // Columns named but no kind: a line unless x repeats.
     const p = line("line");
@@ -183,6 +217,7 @@ export function choose(fr: Frame, want: string, xo: unknown, yo: unknown): Plan 
   }
   if (fr.fields.some((f) => /^hist/i.test(f.name) && isListType(f.type))) return hist();
   if (fr.fields.some((f) => isListOfLists(f))) return heatmap();
+  if (profileCol()) return profile();
   if (!nums.length) return table();
   const first = fr.fields[0];
   const nonErr = numNames.filter((n) => !(errOf(n) && fr.names.includes(errOf(n)!)));

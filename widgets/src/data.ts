@@ -251,4 +251,20 @@ export class Frame {
   metadata(key: string): string | undefined {
     return this.table.schema.metadata.get(key);
   }
+  private jsonCache = new Map<string, any>();
+  /** Schema metadata `key` parsed as JSON (once per frame); null when absent or not JSON. */
+  json(key: string): any {
+    if (this.jsonCache.has(key)) return this.jsonCache.get(key);
+    let v: any = null;
+    const s = this.metadata(key);
+    if (s != null) {
+      try {
+        v = JSON.parse(s);
+      } catch {
+        v = null;
+      }
+    }
+    this.jsonCache.set(key, v);
+    return v;
+  }
 }

@@ -1,24 +1,10 @@
-// Heatmaps (two keys and a value) and images (a list-of-lists cell): Canvas2D ImageData.
+// Heatmaps (two keys and a value), images of a list-of-lists cell and maps of a profile column
+// (bin × row): Canvas2D ImageData.
 import { Vector } from "apache-arrow";
 import { Frame, listNumbers } from "./data";
 import { Plan } from "./choose";
-
-// viridis at 9 stops, interpolated into a 256-entry lookup table.
-const STOPS = [
-  [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
-  [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37],
-];
-const LUT = (() => {
-  const lut = new Uint8ClampedArray(256 * 4);
-  for (let i = 0; i < 256; i++) {
-    const f = (i / 255) * (STOPS.length - 1);
-    const k = Math.min(STOPS.length - 2, Math.floor(f));
-    const t = f - k;
-    for (let c = 0; c < 3; c++) lut[i * 4 + c] = STOPS[k][c] + (STOPS[k + 1][c] - STOPS[k][c]) * t;
-    lut[i * 4 + 3] = 255;
-  }
-  return lut;
-})();
+import { LUT, LUT32, short } from "./colour";
+import { axisOf, profileRows, rowArray } from "./arrays";
 
 interface Grid {
   nx: number;
@@ -92,6 +78,20 @@ function gridFromImage(fr: Frame, plan: Plan): Grid {
   return { nx, ny, z, xs, ys, xLabel: "column", yLabel: "row", zLabel: plan.list! };
 }
 
+/** A profile column as a map: x = the profile's bins (beamtime:axes), y = its rows by key. */
+function gridFromProfile(fr: Frame, plan: Plan): Grid {
+  const col = plan.list!;
+  const { order, ys, yLabel } = profileRows(fr, col);
+  const rows = order.map((r) => rowArray(fr, col, r));
+  const nx = rows.reduce((m, a) => Math.max(m, a ? a.length : 0), 0);
+  const ny = rows.length;
+  const z = new Float32Array(nx * ny).fill(NaN);
+  rows.forEach((a, j) => a && z.set(a, j * nx));
+  const ax = axisOf(fr, col);
+  const xs = Float64Array.from({ length: nx }, (_, i) => ax.start + i * ax.step);
+  return { nx, ny, z, xs, ys, xLabel: ax.label, yLabel, zLabel: col };
+}
+
 const M = { l: 56, r: 70, t: 8, b: 34 };
 
 export class HeatmapView {
@@ -109,7 +109,7 @@ export class HeatmapView {
   }
 
   update(fr: Frame, plan: Plan): void {
-    this.grid = plan.list ? gridFromImage(fr, plan) : gridFromKeys(fr, plan);
+    this.grid = plan.profile ? gridFromProfile(fr, plan) : plan.list ? gridFromImage(fr, plan) : gridFromKeys(fr, plan);
     this.draw();
   }
 
@@ -149,7 +149,7 @@ export class HeatmapView {
     const octx = this.off.getContext("2d")!;
     const im = octx.createImageData(g.nx, g.ny);
     const px = new Uint32Array(im.data.buffer);
-    const lut32 = new Uint32Array(LUT.buffer);
+    const lut32 = LUT32;
     const { nx, ny, z } = g;
     for (let j = 0; j < ny; j++) {
       const src = j * nx, dst = (ny - 1 - j) * nx; // y up
@@ -204,11 +204,4 @@ function ticks(n: number): number[] {
   const out = new Set<number>();
   for (let i = 0; i < k; i++) out.add(Math.round((i * (n - 1)) / Math.max(1, k - 1)));
   return [...out];
-}
-
-function short(v: number): string {
-  if (!Number.isFinite(v)) return String(v);
-  const a = Math.abs(v);
-  if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(2);
-  return String(Number(v.toPrecision(4)));
 }

@@ -1,7 +1,8 @@
 // beamtime's anywidget ES module: live Arrow results as a table or plots, with a status line.
 //
 // The contract with the kernel (anywidget AnyModel; all traits optional):
-//   kind      "auto" | "table" | "line" | "scatter" | "hist" | "heatmap" | "strip" (default auto)
+//   kind      "auto" | "table" | "line" | "scatter" | "hist" | "heatmap" | "strip" | "image" |
+//             "profile" (default auto)
 //   x, y      column name(s) overriding the choice (y: a string or a list); heatmap: x = the
 //             horizontal key, y = [vertical key, value]
 //   title     string (else status.query)
@@ -11,6 +12,10 @@
 //              stalled: [], dead: [], age_s, done, error, paused}, any key null or missing
 //   max_rows  rows kept in the browser (default 100 000; appends beyond drop the oldest)
 //   height    plot/table height in px (default 320)
+//   overlays  drawn over images, in original pixel coordinates (a list, or its JSON text):
+//             {kind: "rect", r0, r1, c0, c1, label} = rows r0 ≤ r < r1, cols c0 ≤ c < c1;
+//             {kind: "ring", cx, cy, r, label} = pixels (row, col) at distance r from (cy, cx)
+//             (centre column cx, row cy, radius in pixels); thin white lines on a dark halo
 // Custom messages kernel → front end: {type: "replace", seq} + one buffer (a self-contained IPC
 // stream: the whole table; zero rows with the schema clears it), {type: "append", seq, prev,
 // drop} + one buffer (new rows; first the table's `drop` oldest rows go — a sliding window —
@@ -30,12 +35,34 @@
 // count column exists (the standard error of the mean), ±y_std alone otherwise.
 // Optional schema metadata "beamtime:keys" = the GROUP BY key columns, comma-separated ("" for a
 // row query), makes the auto choice exact; without it the choice comes from names and values.
+// Array results (src/arrays.ts): a List<Float32|Float64> column, one flat row-major array per
+// row. Schema metadata (JSON):
+//   "beamtime:shapes"  {"<col>": [rows, cols]} or [segments, rows, cols] (a 3-D detector array:
+//                      segments stacked vertically, one (segments·rows, cols) image); the shape
+//                      shown, i.e. after binning
+//   "beamtime:binning" {"<col>": [fr, fc]}: each shown pixel is the mean of an fr×fc block of
+//                      original pixels; overlays and the hover readout are in original pixels
+//                      (the block's row/col range), stacked rows for a 3-D array
+//   "beamtime:axes"    {"<col>": {label, start, step}}: x of bin i of a 1-D array = start + i·step
+//                      (else the bin index)
+// A list column with a 2-D/3-D shape → "image"; a list column of numbers without one → "profile"
+// (1-D arrays), except hist* columns (bars) and list-of-lists cells (heatmap), as before; `y`
+// naming a list column picks it. image (src/image.ts): one row's array through the viridis LUT,
+// nearest-neighbour scaled to the width keeping aspect (a tall one at most a square), linear or
+// log colour (values ≤ 0 in log → the lowest colour; NaN → grey), autorange = the 1st–99.5th
+// percentile of ≤ 64 k sampled finite values (log: of those > 0) or a fixed range (a fixed lower
+// bound ≤ 0 in log → upper/1000), colour bar, row/col/value under the mouse; with several rows
+// a selector labelled by the key values (default the last row; a chosen row is kept across
+// updates while its label exists). profile: one uPlot series per row labelled by the keys
+// (key=value); above 12 rows a button offers the map, which is kind "heatmap" on a profile
+// column: bins (x from beamtime:axes) × rows ordered by the one numeric key (else row index).
 import { Bytes, Frame, Op, Store } from "./data";
 import { choose, Kind, KINDS, Plan } from "./choose";
 import { Status, statusParts } from "./status";
 import { TableView } from "./table";
 import { PlotView } from "./plot";
 import { HeatmapView } from "./heatmap";
+import { ImageView, parseOverlays } from "./image";
 import uplotCss from "uplot/dist/uPlot.min.css";
 import ownCss from "./style.css";
 
@@ -65,7 +92,7 @@ function h<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, text = ""
   return e;
 }
 
-type ViewImpl = TableView | PlotView | HeatmapView;
+type ViewImpl = TableView | PlotView | HeatmapView | ImageView;
 
 /** Latency hook for the benchmark: arrival→paint times (ms) are pushed when it exists. */
 declare global {
@@ -159,6 +186,7 @@ class Widget {
     model.on("change:x", this.onPlan);
     model.on("change:y", this.onPlan);
     model.on("change:title", this.onPlan);
+    model.on("change:overlays", this.onOverlays);
     this.onStatus();
     this.onSnapshot();
     // The current result comes back as a replace (custom messages aren't stored).
@@ -212,6 +240,18 @@ class Widget {
 
   private onStatus = () => {
     this.setStatus(this.model.get("status"));
+  };
+
+  private onOverlays = () => {
+    if (this.view instanceof ImageView) this.view.setOverlays(parseOverlays(this.model.get("overlays")));
+  };
+
+  /** An offered view taken (a profile's map): as if chosen in the dropdown. */
+  private switchKind = (k: Kind) => {
+    this.localKind = k;
+    this.select.value = k;
+    this.dirtyPlan = true;
+    this.schedule();
   };
 
   private onPlan = () => {
@@ -315,16 +355,26 @@ class Widget {
       }
     }
     const kind = plan.kind;
-    const impl = kind === "table" ? "table" : kind === "heatmap" ? "heatmap" : "plot";
-    const cur = this.view instanceof TableView ? "table" : this.view instanceof HeatmapView ? "heatmap" : this.view ? "plot" : "";
+    const impl = kind === "table" || kind === "heatmap" || kind === "image" ? kind : "plot";
+    const cur =
+      this.view instanceof TableView ? "table"
+      : this.view instanceof HeatmapView ? "heatmap"
+      : this.view instanceof ImageView ? "image"
+      : this.view ? "plot" : "";
     if (impl !== cur) {
       this.view?.destroy();
-      this.view =
-        impl === "table"
-          ? new TableView(this.height, this.scheduleScroll)
-          : impl === "heatmap"
-            ? new HeatmapView(this.height)
-            : new PlotView(this.height);
+      if (impl === "image") {
+        const v = new ImageView(this.height);
+        v.setOverlays(parseOverlays(this.model.get("overlays")));
+        this.view = v;
+      } else {
+        this.view =
+          impl === "table"
+            ? new TableView(this.height, this.scheduleScroll)
+            : impl === "heatmap"
+              ? new HeatmapView(this.height)
+              : new PlotView(this.height, this.switchKind);
+      }
       this.body.replaceChildren(this.view.el);
     }
     this.viewKind = kind;
@@ -369,6 +419,7 @@ class Widget {
     this.model.off("change:snapshot", this.onSnapshot);
     this.model.off("change:status", this.onStatus);
     for (const k of ["kind", "x", "y", "title"]) this.model.off(`change:${k}`, this.onPlan);
+    this.model.off("change:overlays", this.onOverlays);
     this.view?.destroy();
     this.root.remove();
   }

@@ -2,6 +2,8 @@
 import uPlot from "uplot";
 import { Frame, listNumbers, Num } from "./data";
 import { Plan } from "./choose";
+import { axisOf, keyColumns, rowArray, rowLabels } from "./arrays";
+import { lutCss } from "./colour";
 
 export const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
@@ -15,6 +17,27 @@ interface Built {
   width: number;
   /** x from a list histogram's bin index. */
   xLabel: string;
+  /** profile: one series per row, labelled by its keys. */
+  names?: string[];
+}
+
+/** Rows above which a profile offers its map (bin × row) view. */
+export const MAP_ROWS = 12;
+
+/** A profile column: one series per result row, x = start + i·step from beamtime:axes. */
+function buildProfile(fr: Frame, col: string): Built {
+  const names = rowLabels(fr, keyColumns(fr));
+  const rows = names.map((_, r) => rowArray(fr, col, r));
+  const nx = rows.reduce((m, a) => Math.max(m, a ? a.length : 0), 0);
+  const ax = axisOf(fr, col);
+  const x = new Float64Array(nx);
+  for (let i = 0; i < nx; i++) x[i] = ax.start + i * ax.step;
+  const ys = rows.map((a) => {
+    const out = new Array<number | null>(nx).fill(null);
+    if (a) for (let i = 0; i < a.length; i++) out[i] = Number.isFinite(a[i]) ? a[i] : null;
+    return out;
+  });
+  return { data: [x, ...ys] as uPlot.AlignedData, err: [null, ...ys.map(() => null)], width: 0, xLabel: ax.label, names };
 }
 
 function finite(v: number | null | undefined): v is number {
@@ -67,6 +90,7 @@ function errHalfWidths(fr: Frame, plan: Plan, y: string, idx: Int32Array | null,
 }
 
 function build(fr: Frame, plan: Plan): Built {
+  if (plan.kind === "profile" && plan.list) return buildProfile(fr, plan.list);
   if (plan.kind === "hist" && plan.list) {
     // A list column of counts: the last row, x = bin index.
     const vec = fr.vec(plan.list);
@@ -118,11 +142,22 @@ export class PlotView {
   private u: uPlot | null = null;
   private sig = "";
   private built: Built | null = null;
+  private offer: HTMLDivElement;
 
-  constructor(private height: number) {
+  /** `switchKind` is called when the user takes an offered view (a profile's map). */
+  constructor(private height: number, switchKind?: (k: "heatmap") => void) {
     this.el = document.createElement("div");
     this.el.className = "bt-plot";
     this.el.style.minHeight = `${height}px`;
+    this.offer = document.createElement("div");
+    this.offer.className = "bt-offer";
+    this.offer.hidden = true;
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "bt-offer-map";
+    b.addEventListener("click", () => switchKind?.("heatmap"));
+    this.offer.append(b);
+    this.el.append(this.offer);
   }
 
   private width(): number {
@@ -132,7 +167,12 @@ export class PlotView {
   update(fr: Frame, plan: Plan): void {
     const b = build(fr, plan);
     this.built = b;
-    const sig = JSON.stringify([plan.kind, plan.x, plan.ys, plan.list, plan.time, Object.keys(plan.err)]);
+    const many = plan.kind === "profile" && fr.rows > MAP_ROWS;
+    this.offer.hidden = !many;
+    if (many) (this.offer.firstChild as HTMLButtonElement).textContent = `${fr.rows} rows: show as a 2-D map`;
+    // Test hook: the series' labels and data.
+    (this.el as any).bt = { labels: b.names ?? plan.ys, data: b.data };
+    const sig = JSON.stringify([plan.kind, plan.x, plan.ys, plan.list, plan.time, Object.keys(plan.err), b.names]);
     if (sig !== this.sig || !this.u) {
       this.sig = sig;
       this.u?.destroy();
@@ -152,9 +192,11 @@ export class PlotView {
     const axis = { stroke: fg, grid, ticks: { stroke: "rgba(128,128,128,0.35)", width: 1 } };
     const kind = plan.kind;
     const series: uPlot.Series[] = [{ label: b.xLabel }];
-    const names = plan.list ? ["count"] : plan.ys;
+    const names = b.names ?? (plan.list ? ["count"] : plan.ys);
+    // Many profiles (e.g. one per delay bin): colours along viridis, in row order.
+    const ramp = names.length > PALETTE.length;
     names.forEach((name, i) => {
-      const color = PALETTE[i % PALETTE.length];
+      const color = ramp ? lutCss(Math.round((i * 220) / (names.length - 1))) : PALETTE[i % PALETTE.length];
       const s: uPlot.Series = { label: name, stroke: color, width: 1.5 };
       if (kind === "scatter") {
         s.paths = () => null;
@@ -162,6 +204,8 @@ export class PlotView {
       } else if (kind === "hist") {
         s.paths = uPlot.paths.bars!({ size: [1, Infinity], align: plan.list ? 0 : 1 });
         s.fill = color + "99";
+        s.points = { show: false };
+      } else if (kind === "profile" && ramp) {
         s.points = { show: false };
       } else if (kind === "strip") {
         s.points = { show: false };
@@ -206,9 +250,9 @@ export class PlotView {
       },
       axes: [
         { ...axis, label: plan.time ? undefined : b.xLabel, labelSize: 18 },
-        { ...axis, label: names.length === 1 ? names[0] : undefined, labelSize: 18 },
+        { ...axis, label: names.length === 1 ? names[0] : kind === "profile" ? plan.list : undefined, labelSize: 18 },
       ],
-      legend: { show: true },
+      legend: { show: names.length <= MAP_ROWS },
       cursor: { drag: { x: true, y: false } },
       hooks: { draw: [(u: uPlot) => drawErrorBars(u, self.built)] },
     };
