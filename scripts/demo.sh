@@ -2,8 +2,9 @@
 # `make demo`: the simulated DAQ and the notebooks in JupyterLab.
 #  1. a finished run (the post-run notebook's), decoded, and its pump-probe curve from the
 #     live-analysis job in batch mode;
-#  2. the DAQ taking a run: growing FFB files (xtc2 + smd) at 1 kHz for live-ffb.ipynb, and its
-#     shared-memory monitor (removed again on exit) for live-shmem.ipynb;
+#  2. the DAQ taking a run: growing FFB files (xtc2 + smd) at 1 kHz for live-ffb.ipynb, its
+#     shared-memory monitor (removed again on exit) for live-shmem.ipynb, and a run with a
+#     Jungfrau (10 frames/s, its constants in a calib dir) for live-detector.ipynb;
 #  3. the kernelspec in the Python environment, then JupyterLab on notebooks/ (the URL is
 #     printed). Ctrl-C stops everything.
 # CHECK=1 instead executes the demo notebooks headless and fails on any error or wrong value.
@@ -49,6 +50,11 @@ pids+=($!)
 export BEAMTIME_DEMO_SHMEM=${BEAMTIME_DEMO_SHMEM:-beamtime_demo}
 step "the DAQ's shared-memory monitor: tag $BEAMTIME_DEMO_SHMEM, 2 client queues, 1 kHz (live-shmem.ipynb)"
 "$BIN" sim --shmem "$BEAMTIME_DEMO_SHMEM" --clients 2 --events 3600000 --steps 10 --streams 2 --rate 1000 >/dev/null &
+pids+=($!)
+
+step "a Jungfrau 0.5M taking a pump-probe scan: 10 frames/s (2.2 GB) into $BEAMTIME_DEMO_DIR/jungfrau with its calib dir (live-detector.ipynb)"
+"$BIN" sim --dir "$BEAMTIME_DEMO_DIR/jungfrau" --exp tstdemo --run 1 --events 2200 --steps 11 --streams 1 --jungfrau 1 \
+  --jungfrau-every 1 --rate 10 --seed 7 >/dev/null 2>&1 &
 pids+=($!)
 
 step "JupyterLab on notebooks/ (open live-ffb.ipynb; Ctrl-C stops everything)"
