@@ -5,6 +5,8 @@
 //! `{"contract": N, "command": {…}}`. Every header carries the contract version, checked
 //! before anything else is read.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -129,6 +131,10 @@ pub struct FrameHeader {
     /// calibration fallbacks, where the constants came from).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// Result column → shape (C order) of the arrays it holds, for columns of two or more
+    /// dimensions (a mean image keeps its detector's shape): the widgets draw them as images.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shapes: BTreeMap<String, Vec<usize>>,
 }
 
 impl Default for FrameHeader {
@@ -154,6 +160,7 @@ impl Default for FrameHeader {
             done: false,
             error: None,
             notices: Vec::new(),
+            shapes: BTreeMap::new(),
         }
     }
 }

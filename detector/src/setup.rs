@@ -147,6 +147,7 @@ impl PreparedDetector {
     /// The image bins that hold a good pixel of a frame of `segments` (psana's default mask and
     /// the user mask): what radial profiles average over.
     pub fn image_coverage(&mut self, segments: &[u32]) -> Result<Arc<Vec<bool>>, String> {
+        // (The bin size, for q, is the mapper's: `mapper(segments)?.pixel_size_um()`.)
         if let Some(c) = self.coverages.get(segments) {
             return Ok(c.clone());
         }

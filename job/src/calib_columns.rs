@@ -326,8 +326,14 @@ impl CalibColumns {
                 };
                 if image_out.is_empty() {
                     match prepared.image_coverage(&segments) {
-                        Ok(c) => {
-                            self.coverage.insert(name(Product::Image), c);
+                        Ok(good) => {
+                            self.coverage.insert(
+                                name(Product::Image),
+                                query::ImageBins {
+                                    good,
+                                    pixel_um: mapper.pixel_size_um(),
+                                },
+                            );
                         }
                         Err(e) => image_error = Some(format!("`{}`: {e}", name(Product::Image))),
                     }

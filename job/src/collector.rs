@@ -29,6 +29,8 @@ struct Query {
     error: Option<String>,
     /// From the workers, each said once (e.g. psana's calibration fallbacks).
     notices: Vec<String>,
+    /// The result's array shapes, as the workers last said them.
+    shapes: BTreeMap<String, Vec<usize>>,
     seq: u64,
     dirty: bool,
     result: Option<DataFrame>,
@@ -131,6 +133,7 @@ impl Collector {
                         events_read: BTreeMap::new(),
                         error: None,
                         notices: Vec::new(),
+                        shapes: BTreeMap::new(),
                         seq: 0,
                         dirty: true,
                         result: None,
@@ -241,6 +244,9 @@ impl Collector {
             }
             q.dirty = true;
             q.events_read.insert(rank, qu.events_read);
+            if !qu.shapes.is_empty() {
+                q.shapes.clone_from(&qu.shapes);
+            }
             for n in &qu.notices {
                 if !q.notices.contains(n) {
                     q.notices.push(n.clone());
@@ -445,6 +451,7 @@ impl Collector {
                 done,
                 error,
                 notices: q.notices.clone(),
+                shapes: q.shapes.clone(),
                 ..FrameHeader::default()
             };
             q.result = Some(result.clone());
@@ -503,8 +510,24 @@ mod tests {
         let batch = df!("__event" => ids, "x" => ids.iter().map(|i| *i as f64 / 2.0).collect::<Vec<f64>>()).unwrap();
         let body = codec::encode(&mut plan.partial(&batch).unwrap()).unwrap();
         let columns = first.then(|| vec!["__event".to_string(), "x".to_string()]);
-        let qu = QueryUpdate { name: "w".into(), generation, kind: UpdateKind::Rows, columns, events_read: 0, error: None, notices: Vec::new(), bytes: body.len() };
-        encode(&Update { queries: vec![qu], ..Default::default() }, &[&body])
+        let qu = QueryUpdate {
+            name: "w".into(),
+            generation,
+            kind: UpdateKind::Rows,
+            columns,
+            events_read: 0,
+            error: None,
+            notices: Vec::new(),
+            shapes: BTreeMap::new(),
+            bytes: body.len(),
+        };
+        encode(
+            &Update {
+                queries: vec![qu],
+                ..Default::default()
+            },
+            &[&body],
+        )
     }
 
     /// What a kernel holds after applying frames: the whole result or a delta on the last one.

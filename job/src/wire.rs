@@ -4,6 +4,7 @@
 //! Every message is `[u32 LE header length][header JSON][body]`: the header is small and
 //! readable in a debugger, the body carries datagrams or Arrow IPC streams as they are.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -133,6 +134,9 @@ pub struct QueryUpdate {
     /// where the constants came from), said until the collector has them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// The result's array shapes ([`query::layout`]), sent when they change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shapes: BTreeMap<String, Vec<usize>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

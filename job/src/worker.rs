@@ -33,6 +33,8 @@ struct WorkerQuery {
     error_sent: bool,
     /// The calib notices of the query's columns went to the collector.
     notices_sent: bool,
+    /// The result shapes last sent to the collector.
+    shapes_sent: BTreeMap<String, Vec<usize>>,
     send_columns: bool,
     dirty: bool,
 }
@@ -121,6 +123,7 @@ impl Worker {
                         error,
                         error_sent: false,
                         notices_sent: false,
+                        shapes_sent: BTreeMap::new(),
                         send_columns: false,
                         dirty: true,
                     },
@@ -251,7 +254,15 @@ impl Worker {
             }
             // Same Arcs while the detectors' runs and segments stay: no per-batch compare of bins.
             let same = self.coverage.len() == self.calib.coverage().len()
-                && self.coverage.iter().zip(self.calib.coverage()).all(|((a, x), (b, y))| a == b && std::sync::Arc::ptr_eq(x, y));
+                && self
+                    .coverage
+                    .iter()
+                    .zip(self.calib.coverage())
+                    .all(|((a, x), (b, y))| {
+                        a == b
+                            && std::sync::Arc::ptr_eq(&x.good, &y.good)
+                            && x.pixel_um == y.pixel_um
+                    });
             if !same {
                 self.coverage = std::sync::Arc::new(self.calib.coverage().clone());
             }
@@ -403,6 +414,7 @@ impl Worker {
                 error: None,
                 bytes: 0,
                 notices: Vec::new(),
+                shapes: BTreeMap::new(),
             };
             if !q.notices_sent {
                 qu.notices = q.names.iter().filter_map(|n| self.calib_notices.get(n)).flatten().cloned().collect();
@@ -426,6 +438,11 @@ impl Worker {
             if q.send_columns {
                 qu.columns = Some(q.planned_for.clone());
                 q.send_columns = false;
+            }
+            let shapes = query::layout::layout(&q.sql, &self.shapes).shapes;
+            if shapes != q.shapes_sent {
+                qu.shapes.clone_from(&shapes);
+                q.shapes_sent = shapes;
             }
             let bytes = if plan.is_rows() {
                 qu.kind = UpdateKind::Rows;

@@ -241,3 +241,61 @@ mod tests {
         assert!(p.contains('…'));
     }
 }
+
+/// Inline PNGs of a result's image columns (`shapes`: column → shape), the last row of each
+/// (the newest, or the last group), with the overlays drawn and the colour range said: the
+/// static twin of the image widget. Empty when the result holds no image.
+pub fn images_html(
+    df: &DataFrame,
+    shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+    overlays: &[query::layout::Overlay],
+) -> String {
+    let mut html = String::new();
+    for (name, shape) in shapes {
+        let (Some(&cols), true) = (shape.last(), shape.len() >= 2) else {
+            continue;
+        };
+        let rows: usize = shape[..shape.len() - 1].iter().product();
+        let Ok(c) = df.column(name) else { continue };
+        let Ok(list) = c
+            .as_materialized_series()
+            .cast(&DataType::List(Box::new(DataType::Float32)))
+        else {
+            continue;
+        };
+        let Some(last) = list
+            .list()
+            .ok()
+            .and_then(|l| l.len().checked_sub(1).and_then(|i| l.get_as_series(i)))
+        else {
+            continue;
+        };
+        let Ok(v) = last.f32().map(|v| {
+            v.iter()
+                .map(|x| x.unwrap_or(f32::NAN))
+                .collect::<Vec<f32>>()
+        }) else {
+            continue;
+        };
+        if v.len() != rows * cols {
+            continue;
+        }
+        let Some(range) = crate::png::auto_range(&v) else {
+            continue;
+        };
+        let png = crate::png::image_png(&v, rows, cols, range, overlays);
+        let which = if df.height() > 1 {
+            format!(", row {} of {}", df.height(), df.height())
+        } else {
+            String::new()
+        };
+        html.push_str(&format!(
+            "<figure class=\"beamtime-figure\">{}<figcaption><small>{} ({rows}×{cols}{which}), colour {} … {}</small></figcaption></figure>",
+            crate::png::img_tag(&png, &escape(name)),
+            escape(name),
+            format_float(range.0 as f64),
+            format_float(range.1 as f64)
+        ));
+    }
+    html
+}

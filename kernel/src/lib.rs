@@ -14,6 +14,7 @@ pub mod install;
 pub mod live;
 pub mod lock;
 pub mod magics;
+pub mod png;
 pub mod publisher;
 pub mod requests;
 pub mod rust;

@@ -14,6 +14,10 @@
 //! | `count_above(x, thr)`, `sum_above(x, thr)` | elements `> thr`, and their sum |
 //! | `projection(x, axis[, r0, r1, c0, c1])` | numpy's `x.sum(axis)` of the 2-D array (or its ROI): 1-D |
 //! | `center_of_mass(x)` | `[row, col]` weighted by the values (NaN when they sum to 0) |
+//! | `radial_q(x, cx, cy, dist_mm, energy_kev, qmin, qmax, nbins[, pol[, solid_angle]])` | `radial` in q = 4π sin(θ)/λ (Å⁻¹): the bins' size from the geometry, 2θ = atan(distance in the detector plane / dist_mm), λ = 12.3984 / energy_kev Å; `pol` (fraction polarized along the image's columns) divides each pixel by P(1 − sin²2θ cos²φ) + (1 − P)(1 − sin²2θ sin²φ), `solid_angle = 1` by cos³2θ |
+//! | `photons(x, adu_per_photon)` | photons in the event: each element rounds to `floor(v/adu + 0.5)` photons, negatives count 0, NaN none |
+//! | `droplets(x, thr[, join_thr])` | droplets: 4-connected groups of elements `> join_thr` (default `thr`) holding one `> thr`, per segment |
+//! | `mask(x, 'file.npy')` | the array with the elements where the mask is 0 set to 0 (psana's `calib * mask`); the mask has the array's shape |
 //! | `radial(x, cx, cy, rmin, rmax, nbins)` | the mean of each ring of an image: bin (r, c) at `sqrt((c−cx)² + (r−cy)²)` pixels is in ring `floor((radius − rmin)/(rmax − rmin)·nbins)` for `rmin ≤ radius < rmax`; gaps and masked pixels ([`Coverage`]) are left out; an empty ring is NaN |
 //!
 //! Sums run in f64 in C order (numpy's pairwise summation may differ in the last bits; the tests
@@ -28,9 +32,17 @@ use polars::sql::FunctionRegistry;
 /// Column name → shape (C order) of the array each row holds.
 pub type Shapes = BTreeMap<String, Vec<usize>>;
 
-/// Image column name → per bin, whether it holds a good pixel (not a gap between segments, not
-/// masked): what `radial` averages over. Images without an entry count every bin.
-pub type Coverage = BTreeMap<String, Arc<Vec<bool>>>;
+/// Image column name → what the geometry says of its bins: which hold a good pixel (not a gap
+/// between segments, not masked), what `radial` averages over, and their size (for q).
+/// Images without an entry count every bin and have no pixel size.
+pub type Coverage = BTreeMap<String, ImageBins>;
+
+#[derive(Clone, Debug)]
+pub struct ImageBins {
+    pub good: Arc<Vec<bool>>,
+    /// Bin size in µm (the geometry's pixel scale).
+    pub pixel_um: f64,
+}
 
 /// The shapes of the fixed-size array fields of an Arrow schema (their `shape` metadata).
 pub fn shapes_of(schema: &arrow_schema::Schema) -> Shapes {
@@ -46,7 +58,7 @@ pub fn shapes_of(schema: &arrow_schema::Schema) -> Shapes {
 }
 
 /// The function names [`ArrayFunctions`] serves.
-pub const FUNCTIONS: [&str; 10] = [
+pub const FUNCTIONS: [&str; 14] = [
     "roi_sum",
     "roi_mean",
     "roi_max",
@@ -57,6 +69,10 @@ pub const FUNCTIONS: [&str; 10] = [
     "projection",
     "center_of_mass",
     "radial",
+    "photons",
+    "droplets",
+    "mask",
+    "radial_q",
 ];
 
 /// The array functions for one set of column shapes, as a polars SQL function registry.
@@ -107,6 +123,10 @@ enum Function {
     Projection,
     CenterOfMass,
     Radial,
+    Photons,
+    Droplets,
+    Mask,
+    RadialQ,
 }
 
 impl Function {
@@ -122,6 +142,10 @@ impl Function {
             "projection" => Function::Projection,
             "center_of_mass" => Function::CenterOfMass,
             "radial" => Function::Radial,
+            "photons" => Function::Photons,
+            "droplets" => Function::Droplets,
+            "mask" => Function::Mask,
+            "radial_q" => Function::RadialQ,
             _ => return None,
         })
     }
@@ -134,16 +158,21 @@ impl Function {
     fn output(self, fields: &[Field]) -> PolarsResult<Field> {
         let Some(x) = fields.first() else { polars_bail!(InvalidOperation: "{}() needs an array argument", self.name()) };
         let dtype = match self {
-            Function::RoiCount | Function::CountAbove => DataType::UInt64,
-            Function::Threshold => match x.dtype() {
-                DataType::Array(inner, w) if **inner == DataType::Float32 => DataType::Array(inner.clone(), *w),
+            Function::RoiCount | Function::CountAbove | Function::Photons | Function::Droplets => {
+                DataType::UInt64
+            }
+            Function::Threshold | Function::Mask => match x.dtype() {
+                DataType::Array(inner, w) if **inner == DataType::Float32 => {
+                    DataType::Array(inner.clone(), *w)
+                }
                 DataType::Array(_, w) => DataType::Array(Box::new(DataType::Float64), *w),
                 other => other.clone(),
             },
             // Their lengths depend on the arguments: variable-length lists.
-            Function::Projection | Function::CenterOfMass | Function::Radial => {
-                DataType::List(Box::new(DataType::Float64))
-            }
+            Function::Projection
+            | Function::CenterOfMass
+            | Function::Radial
+            | Function::RadialQ => DataType::List(Box::new(DataType::Float64)),
             _ => DataType::Float64,
         };
         Ok(Field::new(x.name().clone(), dtype))
@@ -153,15 +182,25 @@ impl Function {
         let name = self.name();
         let x = s.first().ok_or_else(|| polars_err!(InvalidOperation: "{name}() needs an array argument"))?;
         let arrays = Arrays::of(name, x)?;
+        let shape = shapes
+            .get(x.name().as_str())
+            .cloned()
+            .unwrap_or_else(|| vec![arrays.width]);
+        if shape.iter().product::<usize>() != arrays.width {
+            polars_bail!(InvalidOperation: "{name}(): `{}` holds {} values per event, its shape {:?} says {}", x.name(), arrays.width, shape, shape.iter().product::<usize>());
+        }
+        if self == Function::Mask {
+            let [_, file] = &*s else {
+                polars_bail!(InvalidOperation: "mask(x, 'file.npy'): got {} arguments", s.len())
+            };
+            let good = crate::masks::load(&string_arg(name, 2, file)?, &shape)?;
+            return arrays.map_indexed(x.name().clone(), |i, v| if good[i] { v } else { 0.0 });
+        }
         let args: Vec<f64> = s[1..]
             .iter()
             .enumerate()
             .map(|(i, c)| scalar_arg(name, i + 2, c))
             .collect::<PolarsResult<_>>()?;
-        let shape = shapes.get(x.name().as_str()).cloned().unwrap_or_else(|| vec![arrays.width]);
-        if shape.iter().product::<usize>() != arrays.width {
-            polars_bail!(InvalidOperation: "{name}(): `{}` holds {} values per event, its shape {:?} says {}", x.name(), arrays.width, shape, shape.iter().product::<usize>());
-        }
         let out_name = x.name().clone();
         let n = arrays.len;
         Ok(match self {
@@ -258,40 +297,45 @@ impl Function {
                     .collect();
                 ListChunked::from_iter(rows).with_name(out_name).into_column()
             }
-            Function::Radial => {
-                let [cx, cy, rmin, rmax, nbins] = args[..] else {
-                    polars_bail!(InvalidOperation: "radial(x, cx, cy, rmin, rmax, nbins): got {} arguments", args.len() + 1)
-                };
+            Function::Radial | Function::RadialQ => {
                 let [rows, cols] = shape[..] else {
-                    polars_bail!(InvalidOperation: "radial(): needs an image (2-D); `{}` has shape {shape:?} (use <det>.raw.image)", x.name())
+                    polars_bail!(InvalidOperation: "{name}(): needs an image (2-D); `{}` has shape {shape:?} (use <det>.raw.image)", x.name())
                 };
-                if !(nbins >= 1.0 && nbins.fract() == 0.0 && nbins <= 1.0e6) || !(rmin >= 0.0 && rmax > rmin) {
-                    polars_bail!(InvalidOperation: "radial(): nbins = {nbins} must be a whole number ≥ 1 and 0 ≤ rmin < rmax (got {rmin}, {rmax})");
+                let bins = coverage.get(x.name().as_str());
+                if bins.is_some_and(|b| b.good.len() != rows * cols) {
+                    polars_bail!(InvalidOperation: "{name}(): the coverage of `{}` does not match its {rows}×{cols} shape", x.name());
                 }
-                let covered = coverage.get(x.name().as_str());
-                if covered.is_some_and(|c| c.len() != rows * cols) {
-                    polars_bail!(InvalidOperation: "radial(): the coverage of `{}` does not match its {rows}×{cols} shape", x.name());
-                }
-                let nbins = nbins as usize;
-                // Each bin's ring, once per call: radius in pixels from (cx, cy); gaps and masked
-                // pixels belong to none.
-                let ring: Vec<u32> = (0..rows * cols)
-                    .map(|i| {
-                        let (r, c) = ((i / cols) as f64, (i % cols) as f64);
-                        let radius = ((c - cx) * (c - cx) + (r - cy) * (r - cy)).sqrt();
-                        let inside = radius >= rmin && radius < rmax && covered.is_none_or(|c| c[i]);
-                        // The formula as written: a radius rounding onto the outer edge is in no ring.
-                        let k = ((radius - rmin) / (rmax - rmin) * nbins as f64).floor();
-                        if inside && k < nbins as f64 { k as u32 } else { u32::MAX }
+                let rings = if self == Function::Radial {
+                    Rings::radial(&args, rows, cols)?
+                } else {
+                    let pixel_um = bins.map(|b| b.pixel_um).filter(|p| *p > 0.0).ok_or_else(|| {
+                        polars_err!(InvalidOperation: "radial_q(): `{}` has no pixel size: q needs an image drawn from a detector's geometry (<det>.raw.image)", x.name())
+                    })?;
+                    Rings::in_q(&args, rows, cols, pixel_um)?
+                };
+                let good = bins.map(|b| &b.good);
+                // Each bin's ring, once per call; gaps and masked pixels belong to none.
+                let ring: Vec<u32> = rings
+                    .ring
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &k)| {
+                        if good.is_none_or(|g| g[i]) {
+                            k
+                        } else {
+                            u32::MAX
+                        }
                     })
                     .collect();
+                let nbins = rings.nbins;
                 let rows_out: Vec<Option<Series>> = (0..n)
                     .map(|row| {
                         let v = arrays.row(row)?;
                         let (mut sum, mut count) = (vec![0f64; nbins], vec![0u64; nbins]);
                         for (i, &k) in ring.iter().enumerate() {
                             if k != u32::MAX {
-                                sum[k as usize] += v.get(i);
+                                let w = rings.weight.as_ref().map_or(1.0, |w| w[i]);
+                                sum[k as usize] += v.get(i) * w;
                                 count[k as usize] += 1;
                             }
                         }
@@ -301,6 +345,173 @@ impl Function {
                     .collect();
                 ListChunked::from_iter(rows_out).with_name(out_name).into_column()
             }
+            Function::Photons => {
+                let [adu] = args[..] else {
+                    polars_bail!(InvalidOperation: "photons(x, adu_per_photon): got {} arguments", args.len() + 1)
+                };
+                if !(adu > 0.0 && adu.is_finite()) {
+                    polars_bail!(InvalidOperation: "photons(): adu_per_photon = {adu} must be a positive number");
+                }
+                let inv = 1.0 / adu;
+                let count = |row: usize| -> Option<u64> {
+                    let v = arrays.row(row)?;
+                    let mut n = 0u64;
+                    for i in 0..arrays.width {
+                        // Rounded photons; NaN and negatives (noise below zero) count none.
+                        let k = (v.get(i) * inv + 0.5).floor();
+                        if k > 0.0 {
+                            n += k as u64;
+                        }
+                    }
+                    Some(n)
+                };
+                UInt64Chunked::from_iter_options(out_name, (0..n).map(count)).into_column()
+            }
+            Function::Droplets => {
+                let (seed, join) = match args[..] {
+                    [thr] => (thr, thr),
+                    [thr, join] if join <= thr => (thr, join),
+                    [thr, join] => {
+                        polars_bail!(InvalidOperation: "droplets(x, thr, join_thr): join_thr = {join} must not exceed thr = {thr}")
+                    }
+                    _ => {
+                        polars_bail!(InvalidOperation: "droplets(x, thr[, join_thr]): got {} arguments", args.len() + 1)
+                    }
+                };
+                let (rows, cols) = plane_of(name, &shape)?;
+                let mut finder = crate::droplets::Finder::new(rows, cols);
+                let count = |row: usize| -> Option<u64> {
+                    let v = arrays.row(row)?;
+                    Some(
+                        (0..arrays.width / (rows * cols))
+                            .map(|seg| finder.count(|i| v.get(seg * rows * cols + i), seed, join))
+                            .sum(),
+                    )
+                };
+                UInt64Chunked::from_iter_options(out_name, (0..n).map(count)).into_column()
+            }
+            Function::Mask => unreachable!("handled before the numeric arguments"),
+        })
+    }
+}
+
+fn string_arg(name: &str, position: usize, c: &Column) -> PolarsResult<String> {
+    let v = c
+        .get(0)
+        .map_err(|_| polars_err!(InvalidOperation: "{name}(): argument {position} is empty"))?;
+    match v {
+        AnyValue::String(s) => Ok(s.to_string()),
+        AnyValue::StringOwned(s) => Ok(s.to_string()),
+        other => {
+            polars_bail!(InvalidOperation: "{name}(): argument {position} must be a file name in quotes ('mask.npy'), got {other}")
+        }
+    }
+}
+
+/// Which ring each image bin falls in (`u32::MAX`: none), and a per-bin factor (corrections).
+struct Rings {
+    ring: Vec<u32>,
+    nbins: usize,
+    weight: Option<Vec<f64>>,
+}
+
+/// hc in keV·Å (CODATA 2018): λ = HC / E.
+const HC_KEV_ANGSTROM: f64 = 12.398_419_843_320_026;
+
+fn check_bins(name: &str, lo: f64, hi: f64, nbins: f64) -> PolarsResult<usize> {
+    if !(nbins >= 1.0 && nbins.fract() == 0.0 && nbins <= 1.0e6) || !(lo >= 0.0 && hi > lo) {
+        polars_bail!(InvalidOperation: "{name}(): nbins = {nbins} must be a whole number ≥ 1 and 0 ≤ the lower edge < the upper edge (got {lo}, {hi})");
+    }
+    Ok(nbins as usize)
+}
+
+/// The ring of value `v` in `[lo, hi)` split into `nbins`: the formula as written (a value
+/// rounding onto the outer edge is in no ring).
+fn ring_of(v: f64, lo: f64, hi: f64, nbins: usize) -> u32 {
+    let k = ((v - lo) / (hi - lo) * nbins as f64).floor();
+    if v >= lo && v < hi && k < nbins as f64 {
+        k as u32
+    } else {
+        u32::MAX
+    }
+}
+
+impl Rings {
+    /// `radial(x, cx, cy, rmin, rmax, nbins)`: radius in pixels.
+    fn radial(args: &[f64], rows: usize, cols: usize) -> PolarsResult<Self> {
+        let [cx, cy, rmin, rmax, nbins] = args[..] else {
+            polars_bail!(InvalidOperation: "radial(x, cx, cy, rmin, rmax, nbins): got {} arguments", args.len() + 1)
+        };
+        let nbins = check_bins("radial", rmin, rmax, nbins)?;
+        let ring = (0..rows * cols)
+            .map(|i| {
+                let (r, c) = ((i / cols) as f64, (i % cols) as f64);
+                ring_of(
+                    ((c - cx) * (c - cx) + (r - cy) * (r - cy)).sqrt(),
+                    rmin,
+                    rmax,
+                    nbins,
+                )
+            })
+            .collect();
+        Ok(Rings {
+            ring,
+            nbins,
+            weight: None,
+        })
+    }
+
+    /// `radial_q(x, cx, cy, dist_mm, energy_kev, qmin, qmax, nbins[, pol[, solid_angle]])`.
+    fn in_q(args: &[f64], rows: usize, cols: usize, pixel_um: f64) -> PolarsResult<Self> {
+        let name = "radial_q";
+        let (&[cx, cy, dist_mm, kev, qmin, qmax, nbins], rest) = (args.split_at_checked(7).map(|(a, b)| (a.try_into().unwrap(), b))).ok_or_else(|| {
+            polars_err!(InvalidOperation: "radial_q(x, cx, cy, dist_mm, energy_kev, qmin, qmax, nbins[, pol[, solid_angle]]): got {} arguments", args.len() + 1)
+        })?;
+        let (pol, solid) = match rest {
+            [] => (None, false),
+            [p] => (Some(*p), false),
+            [p, s] => (Some(*p), *s != 0.0),
+            _ => {
+                polars_bail!(InvalidOperation: "radial_q(): at most 10 arguments, got {}", args.len() + 1)
+            }
+        };
+        if !(dist_mm > 0.0 && kev > 0.0) {
+            polars_bail!(InvalidOperation: "radial_q(): dist_mm = {dist_mm} and energy_kev = {kev} must be positive");
+        }
+        if pol.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+            polars_bail!(InvalidOperation: "radial_q(): argument 9, the polarization fraction {}, must be in [0, 1]", pol.unwrap());
+        }
+        let nbins = check_bins(name, qmin, qmax, nbins)?;
+        let (pixel_mm, lambda) = (pixel_um * 1e-3, HC_KEV_ANGSTROM / kev);
+        let mut ring = Vec::with_capacity(rows * cols);
+        let mut weight = (pol.is_some() || solid).then(|| Vec::with_capacity(rows * cols));
+        for i in 0..rows * cols {
+            let (dy, dx) = (
+                ((i / cols) as f64 - cy) * pixel_mm,
+                ((i % cols) as f64 - cx) * pixel_mm,
+            );
+            let radius = (dx * dx + dy * dy).sqrt();
+            let two_theta = radius.atan2(dist_mm);
+            let q = 4.0 * std::f64::consts::PI * (two_theta / 2.0).sin() / lambda;
+            ring.push(ring_of(q, qmin, qmax, nbins));
+            if let Some(w) = weight.as_mut() {
+                let mut f = 1.0;
+                if let Some(p) = pol {
+                    let s2 = two_theta.sin().powi(2);
+                    let phi = dy.atan2(dx);
+                    f *= p * (1.0 - s2 * phi.cos().powi(2))
+                        + (1.0 - p) * (1.0 - s2 * phi.sin().powi(2));
+                }
+                if solid {
+                    f *= two_theta.cos().powi(3);
+                }
+                w.push(1.0 / f);
+            }
+        }
+        Ok(Rings {
+            ring,
+            nbins,
+            weight,
         })
     }
 }
@@ -477,10 +688,36 @@ impl Arrays {
 
     /// The arrays with `f` applied to every value, in the input's value type.
     fn map_values(&self, name: PlSmallStr, f: impl Fn(f64) -> f64) -> PolarsResult<Column> {
+        self.map_indexed(name, |_, v| f(v))
+    }
+
+    /// The arrays with `f(index within the array, value)` applied to every value.
+    fn map_indexed(&self, name: PlSmallStr, f: impl Fn(usize, f64) -> f64) -> PolarsResult<Column> {
+        let w = self.width.max(1);
         let flat: Series = match &self.values {
-            Values::F32(ca) => Series::new(PlSmallStr::EMPTY, ca.cont_slice()?.iter().map(|&x| f(x as f64) as f32).collect::<Vec<f32>>()),
-            Values::F64(ca) => Series::new(PlSmallStr::EMPTY, ca.cont_slice()?.iter().map(|&x| f(x)).collect::<Vec<f64>>()),
-            Values::Other(v) => Series::new(PlSmallStr::EMPTY, v.iter().map(|&x| f(x)).collect::<Vec<f64>>()),
+            Values::F32(ca) => Series::new(
+                PlSmallStr::EMPTY,
+                ca.cont_slice()?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| f(i % w, x as f64) as f32)
+                    .collect::<Vec<f32>>(),
+            ),
+            Values::F64(ca) => Series::new(
+                PlSmallStr::EMPTY,
+                ca.cont_slice()?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| f(i % w, x))
+                    .collect::<Vec<f64>>(),
+            ),
+            Values::Other(v) => Series::new(
+                PlSmallStr::EMPTY,
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &x)| f(i % w, x))
+                    .collect::<Vec<f64>>(),
+            ),
         };
         let mut out = flat.reshape_array(&[ReshapeDimension::Infer, ReshapeDimension::new_dimension(self.width as u64)])?;
         if self.valid.iter().any(|v| !v) {

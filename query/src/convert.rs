@@ -206,8 +206,21 @@ fn widen(name: &str, a: &DataType, b: &DataType) -> Result<DataType> {
 /// A DataFrame → Arrow IPC stream bytes that apache-arrow (JS) and arrow-rs read: polars'
 /// oldest compatibility level writes `LargeUtf8`/`LargeBinary` instead of the view types.
 pub fn df_to_ipc_stream(df: &mut DataFrame) -> Result<Vec<u8>> {
+    df_to_ipc_stream_with(df, &[])
+}
+
+/// The same with schema-level metadata (key, value): what the widgets read beside the types.
+pub fn df_to_ipc_stream_with(df: &mut DataFrame, metadata: &[(String, String)]) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(df.estimated_size() + 4096);
-    IpcStreamWriter::new(&mut buf).with_compat_level(CompatLevel::oldest()).finish(df)?;
+    let mut w = IpcStreamWriter::new(&mut buf).with_compat_level(CompatLevel::oldest());
+    if !metadata.is_empty() {
+        let m: polars_arrow::datatypes::Metadata = metadata
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .collect();
+        w.set_custom_schema_metadata(Arc::new(m));
+    }
+    w.finish(df)?;
     Ok(buf)
 }
 

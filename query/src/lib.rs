@@ -12,19 +12,25 @@ pub mod array_agg;
 pub mod arrays;
 pub mod catalog;
 pub mod convert;
+mod droplets;
 pub mod error;
 pub mod exact;
 pub mod files;
+pub mod layout;
 pub mod live;
+mod masks;
 pub mod mode;
 pub mod rewrite;
 pub mod sql;
 
-pub use arrays::{shapes_of, Coverage, Shapes};
-pub use catalog::{validate_name, Catalog, LoadOptions, TableInfo};
-pub use convert::{batches_to_df, describe, df_to_ipc_stream, ipc_stream_to_batches, DfBuilder};
+pub use arrays::{Coverage, ImageBins, Shapes, shapes_of};
+pub use catalog::{Catalog, LoadOptions, TableInfo, validate_name};
+pub use convert::{
+    DfBuilder, batches_to_df, describe, df_to_ipc_stream, df_to_ipc_stream_with,
+    ipc_stream_to_batches,
+};
 pub use error::{QueryError, Result};
-pub use files::{read_file, write_file, FileFormat};
-pub use live::{parse_duration, LiveMode, LiveQuery, EVENT_INDEX};
+pub use files::{FileFormat, read_file, write_file};
+pub use live::{EVENT_INDEX, LiveMode, LiveQuery, parse_duration};
 /// Re-exported so the kernel names the same polars version.
 pub use polars;

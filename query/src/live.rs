@@ -448,7 +448,7 @@ impl LiveQuery {
 
 type PlExpr = polars::prelude::Expr;
 
-fn output_name(e: &Expr) -> String {
+pub(crate) fn output_name(e: &Expr) -> String {
     match e {
         Expr::Identifier(i) => i.value.clone(),
         Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.value.clone()).unwrap_or_default(),

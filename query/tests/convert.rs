@@ -269,3 +269,11 @@ fn empty_input_and_bad_bytes() {
     let e = ipc_stream_to_batches(b"not arrow").unwrap_err();
     assert!(e.to_string().starts_with("Arrow conversion:"), "{e}");
 }
+
+#[test]
+fn schema_metadata_reaches_arrow_readers() {
+    let mut df = polars::prelude::df!("x" => [1i64, 2]).unwrap();
+    let bytes = query::df_to_ipc_stream_with(&mut df, &[("beamtime:shapes".into(), "{\"x\":[1,2]}".into())]).unwrap();
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    assert_eq!(reader.schema().metadata().get("beamtime:shapes").map(String::as_str), Some("{\"x\":[1,2]}"));
+}

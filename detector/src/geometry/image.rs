@@ -4,7 +4,7 @@ use crate::error::GeometryError;
 use crate::geometry::tree::PixelCoords;
 
 /// Each pixel's image (row, col), `(segments, rows, cols)` in C order, and the image shape.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PixelIndices {
     pub rows: Vec<u32>,
     pub cols: Vec<u32>,
@@ -13,6 +13,8 @@ pub struct PixelIndices {
     pub segments: usize,
     pub segment_rows: usize,
     pub segment_cols: usize,
+    /// The image bin size (µm): psana's pixel scale size.
+    pub pixel_um: f64,
 }
 
 impl PixelIndices {
@@ -36,6 +38,7 @@ impl PixelIndices {
             segments: coords.segments,
             segment_rows: coords.rows,
             segment_cols: coords.cols,
+            pixel_um: p,
         }
     }
 
@@ -75,6 +78,7 @@ pub struct ImageMapper {
     /// Holes and their (up, down, left, right) bins; psana reads these before filling any.
     holes: Vec<(u32, [u32; 4])>,
     background: f32,
+    pixel_um: f64,
 }
 
 impl ImageMapper {
@@ -103,12 +107,25 @@ impl ImageMapper {
         }
         let holes = if options.fill_holes { find_holes(&source, nrows, ncols) } else { Vec::new() };
         let runs = runs_of(&source);
-        Ok(ImageMapper { shape: indices.shape, frame_len, source, runs, holes, background: options.background })
+        Ok(ImageMapper {
+            shape: indices.shape,
+            frame_len,
+            source,
+            runs,
+            holes,
+            background: options.background,
+            pixel_um: indices.pixel_um,
+        })
     }
 
     /// (image rows, image cols).
     pub fn shape(&self) -> (usize, usize) {
         self.shape
+    }
+
+    /// The size of an image bin (µm): the geometry's pixel scale.
+    pub fn pixel_size_um(&self) -> f64 {
+        self.pixel_um
     }
 
     /// Values a frame must have: daq segments × rows × cols.

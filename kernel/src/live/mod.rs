@@ -5,6 +5,7 @@
 //! `%live status`, and the kernel stays up.
 
 pub mod frames;
+pub mod images;
 pub mod job;
 pub mod options;
 pub mod view;
@@ -144,6 +145,7 @@ impl LiveQueries {
             // Raised to the command's generation when the job acknowledges it.
             let min_generation = 0;
             vs.views.insert(name.to_string(), View::new(sql, &mode, display_id.clone(), parent.clone(), opts.view.clone(), min_generation));
+            view::share_overlays(vs.views.values_mut());
             vs.acks.clear();
         }
         if self.job_alive() {
@@ -244,7 +246,7 @@ impl LiveQueries {
                     if let Some(df) = &v.result {
                         v.widget_seq += 1;
                         v.widget_rows = Some(WidgetRows::whole(v.widget_seq, df.height()));
-                        widgets.custom(&id, json!({"type": "replace", "seq": v.widget_seq}), vec![widget_ipc(df)]);
+                        widgets.custom(&id, json!({"type": "replace", "seq": v.widget_seq}), vec![widget_ipc(df, &v.array_look())]);
                     }
                 }
                 Some("pause") => {
@@ -261,7 +263,7 @@ impl LiveQueries {
                     if let Some(df) = &v.result {
                         v.widget_seq += 1;
                         v.widget_rows = None;
-                        widgets.custom(&id, json!({"type": "replace", "seq": v.widget_seq}), vec![widget_ipc(&df.clear())]);
+                        widgets.custom(&id, json!({"type": "replace", "seq": v.widget_seq}), vec![widget_ipc(&df.clear(), &v.array_look())]);
                     }
                 }
                 _ => {}

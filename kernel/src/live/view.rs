@@ -4,10 +4,11 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use contract::{codec, FrameHeader};
+use contract::FrameHeader;
 use polars::prelude::*;
 use serde_json::{json, Value};
 
+use super::images::{ArrayLook, for_widget};
 use super::options::ViewOptions;
 use crate::display;
 use crate::publisher::Publisher;
@@ -40,6 +41,10 @@ pub struct View {
     pub widget_seq: u64,
     /// What the widget holds, so that it is sent only the change (None: send it all).
     pub widget_rows: Option<WidgetRows>,
+    /// ROIs and rings to draw on this view's images (from every live query's functions over
+    /// the same detector image), and what the widget was last sent.
+    pub overlays: Value,
+    pub overlays_sent: Value,
 }
 
 impl View {
@@ -62,7 +67,46 @@ impl View {
             resend_asked: false,
             widget_seq: 0,
             widget_rows: None,
+            overlays: json!([]),
+            overlays_sent: json!([]),
         }
+    }
+
+    /// How the result's array columns are drawn (shapes from the job, axes from the SQL).
+    pub fn array_look(&self) -> ArrayLook {
+        let shapes = self
+            .header
+            .as_ref()
+            .map(|h| h.shapes.clone())
+            .unwrap_or_default();
+        ArrayLook::new(
+            &shapes,
+            &query::layout::layout(&self.sql, &Default::default()),
+        )
+    }
+}
+
+/// Sets each view's overlays: the ROIs and rings any live query's array functions use on the
+/// image its array columns come from (the ROI-sum query's rectangle on the mean image).
+pub fn share_overlays<'a>(views: impl Iterator<Item = &'a mut View>) {
+    let mut views: Vec<&mut View> = views.collect();
+    let layouts: Vec<query::layout::Layout> = views
+        .iter()
+        .map(|v| query::layout::layout(&v.sql, &Default::default()))
+        .collect();
+    for (v, l) in views.iter_mut().zip(&layouts) {
+        let mut marks = Vec::new();
+        for src in l.sources.values() {
+            for other in &layouts {
+                for o in other.overlays.get(src).into_iter().flatten() {
+                    let o = json!(o);
+                    if !marks.contains(&o) {
+                        marks.push(o);
+                    }
+                }
+            }
+        }
+        v.overlays = Value::Array(marks);
     }
 }
 
@@ -112,9 +156,14 @@ pub const WIDGET_MAX_ROWS: usize = 10_000;
 
 /// Arrow IPC stream bytes for the browser: the oldest compatibility level (no view types,
 /// which apache-arrow JS may not read), at most the newest `WIDGET_MAX_ROWS` rows.
-pub fn widget_ipc(df: &DataFrame) -> Bytes {
-    let mut df = if df.height() > WIDGET_MAX_ROWS { df.tail(Some(WIDGET_MAX_ROWS)) } else { df.clone() };
-    match codec::encode_portable(&mut df) {
+pub fn widget_ipc(df: &DataFrame, look: &ArrayLook) -> Bytes {
+    let df = if df.height() > WIDGET_MAX_ROWS {
+        df.tail(Some(WIDGET_MAX_ROWS))
+    } else {
+        df.clone()
+    };
+    let (mut df, metadata) = for_widget(&df, look);
+    match query::df_to_ipc_stream_with(&mut df, &metadata) {
         Ok(buf) => Bytes::from(buf),
         Err(e) => {
             eprintln!("beamtime kernel: cannot encode a widget snapshot: {e}");
@@ -124,7 +173,14 @@ pub fn widget_ipc(df: &DataFrame) -> Bytes {
 }
 
 /// A widget showing a finished result (`%%sql --view …`): no live query behind it.
-pub fn open_result_widget(widgets: &Widgets, parent: &Message, title: &str, df: &DataFrame, look: &ViewOptions) -> String {
+pub fn open_result_widget(
+    widgets: &Widgets,
+    parent: &Message,
+    title: &str,
+    df: &DataFrame,
+    look: &ViewOptions,
+    arrays: &ArrayLook,
+) -> String {
     let mut traits = serde_json::Map::new();
     traits.insert("kind".into(), json!(look.kind.clone().unwrap_or_else(|| "auto".into())));
     traits.insert("x".into(), json!(look.x));
@@ -132,7 +188,12 @@ pub fn open_result_widget(widgets: &Widgets, parent: &Message, title: &str, df: 
     traits.insert("title".into(), json!(title));
     traits.insert("status".into(), json!({"query": title, "events": df.height(), "done": true}));
     traits.insert("max_rows".into(), json!(WIDGET_MAX_ROWS));
-    widgets.open(parent, traits, vec![("snapshot".into(), widget_ipc(df))], None)
+    widgets.open(
+        parent,
+        traits,
+        vec![("snapshot".into(), widget_ipc(df, arrays))],
+        None,
+    )
 }
 
 /// The status trait of the widget (names as the front end expects them).
@@ -165,8 +226,19 @@ pub fn open_view_widget(widgets: &Widgets, name: &str, v: &View, on_custom: OnCu
     traits.insert("title".into(), json!(name));
     traits.insert("max_rows".into(), json!(WIDGET_MAX_ROWS));
     traits.insert("status".into(), view_status(name, v, None));
-    let snapshot = v.result.as_ref().map(widget_ipc).unwrap_or_default();
-    widgets.open(&v.parent, traits, vec![("snapshot".into(), snapshot)], Some(on_custom))
+    traits.insert("overlays".into(), v.overlays.clone());
+    let look = v.array_look();
+    let snapshot = v
+        .result
+        .as_ref()
+        .map(|df| widget_ipc(df, &look))
+        .unwrap_or_default();
+    widgets.open(
+        &v.parent,
+        traits,
+        vec![("snapshot".into(), snapshot)],
+        Some(on_custom),
+    )
 }
 
 pub fn status_line(h: &FrameHeader) -> String {
@@ -205,7 +277,17 @@ pub fn render(name: &str, view: &View, extra: Option<&str>) -> Value {
     let kind = view.look.kind.as_deref().unwrap_or("auto");
     let y = view.look.y.as_ref().and_then(|y| y.first()).map(String::as_str);
     let svg = display::svg_plot(df, kind, view.look.x.as_deref(), y).unwrap_or_default();
-    let html = format!("{svg}{}<div class=\"beamtime-status\"><small>{}</small></div>", b["text/html"].as_str().unwrap_or(""), display::escape(&status));
+    let overlays: Vec<query::layout::Overlay> =
+        serde_json::from_value(view.overlays.clone()).unwrap_or_default();
+    let svg = format!(
+        "{}{svg}",
+        display::images_html(df, &view.array_look().shapes, &overlays)
+    );
+    let html = format!(
+        "{svg}{}<div class=\"beamtime-status\"><small>{}</small></div>",
+        b["text/html"].as_str().unwrap_or(""),
+        display::escape(&status)
+    );
     let plain = format!("{}\n{status}", b["text/plain"].as_str().unwrap_or(""));
     json!({"text/html": html, "text/plain": plain})
 }
@@ -220,26 +302,36 @@ pub fn flush_widget(widgets: &Widgets, name: &str, v: &mut View) {
     };
     let done = v.header.as_ref().is_some_and(|h| h.done);
     let mut binary = Vec::new();
+    let look = v.array_look();
     if let (Some(df), false) = (&v.result, v.paused) {
-        match v.widget_rows.filter(|_| !done) {
+        // Images go whole (binned, the newest rows): appending frames would pile them up.
+        match v.widget_rows.filter(|_| !done && !look.has_images()) {
             Some(w) => {
                 if let Some((drop, append)) = w.catch_up() {
                     v.widget_seq += 1;
-                    let rows = widget_ipc(&df.tail(Some(append)));
-                    widgets.custom(&id, json!({"type": "append", "seq": v.widget_seq, "prev": w.seq, "drop": drop}), vec![rows]);
+                    let rows = widget_ipc(&df.tail(Some(append)), &look);
+                    widgets.custom(
+                        &id,
+                        json!({"type": "append", "seq": v.widget_seq, "prev": w.seq, "drop": drop}),
+                        vec![rows],
+                    );
                     let held = (w.held - drop + append).min(WIDGET_MAX_ROWS);
                     v.widget_rows = Some(WidgetRows { seq: v.widget_seq, held, left: df.height(), appended: 0 });
                 }
             }
             None => {
                 v.widget_seq += 1;
-                binary.push(("snapshot".to_string(), widget_ipc(df)));
+                binary.push(("snapshot".to_string(), widget_ipc(df, &look)));
                 v.widget_rows = Some(WidgetRows::whole(v.widget_seq, df.height()));
             }
         }
     }
     let mut changes = serde_json::Map::new();
     changes.insert("status".into(), view_status(name, v, None));
+    if v.overlays != v.overlays_sent {
+        changes.insert("overlays".into(), v.overlays.clone());
+        v.overlays_sent = v.overlays.clone();
+    }
     widgets.update(&id, changes, binary);
     v.widget_dirty = false;
     v.widget_sent = Some(Instant::now());
