@@ -27,7 +27,7 @@ impl ViewOptions {
 }
 
 /// The views the widget knows (`html` = no widget, the static table only).
-pub const VIEW_KINDS: &[&str] = &["auto", "table", "line", "scatter", "hist", "heatmap", "strip", "html"];
+pub const VIEW_KINDS: &[&str] = &["auto", "table", "line", "scatter", "hist", "heatmap", "strip", "image", "profile", "html"];
 
 /// `%live status | wait [NAME] [--timeout S] | stop [NAME] | reset [NAME] | restart`.
 #[derive(Clone, Debug, PartialEq)]
