@@ -299,3 +299,75 @@ pub fn images_html(
     }
     html
 }
+
+/// An inline SVG of a result's profile columns (1-D arrays: `radial`, `projection`), one line
+/// per row (the newest 12), x from the query's axis (`axes`) or the bin index: the static twin
+/// of the profile widget. Empty when the result holds no profile.
+pub fn profiles_svg(df: &DataFrame, shapes: &std::collections::BTreeMap<String, Vec<usize>>, axes: &std::collections::BTreeMap<String, query::layout::Axis>) -> String {
+    const COLOURS: [&str; 6] = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725", "#b8de29"];
+    let mut out = String::new();
+    for c in df.columns() {
+        let name = c.name().as_str();
+        if shapes.contains_key(name) || name.to_ascii_lowercase().starts_with("hist") || !matches!(c.dtype(), DataType::List(_) | DataType::Array(..)) {
+            continue;
+        }
+        let Ok(list) = c.as_materialized_series().cast(&DataType::List(Box::new(DataType::Float64))) else { continue };
+        let Ok(ca) = list.list() else { continue };
+        let first = ca.len().saturating_sub(12);
+        let rows: Vec<Vec<f64>> = (first..ca.len())
+            .filter_map(|i| ca.get_as_series(i))
+            .filter_map(|s| s.f64().ok().map(|v| v.iter().map(|x| x.unwrap_or(f64::NAN)).collect()))
+            .filter(|v: &Vec<f64>| v.len() >= 2)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let (start, step, xlabel) = axes.get(name).map_or((0.0, 1.0, "bin"), |a| (a.start, a.step, a.label.as_str()));
+        let finite = rows.iter().flatten().copied().filter(|v| v.is_finite());
+        let (y0, y1) = finite.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if y0 > y1 {
+            continue;
+        }
+        let n = rows.iter().map(Vec::len).max().unwrap_or(2);
+        let (x0, x1) = (start, start + (n - 1) as f64 * step);
+        let (w, h, m) = (480.0, 240.0, 36.0);
+        let sx = |x: f64| m + (x - x0) / (x1 - x0).max(f64::MIN_POSITIVE) * (w - 2.0 * m);
+        let sy = |y: f64| h - m - (y - y0) / (y1 - y0).max(f64::MIN_POSITIVE) * (h - 2.0 * m);
+        let mut lines = String::new();
+        for (k, row) in rows.iter().enumerate() {
+            // NaN bins (empty rings) break the line.
+            for run in row.iter().enumerate().collect::<Vec<_>>().split(|(_, v)| !v.is_finite()) {
+                let pts: Vec<String> = run.iter().map(|(i, v)| format!("{:.1},{:.1}", sx(start + *i as f64 * step), sy(**v))).collect();
+                if !pts.is_empty() {
+                    lines.push_str(&format!("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.2\" points=\"{}\"/>", COLOURS[k % COLOURS.len()], pts.join(" ")));
+                }
+            }
+        }
+        let label = |v: f64| escape(&format_float(v));
+        out.push_str(&format!(
+            "<svg class=\"beamtime-profile\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\
+             <rect x=\"{m}\" y=\"{m}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>{lines}\
+             <text x=\"{m}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>\
+             <text x=\"2\" y=\"{}\" font-size=\"10\">{}</text><text x=\"2\" y=\"{}\" font-size=\"10\">{}</text>\
+             <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text><text x=\"{}\" y=\"12\" font-size=\"11\" text-anchor=\"middle\">{} ({} rows)</text></svg>",
+            w - 2.0 * m,
+            h - 2.0 * m,
+            h - m + 12.0,
+            label(x0),
+            w - m,
+            h - m + 12.0,
+            label(x1),
+            h - m,
+            label(y0),
+            m + 4.0,
+            label(y1),
+            w / 2.0,
+            h - 4.0,
+            escape(xlabel),
+            w / 2.0,
+            escape(name),
+            rows.len(),
+        ));
+    }
+    out
+}

@@ -1,5 +1,6 @@
 """Photon counting, droplets, user masks and q-space radial profiles (issue 16) through
-`beamtime run` on psana's Jungfrau 0.5M file, each equal to an independent computation: numpy's
+`beamtime run` with 1, 2, 4 and 8 workers and over replayed shared memory, on psana's Jungfrau
+0.5M file (read 4 times, one event per batch, as in test_arrays.py), each equal to an independent computation: numpy's
 rounding, scipy.ndimage's 4-connected labelling, the mask applied in numpy, q from the spec's
 geometry (75 µm bins, spec §5.5's placement) and Bragg's law computed here. Also the 2-D
 histogram (two `hist` keys and a count) against numpy.histogram2d."""
@@ -15,7 +16,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from jungfrau import FILE, image_col, image_row, jungfrau_calib, jungfrau_image, write_constants  # noqa: E402
 from jungfrau import frames as table_frames  # noqa: E402
+from kernelclient import beamtime_bin  # noqa: E402
 from kernelclient import run_beamtime as run  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests" / "cli"))
+from test_arrays import COPIES, closed_copy, tag, workers  # noqa: E402,F401 (tag: the shmem fixture)
 
 SOURCE = f"files={FILE}"
 
@@ -33,42 +38,83 @@ def oracle(tmp_path_factory):
     return root, status, ts, calib, images
 
 
-def rows_of(root, sql, tmp_path, ranks=1):
+def rows_of(root, sql, tmp_path, n=1):
+    """The rows of `sql` with n workers, each event of the file read COPIES times."""
     out = tmp_path / "out.parquet"
-    run("run", "--source", SOURCE, "--calib-dir", str(root), "--ranks", str(ranks), "--sql", sql, "-o", str(out))
+    run("run", *workers(n), "--calib-dir", str(root), "--sql", sql, "-o", str(out))
     return pyarrow.parquet.read_table(out).sort_by("timestamp").to_pydict()
 
 
-@pytest.mark.parametrize("ranks", [1, 3])
-def test_photons_droplets_and_masks_equal_numpy_and_scipy(oracle, tmp_path, ranks):
-    root, status, ts, calib, images = oracle
+ADU, SEED, JOIN = 25.0, 60.0, 20.0
+
+
+def counting_sql(mask_file):
+    return f"""SELECT timestamp,
+        photons(jungfrau.raw.calib, {ADU}) AS ph,
+        droplets(jungfrau.raw.calib, {SEED}, {JOIN}) AS dr,
+        droplets(jungfrau.raw.image, {SEED}) AS dr_img,
+        roi_sum(mask(jungfrau.raw.calib, '{mask_file}'), 0, 512, 0, 1024) AS masked,
+        photons(mask(jungfrau.raw.calib, '{mask_file}'), {ADU}) AS ph_masked
+        FROM events"""
+
+
+def a_mask(tmp_path):
     mask = np.ones((1, 512, 1024), np.uint8)
     mask[0, 100:300, 200:700] = 0
-    mask_file = tmp_path / "mask.npy"
-    np.save(mask_file, mask)
-    adu, seed, join = 25.0, 60.0, 20.0
-    t = rows_of(root, f"""SELECT timestamp,
-        photons(jungfrau.raw.calib, {adu}) AS ph,
-        droplets(jungfrau.raw.calib, {seed}, {join}) AS dr,
-        droplets(jungfrau.raw.image, {seed}) AS dr_img,
-        roi_sum(mask(jungfrau.raw.calib, '{mask_file}'), 0, 512, 0, 1024) AS masked,
-        photons(mask(jungfrau.raw.calib, '{mask_file}'), {adu}) AS ph_masked
-        FROM events""", tmp_path, ranks)
-    assert t["timestamp"] == ts
-    for k in range(len(ts)):
+    np.save(tmp_path / "mask.npy", mask)
+    return mask, tmp_path / "mask.npy"
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_photons_droplets_and_masks_equal_numpy_and_scipy(oracle, tmp_path, n):
+    root, status, ts, calib, images = oracle
+    mask, mask_file = a_mask(tmp_path)
+    t = rows_of(root, counting_sql(mask_file), tmp_path, n)
+    check_counting(t, ts, calib, images, mask, COPIES)
+
+
+def test_photons_droplets_and_masks_over_replayed_shared_memory(oracle, tmp_path, tag):
+    """The same over psana's file replayed as shmemServer serves it, 2 workers each a client."""
+    import subprocess
+
+    root, status, ts, calib, images = oracle
+    mask, mask_file = a_mask(tmp_path)
+    replay = closed_copy(tmp_path / "jungfrau05M_closed.xtc2")
+    server = subprocess.Popen([beamtime_bin(), "sim", "--shmem", tag, "--clients", "2", "--client-wait", "60", "--replay", str(replay)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "shm.parquet"
+    try:
+        job = run("run", "--source", f"shmem={tag}.0:stop=endrun", "--ranks", "3", "--calib-dir", str(root),
+                  "--sql", counting_sql(mask_file), "-o", str(out), check=False, timeout=240)
+    finally:
+        try:
+            served, err = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.terminate()
+            served, err = server.communicate(timeout=30)
+    assert job.returncode == 0, job.stderr
+    assert "events: 2 published" in served, served
+    check_counting(pyarrow.parquet.read_table(out).sort_by("timestamp").to_pydict(), ts, calib, images, mask, 1)
+
+
+def check_counting(t, ts, calib, images, mask, copies):
+    adu, seed, join = ADU, SEED, JOIN
+    assert t["timestamp"] == [x for x in ts for _ in range(copies)]
+    for j in range(len(t["timestamp"])):
+        k = j // copies
         c = calib[k][0].astype(np.float64)
         with np.errstate(invalid="ignore"):
             n = np.floor(c / adu + 0.5)
-        assert t["ph"][k] == int(n[n > 0].sum())
+        assert t["ph"][j] == int(n[n > 0].sum())
         labels, count = ndimage.label(c > join)  # scipy's default structure: 4-connected
         seeded = np.unique(labels[(c > seed) & (labels > 0)])
-        assert t["dr"][k] == len(seeded) and len(seeded) > 10, (t["dr"][k], len(seeded), count)
+        assert t["dr"][j] == len(seeded) and len(seeded) > 10, (t["dr"][j], len(seeded), count)
         im = images[k].astype(np.float64)
-        assert t["dr_img"][k] == ndimage.label(im > seed)[1]
+        assert t["dr_img"][j] == ndimage.label(im > seed)[1]
         kept = np.where(mask[0] != 0, c, 0.0)
-        np.testing.assert_allclose(t["masked"][k], kept.sum(), rtol=1e-12)
+        np.testing.assert_allclose(t["masked"][j], kept.sum(), rtol=1e-12)
         nk = np.floor(kept / adu + 0.5)
-        assert t["ph_masked"][k] == int(nk[nk > 0].sum())
+        assert t["ph_masked"][j] == int(nk[nk > 0].sum())
 
 
 def test_radial_q_equals_braggs_law_over_the_geometry(oracle, tmp_path):
@@ -96,14 +142,18 @@ def test_radial_q_equals_braggs_law_over_the_geometry(oracle, tmp_path):
         v = im.astype(np.float64) / factor
         return np.array([v[inside & (ring == b)].mean() if (inside & (ring == b)).any() else np.nan for b in range(nbins)])
 
-    t = rows_of(root, f"""SELECT timestamp,
+    sql = f"""SELECT timestamp,
         radial_q(jungfrau.raw.image, {cx}, {cy}, {dist}, {kev}, {qmin}, {qmax}, {nbins}) AS plain,
         radial_q(jungfrau.raw.image, {cx}, {cy}, {dist}, {kev}, {qmin}, {qmax}, {nbins}, {pol}, 1) AS corrected
-        FROM events""", tmp_path)
-    for k in range(len(ts)):
-        np.testing.assert_allclose(np.array(t["plain"][k], float), want(images[k], 1.0), rtol=1e-11, equal_nan=True)
-        np.testing.assert_allclose(np.array(t["corrected"][k], float), want(images[k], correction), rtol=1e-11, equal_nan=True)
-        assert np.isfinite(t["plain"][k]).sum() >= nbins - 2
+        FROM events"""
+    for n in (1, 8):
+        t = rows_of(root, sql, tmp_path, n)
+        assert len(t["timestamp"]) == COPIES * len(ts)
+        for j in range(len(t["timestamp"])):
+            k = j // COPIES
+            np.testing.assert_allclose(np.array(t["plain"][j], float), want(images[k], 1.0), rtol=1e-11, equal_nan=True)
+            np.testing.assert_allclose(np.array(t["corrected"][j], float), want(images[k], correction), rtol=1e-11, equal_nan=True)
+            assert np.isfinite(t["plain"][j]).sum() >= nbins - 2
 
 
 def test_bad_arguments_name_the_function_and_argument(oracle, tmp_path):

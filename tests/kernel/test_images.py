@@ -59,6 +59,12 @@ def test_images_are_binned_shaped_and_overlaid_and_profiles_get_their_axis(small
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     assert meta.get("beamtime:axes") == '{"profile":{"label":"radius (pixels)","start":15.0,"step":10.0}}', meta
     assert "beamtime:shapes" not in meta, "a profile is 1-D"
+    # Its static twin: an SVG line over the ring radii, its points at the rings' values.
+    [shown] = [m for m in msgs if m["msg_type"] == "display_data"]
+    svg = re.search(r'<svg class="beamtime-profile".*?</svg>', shown["content"]["data"]["text/html"])
+    assert svg and "radius (pixels)" in svg.group(0) and "profile (1 rows)" in svg.group(0), shown["content"]["data"]["text/html"][:800]
+    points = [p for line in re.findall(r'points="([^"]+)"', svg.group(0)) for p in line.split()]
+    assert len(points) == np.isfinite(table.column("profile")[0].as_py()).sum()
 
     reply, msgs = run_cell(kc, "%%live mean --ranks 1\nSELECT avg(jungfrau.raw.image) AS mean_image FROM events", timeout=120)
     assert reply["status"] == "ok", texts(msgs)

@@ -74,15 +74,8 @@ impl View {
 
     /// How the result's array columns are drawn (shapes from the job, axes from the SQL).
     pub fn array_look(&self) -> ArrayLook {
-        let shapes = self
-            .header
-            .as_ref()
-            .map(|h| h.shapes.clone())
-            .unwrap_or_default();
-        ArrayLook::new(
-            &shapes,
-            &query::layout::layout(&self.sql, &Default::default()),
-        )
+        let shapes = self.header.as_ref().map(|h| h.shapes.clone()).unwrap_or_default();
+        ArrayLook::new(&shapes, &query::layout::layout(&self.sql, &Default::default()))
     }
 }
 
@@ -90,10 +83,7 @@ impl View {
 /// image its array columns come from (the ROI-sum query's rectangle on the mean image).
 pub fn share_overlays<'a>(views: impl Iterator<Item = &'a mut View>) {
     let mut views: Vec<&mut View> = views.collect();
-    let layouts: Vec<query::layout::Layout> = views
-        .iter()
-        .map(|v| query::layout::layout(&v.sql, &Default::default()))
-        .collect();
+    let layouts: Vec<query::layout::Layout> = views.iter().map(|v| query::layout::layout(&v.sql, &Default::default())).collect();
     for (v, l) in views.iter_mut().zip(&layouts) {
         let mut marks = Vec::new();
         for src in l.sources.values() {
@@ -157,11 +147,7 @@ pub const WIDGET_MAX_ROWS: usize = 10_000;
 /// Arrow IPC stream bytes for the browser: the oldest compatibility level (no view types,
 /// which apache-arrow JS may not read), at most the newest `WIDGET_MAX_ROWS` rows.
 pub fn widget_ipc(df: &DataFrame, look: &ArrayLook) -> Bytes {
-    let df = if df.height() > WIDGET_MAX_ROWS {
-        df.tail(Some(WIDGET_MAX_ROWS))
-    } else {
-        df.clone()
-    };
+    let df = if df.height() > WIDGET_MAX_ROWS { df.tail(Some(WIDGET_MAX_ROWS)) } else { df.clone() };
     let (mut df, metadata) = for_widget(&df, look);
     match query::df_to_ipc_stream_with(&mut df, &metadata) {
         Ok(buf) => Bytes::from(buf),
@@ -173,14 +159,7 @@ pub fn widget_ipc(df: &DataFrame, look: &ArrayLook) -> Bytes {
 }
 
 /// A widget showing a finished result (`%%sql --view …`): no live query behind it.
-pub fn open_result_widget(
-    widgets: &Widgets,
-    parent: &Message,
-    title: &str,
-    df: &DataFrame,
-    look: &ViewOptions,
-    arrays: &ArrayLook,
-) -> String {
+pub fn open_result_widget(widgets: &Widgets, parent: &Message, title: &str, df: &DataFrame, look: &ViewOptions, arrays: &ArrayLook) -> String {
     let mut traits = serde_json::Map::new();
     traits.insert("kind".into(), json!(look.kind.clone().unwrap_or_else(|| "auto".into())));
     traits.insert("x".into(), json!(look.x));
@@ -188,12 +167,7 @@ pub fn open_result_widget(
     traits.insert("title".into(), json!(title));
     traits.insert("status".into(), json!({"query": title, "events": df.height(), "done": true}));
     traits.insert("max_rows".into(), json!(WIDGET_MAX_ROWS));
-    widgets.open(
-        parent,
-        traits,
-        vec![("snapshot".into(), widget_ipc(df, arrays))],
-        None,
-    )
+    widgets.open(parent, traits, vec![("snapshot".into(), widget_ipc(df, arrays))], None)
 }
 
 /// The status trait of the widget (names as the front end expects them).
@@ -228,17 +202,8 @@ pub fn open_view_widget(widgets: &Widgets, name: &str, v: &View, on_custom: OnCu
     traits.insert("status".into(), view_status(name, v, None));
     traits.insert("overlays".into(), v.overlays.clone());
     let look = v.array_look();
-    let snapshot = v
-        .result
-        .as_ref()
-        .map(|df| widget_ipc(df, &look))
-        .unwrap_or_default();
-    widgets.open(
-        &v.parent,
-        traits,
-        vec![("snapshot".into(), snapshot)],
-        Some(on_custom),
-    )
+    let snapshot = v.result.as_ref().map(|df| widget_ipc(df, &look)).unwrap_or_default();
+    widgets.open(&v.parent, traits, vec![("snapshot".into(), snapshot)], Some(on_custom))
 }
 
 pub fn status_line(h: &FrameHeader) -> String {
@@ -277,17 +242,11 @@ pub fn render(name: &str, view: &View, extra: Option<&str>) -> Value {
     let kind = view.look.kind.as_deref().unwrap_or("auto");
     let y = view.look.y.as_ref().and_then(|y| y.first()).map(String::as_str);
     let svg = display::svg_plot(df, kind, view.look.x.as_deref(), y).unwrap_or_default();
-    let overlays: Vec<query::layout::Overlay> =
-        serde_json::from_value(view.overlays.clone()).unwrap_or_default();
-    let svg = format!(
-        "{}{svg}",
-        display::images_html(df, &view.array_look().shapes, &overlays)
-    );
-    let html = format!(
-        "{svg}{}<div class=\"beamtime-status\"><small>{}</small></div>",
-        b["text/html"].as_str().unwrap_or(""),
-        display::escape(&status)
-    );
+    // Images and profiles too: inline PNGs and SVG lines.
+    let overlays: Vec<query::layout::Overlay> = serde_json::from_value(view.overlays.clone()).unwrap_or_default();
+    let look = view.array_look();
+    let svg = format!("{}{}{svg}", display::images_html(df, &look.shapes, &overlays), display::profiles_svg(df, &look.shapes, &look.axes));
+    let html = format!("{svg}{}<div class=\"beamtime-status\"><small>{}</small></div>", b["text/html"].as_str().unwrap_or(""), display::escape(&status));
     let plain = format!("{}\n{status}", b["text/plain"].as_str().unwrap_or(""));
     json!({"text/html": html, "text/plain": plain})
 }

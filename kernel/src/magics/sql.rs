@@ -32,36 +32,18 @@ pub fn sql(call: &Call, s: &mut Session) -> Result<Option<Bundle>, CellError> {
         s.catalog.insert(n, df.clone())?;
     }
     let mut bundle = display::table_bundle(title.as_deref(), &df, rows);
-    // Image columns (a mean image over a run) drawn inline: the table alone shows numbers.
+    // Image and profile columns (a mean image over a run) drawn inline: the table alone shows numbers.
     let layout = query::layout::layout(&call.body, s.catalog.shapes());
-    let images = display::images_html(
-        &df,
-        &layout.shapes,
-        &layout
-            .overlays
-            .values()
-            .flatten()
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
+    let overlays: Vec<query::layout::Overlay> = layout.overlays.values().flatten().cloned().collect();
+    let images = display::images_html(&df, &layout.shapes, &overlays) + &display::profiles_svg(&df, &layout.shapes, &layout.axes);
     if !images.is_empty() {
-        bundle["text/html"] = json!(format!(
-            "{images}{}",
-            bundle["text/html"].as_str().unwrap_or("")
-        ));
+        bundle["text/html"] = json!(format!("{images}{}", bundle["text/html"].as_str().unwrap_or("")));
     }
     // `--view KIND`: the result as a widget (a plot, or the sortable table), with the static
     // table beside it for viewers without widgets.
     if let Some(kind) = view.kind.as_deref().filter(|k| *k != "html") {
         let arrays = ArrayLook::new(&Default::default(), &layout);
-        let id = open_result_widget(
-            s.widgets,
-            ctx.parent,
-            title.as_deref().unwrap_or("sql"),
-            &df,
-            &view,
-            &arrays,
-        );
+        let id = open_result_widget(s.widgets, ctx.parent, title.as_deref().unwrap_or("sql"), &df, &view, &arrays);
         bundle["application/vnd.jupyter.widget-view+json"] = Widgets::view(&id);
         let y = view.y.as_ref().and_then(|y| y.first()).map(String::as_str);
         if let Some(svg) = display::svg_plot(&df, kind, view.x.as_deref(), y) {
