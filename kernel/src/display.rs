@@ -73,7 +73,7 @@ pub fn svg_plot(df: &DataFrame, kind: &str, x: Option<&str>, y: Option<&str>) ->
     if pts.is_empty() {
         return None;
     }
-    let (w, h, m) = (480.0, 240.0, 36.0);
+    let (w, h, m) = PLOT;
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(a, b) in &pts {
         (x0, x1, y0, y1) = (x0.min(a), x1.max(a), y0.min(b), y1.max(b));
@@ -113,9 +113,19 @@ pub fn svg_plot(df: &DataFrame, kind: &str, x: Option<&str>, y: Option<&str>) ->
             }
         }
     }
+    Some(svg_frame("beamtime-plot", &marks, (x0, x1, y0, y1), &xname, &yname))
+}
+
+/// Width, height and margin of the inline plots (px).
+const PLOT: (f64, f64, f64) = (480.0, 240.0, 36.0);
+
+/// The frame every inline plot shares: 480×240, a grey box, the x and y ranges at its corners,
+/// the x label below and the title above, `marks` drawn inside.
+fn svg_frame(class: &str, marks: &str, (x0, x1, y0, y1): (f64, f64, f64, f64), xlabel: &str, title: &str) -> String {
+    let (w, h, m) = PLOT;
     let label = |v: f64| escape(&format_float(v));
-    Some(format!(
-        "<svg class=\"beamtime-plot\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\
+    format!(
+        "<svg class=\"{class}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\
          <rect x=\"{m}\" y=\"{m}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>{marks}\
          <text x=\"{m}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>\
          <text x=\"2\" y=\"{}\" font-size=\"10\">{}</text><text x=\"2\" y=\"{}\" font-size=\"10\">{}</text>\
@@ -133,10 +143,10 @@ pub fn svg_plot(df: &DataFrame, kind: &str, x: Option<&str>, y: Option<&str>) ->
         label(y1),
         w / 2.0,
         h - 4.0,
-        escape(&xname),
+        escape(xlabel),
         w / 2.0,
-        escape(&yname),
-    ))
+        escape(title),
+    )
 }
 
 /// The display bundle of a table: HTML and plain text.
@@ -330,7 +340,7 @@ pub fn profiles_svg(df: &DataFrame, shapes: &std::collections::BTreeMap<String, 
         }
         let n = rows.iter().map(Vec::len).max().unwrap_or(2);
         let (x0, x1) = (start, start + (n - 1) as f64 * step);
-        let (w, h, m) = (480.0, 240.0, 36.0);
+        let (w, h, m) = PLOT;
         let sx = |x: f64| m + (x - x0) / (x1 - x0).max(f64::MIN_POSITIVE) * (w - 2.0 * m);
         let sy = |y: f64| h - m - (y - y0) / (y1 - y0).max(f64::MIN_POSITIVE) * (h - 2.0 * m);
         let mut lines = String::new();
@@ -343,31 +353,7 @@ pub fn profiles_svg(df: &DataFrame, shapes: &std::collections::BTreeMap<String, 
                 }
             }
         }
-        let label = |v: f64| escape(&format_float(v));
-        out.push_str(&format!(
-            "<svg class=\"beamtime-profile\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\
-             <rect x=\"{m}\" y=\"{m}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>{lines}\
-             <text x=\"{m}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>\
-             <text x=\"2\" y=\"{}\" font-size=\"10\">{}</text><text x=\"2\" y=\"{}\" font-size=\"10\">{}</text>\
-             <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text><text x=\"{}\" y=\"12\" font-size=\"11\" text-anchor=\"middle\">{} ({} rows)</text></svg>",
-            w - 2.0 * m,
-            h - 2.0 * m,
-            h - m + 12.0,
-            label(x0),
-            w - m,
-            h - m + 12.0,
-            label(x1),
-            h - m,
-            label(y0),
-            m + 4.0,
-            label(y1),
-            w / 2.0,
-            h - 4.0,
-            escape(xlabel),
-            w / 2.0,
-            escape(name),
-            rows.len(),
-        ));
+        out.push_str(&svg_frame("beamtime-profile", &lines, (x0, x1, y0, y1), xlabel, &format!("{name} ({} rows)", rows.len())));
     }
     out
 }
