@@ -79,3 +79,18 @@ def jungfrau_image(calib):
     rows, cols = np.meshgrid(np.arange(512), np.arange(1024), indexing="ij")
     image[image_row(rows), image_col(cols)] = calib[0]
     return image
+
+
+def calibrated_run(run, tmp_path_factory, source=f"files={FILE}"):
+    """The file's frames calibrated in numpy with constants written here: (calib dir, status,
+    timestamps, calibrated frames (n,1,512,1024), images (n,514,1030)). `run` runs `beamtime`."""
+    import pyarrow.parquet
+
+    root = tmp_path_factory.mktemp("calib")
+    peds, offset, gain, status = write_constants(root)
+    out = tmp_path_factory.mktemp("raw") / "raw.parquet"
+    run("run", "--source", source, "--sql", "SELECT timestamp, jungfrau.raw.raw AS r FROM events", "-o", str(out))
+    ts, raw = frames(pyarrow.parquet.read_table(out), "r")
+    calib = np.stack([jungfrau_calib(raw[k], peds, offset, gain, status) for k in range(len(ts))])
+    images = np.stack([jungfrau_image(c) for c in calib])
+    return root, status, ts, calib, images

@@ -33,8 +33,10 @@ struct WorkerQuery {
     error_sent: bool,
     /// The calib notices of the query's columns went to the collector.
     notices_sent: bool,
-    /// The result shapes last sent to the collector.
+    /// The result shapes last sent to the collector, and the input shapes they were read for
+    /// (the SQL is read again only when the batches' shapes change).
     shapes_sent: BTreeMap<String, Vec<usize>>,
+    shapes_for: Option<std::sync::Arc<query::Shapes>>,
     /// When the state was last reported, and its size then: image-sized states are reported
     /// less often (a mean image per group is megabytes; the display needs a few per second).
     reported: Option<(std::time::Instant, usize)>,
@@ -127,6 +129,7 @@ impl Worker {
                         error_sent: false,
                         notices_sent: false,
                         shapes_sent: BTreeMap::new(),
+                        shapes_for: None,
                         reported: None,
                         send_columns: false,
                         dirty: true,
@@ -451,10 +454,13 @@ impl Worker {
                 qu.columns = Some(q.planned_for.clone());
                 q.send_columns = false;
             }
-            let shapes = query::layout::layout(&q.sql, &self.shapes).shapes;
-            if shapes != q.shapes_sent {
-                qu.shapes.clone_from(&shapes);
-                q.shapes_sent = shapes;
+            if !q.shapes_for.as_ref().is_some_and(|s| std::sync::Arc::ptr_eq(s, &self.shapes)) {
+                q.shapes_for = Some(self.shapes.clone());
+                let shapes = query::layout::layout(&q.sql, &self.shapes).shapes;
+                if shapes != q.shapes_sent {
+                    qu.shapes.clone_from(&shapes);
+                    q.shapes_sent = shapes;
+                }
             }
             let bytes = if plan.is_rows() {
                 qu.kind = UpdateKind::Rows;

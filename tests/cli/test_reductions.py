@@ -14,8 +14,7 @@ from scipy import ndimage
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from jungfrau import FILE, image_col, image_row, jungfrau_calib, jungfrau_image, write_constants  # noqa: E402
-from jungfrau import frames as table_frames  # noqa: E402
+from jungfrau import FILE, calibrated_run, image_col, image_row  # noqa: E402
 from kernelclient import beamtime_bin  # noqa: E402
 from kernelclient import run_beamtime as run  # noqa: E402
 
@@ -28,14 +27,7 @@ SOURCE = f"files={FILE}"
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
     """(calib dir, status, timestamps, calibrated frames (n,1,512,1024), images (n,514,1030))."""
-    root = tmp_path_factory.mktemp("calib")
-    peds, offset, gain, status = write_constants(root)
-    out = tmp_path_factory.mktemp("raw") / "raw.parquet"
-    run("run", "--source", SOURCE, "--sql", "SELECT timestamp, jungfrau.raw.raw AS r FROM events", "-o", str(out))
-    ts, raw = table_frames(pyarrow.parquet.read_table(out), "r")
-    calib = np.stack([jungfrau_calib(raw[k], peds, offset, gain, status) for k in range(len(ts))])
-    images = np.stack([jungfrau_image(c) for c in calib])
-    return root, status, ts, calib, images
+    return calibrated_run(run, tmp_path_factory)
 
 
 def rows_of(root, sql, tmp_path, n=1):

@@ -45,6 +45,8 @@ pub struct View {
     /// the same detector image), and what the widget was last sent.
     pub overlays: Value,
     pub overlays_sent: Value,
+    /// What the SQL says of the result's array columns (axes, overlays), read once.
+    pub layout: query::layout::Layout,
 }
 
 impl View {
@@ -69,13 +71,14 @@ impl View {
             widget_rows: None,
             overlays: json!([]),
             overlays_sent: json!([]),
+            layout: query::layout::layout(sql, &Default::default()),
         }
     }
 
     /// How the result's array columns are drawn (shapes from the job, axes from the SQL).
     pub fn array_look(&self) -> ArrayLook {
         let shapes = self.header.as_ref().map(|h| h.shapes.clone()).unwrap_or_default();
-        ArrayLook::new(&shapes, &query::layout::layout(&self.sql, &Default::default()))
+        ArrayLook::new(&shapes, &self.layout)
     }
 }
 
@@ -83,12 +86,12 @@ impl View {
 /// image its array columns come from (the ROI-sum query's rectangle on the mean image).
 pub fn share_overlays<'a>(views: impl Iterator<Item = &'a mut View>) {
     let mut views: Vec<&mut View> = views.collect();
-    let layouts: Vec<query::layout::Layout> = views.iter().map(|v| query::layout::layout(&v.sql, &Default::default())).collect();
-    for (v, l) in views.iter_mut().zip(&layouts) {
+    let marks_of: Vec<_> = views.iter().map(|v| v.layout.overlays.clone()).collect();
+    for v in views.iter_mut() {
         let mut marks = Vec::new();
-        for src in l.sources.values() {
-            for other in &layouts {
-                for o in other.overlays.get(src).into_iter().flatten() {
+        for src in v.layout.sources.values() {
+            for other in &marks_of {
+                for o in other.get(src).into_iter().flatten() {
                     let o = json!(o);
                     if !marks.contains(&o) {
                         marks.push(o);
