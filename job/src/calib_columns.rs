@@ -12,10 +12,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, Weak};
 
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt16Array, UInt32Array};
-use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use detector::settings::CalibSetting;
 use detector::setup::{CalibSource, PreparedDetector};
@@ -131,6 +132,8 @@ pub struct CalibColumns {
     coverage: query::Coverage,
     /// Errors are kept too: a run without constants is not looked up again at every batch.
     prepared: HashMap<Key, Result<PreparedDetector, String>>,
+    /// The calibrated frames' buffers, back from the batches that are done with them.
+    frames: FramePool,
 }
 
 /// What [`CalibColumns::add`] found out besides the columns.
@@ -144,7 +147,7 @@ pub struct Added {
 
 impl CalibColumns {
     pub fn new(calib_dir: Option<PathBuf>, settings: Vec<CalibSetting>) -> Self {
-        CalibColumns { source: CalibSource::new(calib_dir, settings), coverage: Default::default(), prepared: HashMap::new() }
+        CalibColumns { source: CalibSource::new(calib_dir, settings), coverage: Default::default(), prepared: HashMap::new(), frames: FramePool::default() }
     }
 
     /// The good bins of the image columns made so far (gaps and masked pixels are not).
@@ -267,9 +270,9 @@ impl CalibColumns {
         let n = batch.num_rows();
         let frame: usize = raws.iter().map(|r| r.2).sum();
         let mut valid = vec![true; n];
-        let mut calib_out = if w.calib { vec![0f32; n * frame] } else { Vec::new() };
+        let mut calib_out = if w.calib { self.frames.take(n * frame) } else { Frames::default() };
         let mut scratch = if w.calib { Vec::new() } else { vec![0f32; frame] };
-        let mut image_out = Vec::new();
+        let mut image_out = Frames::default();
         let mut image_shape = (0, 0);
         let mut notices = Vec::new();
         for row in 0..n {
@@ -312,7 +315,7 @@ impl CalibColumns {
                 };
                 if image_out.is_empty() {
                     image_shape = (rows, archon::IMAGE_COLS);
-                    image_out = vec![0f32; n * image.len()];
+                    image_out = self.frames.take(n * image.len());
                 }
                 image_out[row * image.len()..(row + 1) * image.len()].copy_from_slice(&image);
             } else if want_image {
@@ -341,7 +344,7 @@ impl CalibColumns {
                 let (r, c) = mapper.shape();
                 if image_out.is_empty() {
                     image_shape = (r, c);
-                    image_out = vec![0f32; n * r * c];
+                    image_out = self.frames.take(n * r * c);
                 } else if image_shape != (r, c) {
                     return Err(format!("`{}`: the image shape changed within a batch", name(Product::Image)));
                 }
@@ -357,7 +360,7 @@ impl CalibColumns {
         };
         if w.calib {
             let shape = if camera_like { format!("{rows},{cols}") } else { format!("{},{rows},{cols}", segments.len()) };
-            out.push(f32_list(&name(Product::Calib), calib_out, frame, &valid, metadata(shape)));
+            out.push(f32_list(&name(Product::Calib), self.frames.lend(calib_out), frame, &valid, metadata(shape)));
         }
         if want_image {
             if image_out.is_empty() {
@@ -366,7 +369,7 @@ impl CalibColumns {
             }
             let bins = image_shape.0 * image_shape.1;
             if bins > 0 {
-                out.push(f32_list(&name(Product::Image), image_out, bins, &valid, metadata(format!("{},{}", image_shape.0, image_shape.1))));
+                out.push(f32_list(&name(Product::Image), self.frames.lend(image_out), bins, &valid, metadata(format!("{},{}", image_shape.0, image_shape.1))));
             }
         }
         Ok((out, notices, image_error))
@@ -382,13 +385,92 @@ fn epix10ka_configs(kind: DetectorKind, configs: &[ConfigRecord]) -> Vec<(u32, E
         .collect()
 }
 
-fn f32_list(name: &str, values: Vec<f32>, len: usize, valid: &[bool], metadata: HashMap<String, String>) -> (Field, ArrayRef) {
+fn f32_list(name: &str, values: Buffer, len: usize, valid: &[bool], metadata: HashMap<String, String>) -> (Field, ArrayRef) {
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     let nulls = (!valid.iter().all(|&v| v)).then(|| NullBuffer::new(BooleanBuffer::from(valid.to_vec())));
-    let values = Arc::new(Float32Array::new(ScalarBuffer::from(values), None));
+    let count = values.len() / std::mem::size_of::<f32>();
+    let values = Arc::new(Float32Array::new(ScalarBuffer::new(values, 0, count), None));
     let array = FixedSizeListArray::new(item.clone(), len as i32, values, nulls);
     let field = Field::new(name, DataType::FixedSizeList(item, len as i32), true).with_metadata(metadata);
     (field, Arc::new(array))
+}
+
+/// Buffers for a batch's calibrated frames and images, reused once the batch is dropped: each
+/// is megabytes per event, and a fresh one costs the kernel zeroing its pages (a fifth of the
+/// time of a mean image). Their values are overwritten before use: every valid event's frame
+/// is calibrated and every image bin assembled; a null event's values are never read.
+#[derive(Clone, Default)]
+struct FramePool(Arc<Mutex<Vec<Vec<f32>>>>);
+
+/// A batch holds a few frame buffers at once (calib, image) and polars keeps one or two
+/// batches alive: more than this are freed.
+const POOLED_FRAMES: usize = 6;
+
+/// A buffer from the pool: `values` as long as asked, `full` values initialised behind it.
+#[derive(Default)]
+struct Frames {
+    values: Vec<f32>,
+    full: usize,
+}
+
+impl std::ops::Deref for Frames {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.values
+    }
+}
+
+impl std::ops::DerefMut for Frames {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.values
+    }
+}
+
+impl FramePool {
+    /// A buffer of `len` values, its contents left from an earlier batch.
+    fn take(&self, len: usize) -> Frames {
+        let reused = {
+            let mut free = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            // The smallest that fits: batches differ in length by a few events.
+            let fits = free.iter().enumerate().filter(|(_, v)| v.len() >= len).min_by_key(|(_, v)| v.len()).map(|(i, _)| i);
+            fits.map(|i| free.swap_remove(i))
+        };
+        // A new one is a little longer, for the next batch that is.
+        let mut values = reused.unwrap_or_else(|| vec![0f32; len + len / 8]);
+        let full = values.len();
+        values.truncate(len);
+        Frames { values, full }
+    }
+
+    /// The values as an Arrow buffer whose memory comes back here when the last array
+    /// holding it is dropped (wherever polars drops it).
+    fn lend(&self, frames: Frames) -> Buffer {
+        let bytes = frames.values.len() * std::mem::size_of::<f32>();
+        let owner = Arc::new(Lent { frames, pool: Arc::downgrade(&self.0) });
+        let ptr = NonNull::new(owner.frames.values.as_ptr() as *mut u8).unwrap_or(NonNull::dangling());
+        // SAFETY: `ptr` points at `bytes` initialised bytes owned by `owner`, which the buffer
+        // keeps alive; the Vec is never touched again until `owner` drops.
+        unsafe { Buffer::from_custom_allocation(ptr, bytes, owner) }
+    }
+}
+
+struct Lent {
+    frames: Frames,
+    pool: Weak<Mutex<Vec<Vec<f32>>>>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.upgrade() else { return };
+        let mut values = std::mem::take(&mut self.frames.values);
+        // SAFETY: the first `full` values were initialised when the buffer was made (truncate
+        // leaves them in place), and any bits are a valid f32.
+        unsafe { values.set_len(self.frames.full) };
+        let mut free = pool.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < POOLED_FRAMES {
+            free.push(values);
+        }
+    }
 }
 
 fn describe(t: &DataType) -> String {

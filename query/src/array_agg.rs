@@ -83,7 +83,7 @@ impl SumState {
                 polars_bail!(ComputeError: "element-wise sum of arrays of {} and {} values: the arrays differ in length", self.sums.len(), other.sums.len());
             }
             for (a, b) in self.sums.iter_mut().zip(&other.sums) {
-                *a = a.checked_add(*b).ok_or_else(|| polars_err!(ComputeError: "an element-wise sum went beyond ±2^63"))?;
+                *a = a.checked_add(*b).ok_or_else(beyond)?;
             }
         }
         self.rows += other.rows;
@@ -99,29 +99,120 @@ fn blobs(c: &Column) -> PolarsResult<Vec<&[u8]>> {
     Ok(c.binary()?.iter().flatten().collect())
 }
 
+/// Elements summed across all rows before the next: their sums stay in the L2 cache while
+/// every row of the batch adds to them.
+const SUM_TILE: usize = 8 * 1024;
+
+fn beyond() -> PolarsError {
+    polars_err!(ComputeError: "an element-wise sum went beyond ±2^63")
+}
+
+fn add_f64s(sums: &mut [i128], v: &[f64]) -> PolarsResult<()> {
+    for (acc, &x) in sums.iter_mut().zip(v) {
+        *acc = acc.checked_add(to_fixed(x)?).ok_or_else(beyond)?;
+    }
+    Ok(())
+}
+
+/// 1.5 · 2⁵²: adding it to a float of magnitude below 2⁵¹ leaves that float rounded to an
+/// integer in the low mantissa bits, readable as an integer from the bits.
+const MAGIC: f64 = 6755399441055744.0;
+const MAGIC_BITS: i64 = 0x4338_0000_0000_0000;
+/// The fast path's range: |v| < 2²⁷ keeps v·2²⁴ below 2⁵¹; |v| ≥ 2⁻⁴¹ keeps v·2⁶⁴ an integer.
+const SPLIT_MAX: f64 = 134217728.0;
+const SPLIT_MIN: f64 = 4.547473508864641e-13;
+
+/// An f32's fixed point `v·2⁶⁴` as `hi·2⁴⁰ + lo` with both parts in i64 (|hi| < 2⁵¹,
+/// |lo| ≤ 2³⁹), from float operations only, so that a loop of them runs in SIMD lanes; and
+/// whether `v` is in the range where this is exact (else the parts are 0).
+#[inline(always)]
+fn split_f32(x: f32) -> (i64, i64, bool) {
+    let v = x as f64;
+    let a = v.abs();
+    let fast = (a < SPLIT_MAX) & ((a >= SPLIT_MIN) | (a == 0.0));
+    let scaled = if fast { v } else { 0.0 } * 16777216.0; // · 2^24, exact
+    let t = scaled + MAGIC; // hi = round(scaled), in t's low bits
+    let hi = t - MAGIC;
+    // The rest is exact, |rest| ≤ 1/2, and rest · 2^40 an integer (v's last bit is ≥ 2^-64).
+    let lo = (scaled - hi) * 1099511627776.0 + MAGIC;
+    ((t.to_bits() as i64).wrapping_sub(MAGIC_BITS), (lo.to_bits() as i64).wrapping_sub(MAGIC_BITS), fast)
+}
+
+/// Rows summed into the i64 parts before they are folded into the i128 sums: 2¹² · 2⁵¹ < 2⁶³.
+const SPLIT_ROWS: usize = 4096;
+
+/// Adds the rows' values in `start..start + sums.len()` to the sums: the split parts in i64
+/// lanes, the few values outside the fast range one by one.
+#[inline(always)]
+fn add_f32_rows(sums: &mut [i128], rows: &[&[f32]], start: usize, hi: &mut Vec<i64>, lo: &mut Vec<i64>) -> PolarsResult<()> {
+    let n = sums.len();
+    for chunk in rows.chunks(SPLIT_ROWS) {
+        hi.clear();
+        hi.resize(n, 0);
+        lo.clear();
+        lo.resize(n, 0);
+        for row in chunk {
+            let v = &row[start..start + n];
+            let mut slow = 0u8;
+            for ((h, l), &x) in hi.iter_mut().zip(lo.iter_mut()).zip(v) {
+                let (dh, dl, fast) = split_f32(x);
+                *h += dh;
+                *l += dl;
+                slow |= !fast as u8;
+            }
+            if slow != 0 {
+                for (acc, &x) in sums.iter_mut().zip(v) {
+                    if !split_f32(x).2 {
+                        *acc = acc.checked_add(to_fixed(x as f64)?).ok_or_else(beyond)?;
+                    }
+                }
+            }
+        }
+        for ((acc, &h), &l) in sums.iter_mut().zip(hi.iter()).zip(lo.iter()) {
+            *acc = acc.checked_add(((h as i128) << 40) + l as i128).ok_or_else(beyond)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`add_f32_rows`] compiled for AVX2 (four lanes where SSE2 has two), when the CPU has it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_f32_rows_avx2(sums: &mut [i128], rows: &[&[f32]], start: usize, hi: &mut Vec<i64>, lo: &mut Vec<i64>) -> PolarsResult<()> {
+    add_f32_rows(sums, rows, start, hi, lo)
+}
+
+fn add_f32_rows_best(sums: &mut [i128], rows: &[&[f32]], start: usize, hi: &mut Vec<i64>, lo: &mut Vec<i64>) -> PolarsResult<()> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { add_f32_rows_avx2(sums, rows, start, hi, lo) };
+    }
+    add_f32_rows(sums, rows, start, hi, lo)
+}
+
 /// The partial state of `x`'s element-wise sum (null rows skipped).
 pub fn sum_state(x: PlExpr) -> PlExpr {
     x.agg_with_fmt_str(
         |c: Column| {
             let arrays = Arrays::of("sum", &c)?;
-            let mut state = SumState { sums: vec![0; arrays.width], rows: 0 };
-            let beyond = || polars_err!(ComputeError: "an element-wise sum went beyond ±2^63");
-            for row in 0..arrays.len {
-                // One loop per value type: no dispatch per element.
-                match arrays.row(row) {
-                    None => continue,
-                    Some(Row::F32(v)) => {
-                        for (acc, &x) in state.sums.iter_mut().zip(v) {
-                            *acc = acc.checked_add(to_fixed(x as f64)?).ok_or_else(beyond)?;
-                        }
-                    }
-                    Some(Row::F64(v)) => {
-                        for (acc, &x) in state.sums.iter_mut().zip(v) {
-                            *acc = acc.checked_add(to_fixed(x)?).ok_or_else(beyond)?;
-                        }
+            let rows: Vec<Row> = (0..arrays.len).filter_map(|r| arrays.row(r)).collect();
+            let mut state = SumState { sums: vec![0; arrays.width], rows: rows.len() as u64 };
+            let f32_rows: Vec<&[f32]> = rows.iter().filter_map(|r| if let Row::F32(v) = r { Some(*v) } else { None }).collect();
+            let (mut hi, mut lo) = (Vec::new(), Vec::new());
+            for start in (0..arrays.width).step_by(SUM_TILE) {
+                let end = (start + SUM_TILE).min(arrays.width);
+                let sums = &mut state.sums[start..end];
+                if f32_rows.len() == rows.len() {
+                    add_f32_rows_best(sums, &f32_rows, start, &mut hi, &mut lo)?;
+                    continue;
+                }
+                for row in &rows {
+                    match row {
+                        Row::F32(v) => add_f32_rows_best(sums, &[v], start, &mut hi, &mut lo)?,
+                        Row::F64(v) => add_f64s(sums, &v[start..end])?,
                     }
                 }
-                state.rows += 1;
             }
             Ok(blob(c.name().clone(), state.encode()))
         },
@@ -303,6 +394,68 @@ mod tests {
         }
         assert!(pick(1.0, f64::NAN, true).is_nan());
         assert_eq!(pick(-1.0, 2.0, false), -1.0);
+    }
+
+    #[test]
+    fn f32_split_parts_are_the_fixed_point() {
+        let mut x = 0x2545F4914F6CDD1Du64;
+        let tiny = 2.0f32.powi(-41);
+        let mut values: Vec<f32> = vec![0.0, -0.0, 1.0, -1.5, 0.5, 2.5, -2.5, tiny, -tiny, 1.5 * tiny, 2.0f32.powi(27) * 0.99999994, -2.0f32.powi(26)];
+        for _ in 0..40_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Every exponent, both signs, random mantissas.
+            values.push(f32::from_bits(x as u32));
+        }
+        let (mut fast, mut slow) = (0, 0);
+        for v in values {
+            let (hi, lo, ok) = split_f32(v);
+            let in_range = v == 0.0 || (v.abs() >= tiny && v.abs() < 2.0f32.powi(27));
+            assert_eq!(ok, in_range, "{v:e}");
+            if ok {
+                assert_eq!(((hi as i128) << 40) + lo as i128, to_fixed(v as f64).unwrap(), "{v:e}");
+                assert!(hi.abs() < 1 << 51 && lo.abs() <= 1 << 39, "{v:e}");
+                fast += 1;
+            } else {
+                assert_eq!((hi, lo), (0, 0), "{v:e}");
+                slow += 1;
+            }
+        }
+        assert!(fast > 5000 && slow > 5000, "{fast} {slow}");
+    }
+
+    #[test]
+    fn f32_sums_of_rows_in_lanes_equal_the_i128_sums() {
+        let mut x = 0x9E3779B97F4A7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Mostly detector-like values, some tiny, huge, zero: 5000 rows (two i64 folds).
+        let rows: Vec<Vec<f32>> = (0..5000)
+            .map(|_| {
+                (0..37)
+                    .map(|_| match next() % 10 {
+                        0 => f32::from_bits(next() as u32 & 0x1FFF_FFFF),
+                        1 => 1.0e9 * (next() % 1000) as f32,
+                        2 => 0.0,
+                        _ => ((next() % 200_000) as f32 - 100_000.0) * 0.013,
+                    })
+                    .collect()
+            })
+            .collect();
+        let views: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+        let mut sums = vec![0i128; 30];
+        add_f32_rows_best(&mut sums, &views, 7, &mut Vec::new(), &mut Vec::new()).unwrap();
+        for (j, s) in sums.iter().enumerate() {
+            let want: i128 = rows.iter().map(|r| to_fixed(r[7 + j] as f64).unwrap()).sum();
+            assert_eq!(*s, want, "element {j}");
+        }
+        let bad: Vec<f32> = vec![1.0, f32::NAN];
+        assert!(add_f32_rows(&mut [0, 0], &[&bad], 0, &mut Vec::new(), &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -305,41 +305,44 @@ impl Function {
                 if bins.is_some_and(|b| b.good.len() != rows * cols) {
                     polars_bail!(InvalidOperation: "{name}(): the coverage of `{}` does not match its {rows}×{cols} shape", x.name());
                 }
-                let rings = if self == Function::Radial {
-                    Rings::radial(&args, rows, cols)?
-                } else {
-                    let pixel_um = bins.map(|b| b.pixel_um).filter(|p| *p > 0.0).ok_or_else(|| {
-                        polars_err!(InvalidOperation: "radial_q(): `{}` has no pixel size: q needs an image drawn from a detector's geometry (<det>.raw.image)", x.name())
-                    })?;
-                    Rings::in_q(&args, rows, cols, pixel_um)?
+                let pixel_um = bins.map(|b| b.pixel_um);
+                let good = bins.map(|b| b.good.clone());
+                let key = RingKey {
+                    q: self == Function::RadialQ,
+                    args: args.iter().map(|a| a.to_bits()).collect(),
+                    shape: (rows, cols),
+                    pixel_um: pixel_um.map(f64::to_bits),
+                    good: good.clone(),
                 };
-                let good = bins.map(|b| &b.good);
-                // Each bin's ring, once per call; gaps and masked pixels belong to none.
-                let ring: Vec<u32> = rings
-                    .ring
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &k)| {
-                        if good.is_none_or(|g| g[i]) {
-                            k
-                        } else {
-                            u32::MAX
-                        }
-                    })
-                    .collect();
+                let rings = ring_map(key, || {
+                    let rings = if self == Function::Radial {
+                        Rings::radial(&args, rows, cols)?
+                    } else {
+                        let pixel_um = pixel_um.filter(|p| *p > 0.0).ok_or_else(|| {
+                            polars_err!(InvalidOperation: "radial_q(): `{}` has no pixel size: q needs an image drawn from a detector's geometry (<det>.raw.image)", x.name())
+                        })?;
+                        Rings::in_q(&args, rows, cols, pixel_um)?
+                    };
+                    // Gaps and masked pixels belong to no ring.
+                    let members: Vec<(u32, u32)> = rings.ring.iter().enumerate().filter(|&(i, &k)| k != u32::MAX && good.as_ref().is_none_or(|g| g[i])).map(|(i, &k)| (i as u32, k)).collect();
+                    let mut counts = vec![0u64; rings.nbins];
+                    members.iter().for_each(|&(_, k)| counts[k as usize] += 1);
+                    Ok(Rings { members, counts, ..rings })
+                })?;
                 let nbins = rings.nbins;
+                let members = &rings.members;
                 let rows_out: Vec<Option<Series>> = (0..n)
                     .map(|row| {
                         let v = arrays.row(row)?;
-                        let (mut sum, mut count) = (vec![0f64; nbins], vec![0u64; nbins]);
-                        for (i, &k) in ring.iter().enumerate() {
-                            if k != u32::MAX {
-                                let w = rings.weight.as_ref().map_or(1.0, |w| w[i]);
-                                sum[k as usize] += v.get(i) * w;
-                                count[k as usize] += 1;
-                            }
+                        let mut sum = vec![0f64; nbins];
+                        // One loop per value type and weighting, pixels in ascending order.
+                        match (v, &rings.weight) {
+                            (Row::F32(x), None) => members.iter().for_each(|&(i, k)| sum[k as usize] += x[i as usize] as f64),
+                            (Row::F64(x), None) => members.iter().for_each(|&(i, k)| sum[k as usize] += x[i as usize]),
+                            (Row::F32(x), Some(w)) => members.iter().for_each(|&(i, k)| sum[k as usize] += x[i as usize] as f64 * w[i as usize]),
+                            (Row::F64(x), Some(w)) => members.iter().for_each(|&(i, k)| sum[k as usize] += x[i as usize] * w[i as usize]),
                         }
-                        let mean: Vec<f64> = sum.iter().zip(&count).map(|(s, &n)| if n == 0 { f64::NAN } else { s / n as f64 }).collect();
+                        let mean: Vec<f64> = sum.iter().zip(&rings.counts).map(|(s, &n)| if n == 0 { f64::NAN } else { s / n as f64 }).collect();
                         Some(Series::new(PlSmallStr::EMPTY, mean))
                     })
                     .collect();
@@ -411,8 +414,49 @@ fn string_arg(name: &str, position: usize, c: &Column) -> PolarsResult<String> {
 /// Which ring each image bin falls in (`u32::MAX`: none), and a per-bin factor (corrections).
 struct Rings {
     ring: Vec<u32>,
+    /// (bin, ring) of the bins in a ring (good ones only), in bin order; pixels per ring.
+    members: Vec<(u32, u32)>,
+    counts: Vec<u64>,
     nbins: usize,
     weight: Option<Vec<f64>>,
+}
+
+/// What a ring map depends on. The coverage is compared by address (a new geometry, mask or
+/// detector comes as a new `Arc`), and kept alive by the key so that no other takes it.
+#[derive(Clone)]
+struct RingKey {
+    q: bool,
+    args: Vec<u64>,
+    shape: (usize, usize),
+    pixel_um: Option<u64>,
+    good: Option<Arc<Vec<bool>>>,
+}
+
+impl PartialEq for RingKey {
+    fn eq(&self, o: &Self) -> bool {
+        let same_good = match (&self.good, &o.good) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same_good && (self.q, &self.args, self.shape, self.pixel_um) == (o.q, &o.args, o.shape, o.pixel_um)
+    }
+}
+
+/// The ring maps of the last few calls: a map is a pass over every pixel with a square root,
+/// as costly as the profile itself, and the same for every batch of a run.
+fn ring_map(key: RingKey, make: impl FnOnce() -> PolarsResult<Rings>) -> PolarsResult<Arc<Rings>> {
+    static MAPS: std::sync::Mutex<Vec<(RingKey, Arc<Rings>)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, r)) = MAPS.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(k, _)| *k == key) {
+        return Ok(r.clone());
+    }
+    let rings = Arc::new(make()?);
+    let mut maps = MAPS.lock().unwrap_or_else(|p| p.into_inner());
+    if maps.len() >= 8 {
+        maps.remove(0);
+    }
+    maps.push((key, rings.clone()));
+    Ok(rings)
 }
 
 /// hc in keV·Å (CODATA 2018): λ = HC / E.
@@ -454,11 +498,7 @@ impl Rings {
                 )
             })
             .collect();
-        Ok(Rings {
-            ring,
-            nbins,
-            weight: None,
-        })
+        Ok(Rings { ring, members: Vec::new(), counts: Vec::new(), nbins, weight: None })
     }
 
     /// `radial_q(x, cx, cy, dist_mm, energy_kev, qmin, qmax, nbins[, pol[, solid_angle]])`.
@@ -508,11 +548,7 @@ impl Rings {
                 w.push(1.0 / f);
             }
         }
-        Ok(Rings {
-            ring,
-            nbins,
-            weight,
-        })
+        Ok(Rings { ring, members: Vec::new(), counts: Vec::new(), nbins, weight })
     }
 }
 

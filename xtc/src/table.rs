@@ -493,7 +493,7 @@ pub struct EventsBuilder {
     batch_bytes: usize,
 }
 
-const MAX_BATCH_BYTES: usize = 256 << 20;
+const MAX_BATCH_BYTES: usize = 64 << 20;
 
 impl EventsBuilder {
     pub fn new(opts: TableOptions) -> Self {
@@ -520,8 +520,9 @@ impl EventsBuilder {
         self.timestamps.len()
     }
 
-    /// Full at `batch_size` rows, or earlier when the rows' datagrams passed 256 MiB (keeps
-    /// list offsets and memory bounded with large arrays).
+    /// Full at `batch_size` rows, or earlier when the rows' datagrams passed 64 MiB: keeps list
+    /// offsets and memory bounded with large arrays (a batch's calibrated frames and image are
+    /// twice its raw bytes each; 64 Jungfrau modules per batch).
     pub fn is_full(&self) -> bool {
         self.rows() >= self.opts.batch_size || self.batch_bytes >= MAX_BATCH_BYTES
     }
