@@ -84,9 +84,14 @@ struct RunArgs {
     /// reads; more = collector, reader and N-2 workers.
     #[arg(long, default_value_t = 1)]
     ranks: usize,
-    /// How to start N ranks; `{n}` and `{job}` are filled in (e.g. `srun -n {n} {job}`).
+    /// How to start N ranks: `mpirun` (the default), `slurm` (`srun -n {n} --mpi=pmix {job}`,
+    /// inside an allocation or making one), or a template where `{n}` and `{job}` are filled in.
     #[arg(long)]
     launcher: Option<String>,
+    /// Stop the job after this many seconds; the partial result is still printed or written
+    /// (exit status 5).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
     /// Where the result goes: .parquet, .arrow (IPC file) or .csv; printed when omitted.
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
@@ -197,7 +202,7 @@ fn main() -> ExitCode {
             })
             .map_err(|e| e.to_string()),
         Command::Sim(a) => sim::cli::run(a).map_err(|e| e.to_string()),
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => return run::main(a),
         Command::Kernel { connection_file } => kernel::run(&connection_file),
         Command::Install(a) => std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))

@@ -3,32 +3,70 @@
 //! its end): the final result is written to a file or printed, and any error a rank met is
 //! this command's error.
 
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use contract::{Command, FrameHeader, JobEndpoint, JobMessage, JobSpec};
+use contract::{Command, FrameHeader, JobEndpoint, JobMessage, JobSpec, Outcome};
 use polars::prelude::DataFrame;
 
 use crate::RunArgs;
 
-/// How long the job may take to exit after its last message.
-const EXIT_PATIENCE: Duration = Duration::from_secs(15);
+/// How long the job may take to exit after its last message (its ranks leave within 3 s
+/// even when MPI_Finalize waits for a lost one).
+const EXIT_PATIENCE: Duration = Duration::from_secs(8);
+/// How long a stopped job may take to send its last message.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
 /// How long messages may still arrive after the job's process is gone.
 const LAST_MESSAGES: Duration = Duration::from_millis(500);
 
-pub fn run(a: RunArgs) -> Result<(), String> {
+/// `beamtime run`: prints the error, if any, and exits with the job's outcome (0 complete,
+/// 1 error, 2 usage, 3 source error, 4 rank lost, 5 stopped).
+pub fn main(a: RunArgs) -> ExitCode {
+    match run(a) {
+        Ok(Outcome::Complete) => ExitCode::SUCCESS,
+        Ok(o) => ExitCode::from(o.exit_code()),
+        Err((o, e)) => {
+            eprintln!("beamtime: error: {e}");
+            ExitCode::from(o.exit_code())
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM: the job is stopped cleanly (its ranks are in their own process group
+/// and do not see the terminal's signal) and the partial result still written.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn catch_signals() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+}
+
+fn run(a: RunArgs) -> Result<Outcome, (Outcome, String)> {
+    let usage = |e: String| (Outcome::Error, e);
     let sql = match (&a.sql, &a.sql_file) {
         (Some(s), _) => s.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?,
-        (None, None) => return Err("give --sql or --sql-file".into()),
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| usage(format!("{}: {e}", f.display())))?,
+        (None, None) => return Err(usage("give --sql or --sql-file".into())),
     };
     if a.ranks == 0 {
-        return Err("--ranks must be at least 1".into());
+        return Err(usage("--ranks must be at least 1".into()));
     }
     if let Some(o) = &a.output {
-        query::FileFormat::from_path(o).map_err(|e| e.to_string())?;
+        query::FileFormat::from_path(o).map_err(|e| usage(e.to_string()))?;
     }
-    xtc::Source::parse(&a.source).map_err(|e| format!("--source: {e}"))?;
+    xtc::Source::parse(&a.source).map_err(|e| (Outcome::SourceError, format!("--source: {e}")))?;
+    start(a, sql).map_err(|e| (Outcome::Error, e))?
+}
+
+fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, String> {
     let endpoint = JobEndpoint::bind().map_err(|e| e.to_string())?;
     let mut spec = JobSpec::new(&a.source);
     spec.queries = vec![Command::Set { name: "result".into(), sql, mode: a.mode.clone(), generation: 0 }];
@@ -51,16 +89,22 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let mut cmd = contract::launch::command(a.launcher.as_deref(), a.ranks, &spec, &tmp.path().join("job.json")).map_err(|e| e.to_string())?;
     cmd.stdout(Stdio::null());
     let started = Instant::now();
+    catch_signals();
     let mut child = cmd.spawn().map_err(|e| format!("cannot start the job ({cmd:?}): {e}"))?;
-    let outcome = follow(&endpoint, &mut child);
-    let status = wait_or_kill(&mut child);
-    let Outcome { result, events, error, finished, .. } = outcome?;
+    let deadline = a.timeout.map(|s| started + Duration::from_secs_f64(s));
+    let outcome = follow(&endpoint, &mut child, deadline);
+    let status = wait_or_stop(&mut child);
+    let Outcome_ { result, events, error, finished, end, lost, events_lost, stopped_by, printed, .. } = outcome?;
+    for l in lost.iter().filter(|l| !printed.contains(l)) {
+        eprintln!("beamtime: {l}");
+    }
     if let Some(e) = error {
-        return Err(e);
+        return Ok(Err((end, e)));
     }
     if !finished {
         let status = status.map_or("killed".to_string(), |s| s.to_string());
-        return Err(format!("the job exited ({status}) before finishing; its ranks' messages are above"));
+        // No last message: its collector died (the other ranks said so above) or was killed.
+        return Ok(Err((Outcome::RankLost, format!("the job exited ({status}) before finishing; its ranks' messages are above"))));
     }
     let secs = started.elapsed().as_secs_f64();
     match (&a.output, result) {
@@ -71,11 +115,16 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     if events > 0 {
         eprintln!("{events} events in {secs:.2} s ({:.0} events/s)", events as f64 / secs);
     }
-    Ok(())
+    match end {
+        Outcome::RankLost => eprintln!("beamtime: incomplete: the job lost ranks (said above); {events_lost} events were in flight at them, and the result lacks them and any events after a lost reader"),
+        Outcome::Stopped => eprintln!("beamtime: stopped {}: the result is partial ({events} events)", stopped_by.unwrap_or("by the user")),
+        _ => {}
+    }
+    Ok(Ok(end))
 }
 
 /// What the job said by the time it ended.
-struct Outcome {
+struct Outcome_ {
     /// The final (whole) result.
     result: Option<DataFrame>,
     events: u64,
@@ -85,18 +134,30 @@ struct Outcome {
     finished: bool,
     /// Notices printed so far (the job's list only grows).
     notices: usize,
+    printed: Vec<String>,
+    /// How the job said it ended, the ranks it lost and the events they held.
+    end: Outcome,
+    lost: Vec<String>,
+    events_lost: u64,
+    /// What stopped it, when this command did.
+    stopped_by: Option<&'static str>,
 }
 
-/// Hears the job until its last message, or until its process is gone.
-fn follow(endpoint: &JobEndpoint, child: &mut Child) -> Result<Outcome, String> {
-    let mut outcome = Outcome { result: None, events: 0, error: None, finished: false, notices: 0 };
+/// Hears the job until its last message, or until its process is gone; stops it at the
+/// deadline (`--timeout`) or on Ctrl-C.
+fn follow(endpoint: &JobEndpoint, child: &mut Child, deadline: Option<Instant>) -> Result<Outcome_, String> {
+    let mut outcome = Outcome_ { result: None, events: 0, error: None, finished: false, notices: 0, printed: Vec::new(), end: Outcome::Complete, lost: Vec::new(), events_lost: 0, stopped_by: None };
     let mut gone: Option<Instant> = None;
+    let mut stop_sent: Option<Instant> = None;
     loop {
         match endpoint.recv_timeout(Duration::from_millis(100)) {
             Some(Ok(JobMessage::Frame(h, body))) => take_frame(&mut outcome, &h, &body)?,
             Some(Ok(JobMessage::Finished(f))) => {
                 outcome.events = f.events;
                 outcome.finished = true;
+                outcome.end = f.outcome;
+                outcome.lost = f.lost;
+                outcome.events_lost = f.events_lost;
                 if outcome.error.is_none() {
                     outcome.error = f.error;
                 }
@@ -105,6 +166,26 @@ fn follow(endpoint: &JobEndpoint, child: &mut Child) -> Result<Outcome, String> 
             Some(Ok(JobMessage::Ack(_) | JobMessage::Hello(_))) => {}
             Some(Err(e)) => return Err(e.to_string()),
             None => {}
+        }
+        if stop_sent.is_none() {
+            let why = if INTERRUPTED.load(Ordering::SeqCst) {
+                Some("by an interrupt")
+            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                Some("by --timeout")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                endpoint.send(Command::Stop);
+                outcome.stopped_by = Some(why);
+                stop_sent = Some(Instant::now());
+            }
+        }
+        // A job that does not end within a few seconds of its stop is ended.
+        if stop_sent.is_some_and(|t| t.elapsed() > STOP_PATIENCE) {
+            eprintln!("beamtime: the job did not end within {STOP_PATIENCE:?} of its stop: ending its processes");
+            contract::launch::stop(child, Duration::from_secs(2));
+            return Ok(outcome);
         }
         match gone {
             Some(t) if t.elapsed() > LAST_MESSAGES => return Ok(outcome),
@@ -118,9 +199,10 @@ fn follow(endpoint: &JobEndpoint, child: &mut Child) -> Result<Outcome, String> 
     }
 }
 
-fn take_frame(outcome: &mut Outcome, h: &FrameHeader, body: &[u8]) -> Result<(), String> {
+fn take_frame(outcome: &mut Outcome_, h: &FrameHeader, body: &[u8]) -> Result<(), String> {
     for n in h.notices.iter().skip(outcome.notices) {
         eprintln!("beamtime: {n}");
+        outcome.printed.push(n.clone());
     }
     outcome.notices = outcome.notices.max(h.notices.len());
     if let Some(e) = &h.error {
@@ -133,17 +215,18 @@ fn take_frame(outcome: &mut Outcome, h: &FrameHeader, body: &[u8]) -> Result<(),
     Ok(())
 }
 
-/// The job's exit status, waiting up to [`EXIT_PATIENCE`]; a job that does not end is killed.
-fn wait_or_kill(child: &mut Child) -> Option<ExitStatus> {
+/// The job's exit status, waiting up to [`EXIT_PATIENCE`]; a job that does not end is ended
+/// (its whole process group). Nothing of it outlives this command.
+fn wait_or_stop(child: &mut Child) -> Option<ExitStatus> {
     let t = Instant::now();
     while t.elapsed() < EXIT_PATIENCE {
         if let Ok(Some(s)) = child.try_wait() {
+            // Whatever the launcher left behind on this host.
+            contract::launch::signal_group(child.id(), libc::SIGKILL);
             return Some(s);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("beamtime: the job did not exit within {EXIT_PATIENCE:?} of its end: killing it");
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    eprintln!("beamtime: the job did not exit within {EXIT_PATIENCE:?} of its end: ending its processes");
+    contract::launch::stop(child, Duration::from_secs(2))
 }

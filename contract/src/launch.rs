@@ -3,8 +3,10 @@
 //! through a launcher template (`mpirun -n {n} {job}`, `srun -n {n} {job}`, or any command)
 //! filled with the rank count and the `beamtime-job` command line.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use crate::{ContractError, JobSpec};
 
@@ -22,6 +24,20 @@ pub fn default_template() -> String {
     t
 }
 
+/// Slurm's launcher: one task per rank in the current allocation (or a new one). OpenMPI
+/// under srun needs PMIx (Debian's has no PMI-2).
+pub const SLURM_TEMPLATE: &str = "srun -n {n} --mpi=pmix {job}";
+
+/// The template a `--launcher` value names: `mpirun` and `slurm` are presets, anything else is
+/// a template itself.
+pub fn template(launcher: Option<&str>) -> String {
+    match launcher {
+        None | Some("mpirun") => default_template(),
+        Some("slurm" | "srun") => SLURM_TEMPLATE.to_string(),
+        Some(t) => t.to_string(),
+    }
+}
+
 /// `$BEAMTIME_JOB`, else `beamtime-job` beside this executable (an install or a cargo target
 /// dir), else on PATH.
 pub fn job_executable() -> PathBuf {
@@ -36,17 +52,19 @@ pub fn job_executable() -> PathBuf {
 }
 
 /// The command that runs `spec` on `ranks` ranks (the launcher template, default
-/// [`default_template`], only for more than one); the spec goes into `spec_file`.
+/// [`default_template`], only for more than one); the spec goes into `spec_file`. It starts in
+/// a process group of its own, so that [`stop`] reaches the launcher and everything it started
+/// on this host (the launcher forwards the signal to the ranks on other hosts).
 pub fn command(launcher: Option<&str>, ranks: usize, spec: &JobSpec, spec_file: &Path) -> Result<Command, ContractError> {
     let text = serde_json::to_vec_pretty(spec).expect("job descriptions serialize");
     std::fs::write(spec_file, text).map_err(|e| ContractError::Launch(format!("{}: {e}", spec_file.display())))?;
     let job = job_executable();
     if ranks <= 1 {
         let mut cmd = Command::new(job);
-        cmd.arg("--in-process").arg("--spec-file").arg(spec_file);
+        cmd.arg("--in-process").arg("--spec-file").arg(spec_file).process_group(0);
         return Ok(cmd);
     }
-    let template = launcher.map(str::to_string).unwrap_or_else(default_template);
+    let template = template(launcher);
     let job = format!("{} --spec-file {}", job.display(), spec_file.display());
     let mut line = template.replace("{n}", &ranks.to_string());
     if line.contains("{job}") {
@@ -57,6 +75,32 @@ pub fn command(launcher: Option<&str>, ranks: usize, spec: &JobSpec, spec_file: 
     let words: Vec<&str> = line.split_whitespace().collect();
     let (prog, args) = words.split_first().ok_or_else(|| ContractError::Launch("the launcher template is empty".into()))?;
     let mut cmd = Command::new(prog);
-    cmd.args(args);
+    cmd.args(args).process_group(0);
     Ok(cmd)
+}
+
+/// Ends a job started from [`command`]: SIGTERM to its whole process group (the launcher
+/// forwards it to every rank), SIGKILL to the group after `patience`; waits for the child.
+pub fn stop(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(s)) = child.try_wait() {
+        signal_group(child.id(), libc::SIGKILL); // anything it left behind
+        return Some(s);
+    }
+    signal_group(child.id(), libc::SIGTERM);
+    let t = Instant::now();
+    while t.elapsed() < patience {
+        if let Ok(Some(s)) = child.try_wait() {
+            signal_group(child.id(), libc::SIGKILL);
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_group(child.id(), libc::SIGKILL);
+    child.wait().ok()
+}
+
+/// Signals the process group led by `pid` (what [`command`]'s process_group(0) made).
+pub fn signal_group(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory preconditions; a negative pid names the group.
+    unsafe { libc::kill(-(pid as libc::pid_t), signal) };
 }

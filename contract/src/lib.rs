@@ -13,7 +13,7 @@ pub use detector::settings::{CalibSetting, CalibValue};
 pub use endpoint::JobEndpoint;
 pub use error::ContractError;
 pub use link::Link;
-pub use messages::{Ack, AckOutcome, Command, FrameHeader, Finished, Hello, JobMessage, RowDelta};
+pub use messages::{Ack, AckOutcome, Command, FrameHeader, Finished, Hello, JobMessage, Outcome, RowDelta, EXIT_USAGE};
 pub use spec::JobSpec;
 
 /// The version of this contract. Every message and every job description carries it; bump it

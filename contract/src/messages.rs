@@ -202,19 +202,74 @@ impl Ack {
     }
 }
 
-/// The job's last message: how many events it read, and why it failed if it did.
+/// The job's last message: how many events it read, how it ended, and why it failed if it did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finished {
     pub contract: u32,
     pub events: u64,
     pub error: Option<String>,
+    #[serde(default)]
+    pub outcome: Outcome,
+    /// Events handed to ranks that were lost before they reported them.
+    #[serde(default)]
+    pub events_lost: u64,
+    /// What happened to each lost rank (role, rank, host, why).
+    #[serde(default)]
+    pub lost: Vec<String>,
 }
 
 impl Finished {
     pub fn new(events: u64, error: Option<String>) -> Self {
-        Finished { contract: CONTRACT_VERSION, events, error }
+        let outcome = if error.is_some() { Outcome::Error } else { Outcome::Complete };
+        Finished { contract: CONTRACT_VERSION, events, error, outcome, events_lost: 0, lost: Vec::new() }
     }
 }
+
+/// How a job ended. Each has its own exit status (of `beamtime-job` and `beamtime run`), so
+/// that scripts and batch systems can tell a partial result from a failure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every event of the source was analysed.
+    #[default]
+    Complete,
+    /// A query or the job failed (not the source).
+    Error,
+    /// The source could not be opened or read (a missing, unreadable or vanished file).
+    SourceError,
+    /// A rank died or stopped answering: the result lacks the events it held.
+    RankLost,
+    /// Stopped before the end of the data (by the user, `--timeout`): the result is partial.
+    Stopped,
+}
+
+impl Outcome {
+    /// 0 complete, 1 error, 3 source error, 4 rank lost, 5 stopped (2 is a usage error).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Complete => 0,
+            Outcome::Error => 1,
+            Outcome::SourceError => 3,
+            Outcome::RankLost => 4,
+            Outcome::Stopped => 5,
+        }
+    }
+
+    /// Which of two outcomes describes a job that met both: the worse one.
+    pub fn worst(self, other: Outcome) -> Outcome {
+        let rank = |o: Outcome| match o {
+            Outcome::Complete => 0,
+            Outcome::Stopped => 1,
+            Outcome::RankLost => 2,
+            Outcome::Error => 3,
+            Outcome::SourceError => 4,
+        };
+        if rank(other) > rank(self) { other } else { self }
+    }
+}
+
+/// Exit status of a usage error (bad arguments, an unreadable job description).
+pub const EXIT_USAGE: u8 = 2;
 
 /// A job → driver message and its kind on the wire.
 pub trait Outgoing: Serialize {

@@ -60,14 +60,22 @@ impl RowChange {
 
 struct WorkerInfo {
     last_seen: Instant,
-    pid: u32,
     host: String,
+    /// When it was found lost (it may answer again).
+    lost_at: Option<Instant>,
     events_read: u64,
     newest: u64,
     done: bool,
     dead: bool,
     error: Option<String>,
     shmem: Option<crate::wire::ShmemCounts>,
+}
+
+impl WorkerInfo {
+    /// A worker not heard from yet: its silence counts from the job's start.
+    fn unheard(started: Instant) -> Self {
+        WorkerInfo { last_seen: started, host: String::new(), lost_at: None, events_read: 0, newest: 0, done: false, dead: false, error: None, shmem: None }
+    }
 }
 
 /// One result frame: header and the result as an Arrow IPC stream (apache-arrow readable).
@@ -84,7 +92,8 @@ pub struct Collector {
     next_generation: u64,
     reader: ReaderStatus,
     rate: VecDeque<(Instant, u64)>,
-    /// A worker that has not reported for this long is shown as stalled.
+    /// A worker that has not reported for this long is shown as stalled (and after
+    /// [`LOST_AFTER`], lost).
     pub stall_after: Duration,
     pub max_rows: usize,
     /// The job-level error (the data could not be read).
@@ -93,7 +102,26 @@ pub struct Collector {
     /// (when, events read) at the first and the newest report that counted new events.
     first_read: Option<(Instant, u64)>,
     newest_read: Option<(Instant, u64)>,
+    /// A rank silent for this long is lost (ranks send at least every half second).
+    pub lost_after: Duration,
+    /// The reader rank, when there is one: when it was last heard, from which host, lost.
+    reader_rank: Option<i32>,
+    reader_seen: Instant,
+    reader_host: String,
+    pub reader_lost: bool,
+    /// What happened to lost ranks, in order: shown with every result.
+    lost: Vec<String>,
+    /// Lost workers that answered again: to be told to leave (their events count).
+    returned: Vec<i32>,
+    /// The job was told to stop before its data ended.
+    pub stopped: bool,
+    /// The job-level error came from reading the source.
+    source_error: bool,
 }
+
+/// How long a rank may be silent before it is lost: ranks send every 0.1–0.5 s, so this is
+/// several missed beats, and leaves a loss reported within 3 s.
+pub const LOST_AFTER: Duration = Duration::from_millis(2500);
 
 impl Collector {
     pub fn new(worker_ranks: Vec<i32>) -> Self {
@@ -104,13 +132,96 @@ impl Collector {
             next_generation: 1,
             reader: ReaderStatus::default(),
             rate: VecDeque::new(),
-            stall_after: Duration::from_secs(3),
+            stall_after: Duration::from_secs(1),
             max_rows: DEFAULT_MAX_ROWS,
             error: None,
             started: Instant::now(),
             first_read: None,
             newest_read: None,
+            lost_after: LOST_AFTER,
+            reader_rank: None,
+            reader_seen: Instant::now(),
+            reader_host: String::new(),
+            reader_lost: false,
+            lost: Vec::new(),
+            returned: Vec::new(),
+            stopped: false,
+            source_error: false,
         }
+    }
+
+    /// The job has a reader rank (its silence is watched like the workers').
+    pub fn set_reader(&mut self, rank: i32) {
+        self.reader_rank = Some(rank);
+        self.reader_seen = Instant::now();
+    }
+
+    /// The job-level error, from reading the source (its outcome is a source error).
+    pub fn source_failed(&mut self, error: String) {
+        self.source_error |= self.error.is_none();
+        self.error.get_or_insert(error);
+    }
+
+    /// Marks the ranks silent for longer than [`Collector::lost_after`] as lost; returns the
+    /// workers lost now (the reader's loss is [`Collector::reader_lost`]).
+    pub fn check_liveness(&mut self) -> Vec<i32> {
+        let now = Instant::now();
+        let limit = self.lost_after;
+        let mut newly = Vec::new();
+        for &r in &self.worker_ranks {
+            let w = self.workers.entry(r).or_insert_with(|| WorkerInfo::unheard(self.started));
+            if w.dead || w.done || now.duration_since(w.last_seen) <= limit {
+                continue;
+            }
+            w.dead = true;
+            w.lost_at = Some(now);
+            let silent = now.duration_since(w.last_seen).as_secs_f64();
+            let why = if w.host.is_empty() { format!("worker rank {r} lost: never heard from it in {silent:.1} s") } else { format!("worker rank {r} on {} lost: no message for {silent:.1} s", w.host) };
+            self.lost.push(format!("{why} (killed, crashed, or stopped); the others go on"));
+            newly.push(r);
+        }
+        if let (Some(r), false) = (self.reader_rank, self.reader_lost) {
+            let silent = now.duration_since(self.reader_seen);
+            if silent > limit && !self.reader.done {
+                self.reader_lost = true;
+                let host = if self.reader_host.is_empty() { String::new() } else { format!(" on {}", self.reader_host) };
+                self.lost.push(format!("reader rank {r}{host} lost: no message for {:.1} s (killed, crashed, or stopped); no more events can come: the job ends", silent.as_secs_f64()));
+            }
+        }
+        if !newly.is_empty() || self.reader_lost {
+            for q in self.queries.values_mut() {
+                q.dirty = true;
+            }
+        }
+        newly
+    }
+
+    /// Lost workers that answered again since the last call.
+    pub fn take_returned(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.returned)
+    }
+
+    /// What happened to lost ranks.
+    pub fn lost(&self) -> &[String] {
+        &self.lost
+    }
+
+    /// Events handed to workers that were lost and never reported them.
+    pub fn events_lost(&self) -> u64 {
+        let sent: BTreeMap<i32, u64> = self.reader.sent_to.iter().copied().collect();
+        self.workers.iter().filter(|(_, w)| w.dead).map(|(r, w)| sent.get(r).copied().unwrap_or(0).saturating_sub(w.events_read)).sum()
+    }
+
+    /// How the job ended (or would end now).
+    pub fn outcome(&self) -> contract::Outcome {
+        use contract::Outcome;
+        if self.error.is_some() {
+            return if self.source_error { Outcome::SourceError } else { Outcome::Error };
+        }
+        if self.reader_lost || self.events_lost() > 0 {
+            return Outcome::RankLost;
+        }
+        if self.stopped { Outcome::Stopped } else { Outcome::Complete }
     }
 
     /// Checks a command and stamps it with a generation; the result goes to every worker.
@@ -165,7 +276,10 @@ impl Collector {
                 }
                 Ok(Command::Reset { name, generation })
             }
-            Command::Stop => Ok(Command::Stop),
+            Command::Stop => {
+                self.stopped = true;
+                Ok(Command::Stop)
+            }
             Command::Resend { name } => {
                 let q = self.queries.get_mut(&name).ok_or_else(|| format!("no live query named {name}"))?;
                 q.change = None;
@@ -199,25 +313,32 @@ impl Collector {
 
     pub fn reader_status(&mut self, status: ReaderStatus) {
         if let Some(e) = &status.error {
-            self.error.get_or_insert_with(|| e.clone());
+            self.source_failed(e.clone());
+        }
+        self.reader_seen = Instant::now();
+        if !status.host.is_empty() {
+            self.reader_host.clone_from(&status.host);
         }
         self.reader = status;
+    }
+
+    /// The reader rank is alive (it sent something other than a status).
+    pub fn heard_reader(&mut self) {
+        self.reader_seen = Instant::now();
     }
 
     /// A worker's report.
     pub fn update(&mut self, rank: i32, msg: &[u8]) -> Result<(), String> {
         let (u, mut body): (Update, &[u8]) = crate::wire::decode("update", msg).map_err(|e| e.to_string())?;
-        let w = self.workers.entry(rank).or_insert_with(|| WorkerInfo {
-            last_seen: Instant::now(),
-            pid: u.pid,
-            host: u.host.clone(),
-            events_read: 0,
-            newest: 0,
-            done: false,
-            dead: false,
-            error: None,
-            shmem: None,
-        });
+        let started = self.started;
+        let w = self.workers.entry(rank).or_insert_with(|| WorkerInfo::unheard(started));
+        w.host.clone_from(&u.host);
+        if let Some(at) = w.lost_at.take() {
+            // Stopped, not dead: its states are cumulative, so what it did counts; the reader
+            // has forgotten it, so it is told to leave.
+            self.lost.push(format!("worker rank {rank} on {} answered again after {:.1} s: its events are counted, it takes no more work", u.host, at.elapsed().as_secs_f64() + self.lost_after.as_secs_f64()));
+            self.returned.push(rank);
+        }
         w.last_seen = Instant::now();
         if u.shmem.is_some() {
             w.shmem = u.shmem.clone();
@@ -226,8 +347,9 @@ impl Collector {
         w.newest = w.newest.max(u.newest);
         w.done |= u.done;
         if let Some(e) = &u.error {
+            // A worker fails only on its data (a query's error is the query's).
             w.error = Some(e.clone());
-            self.error.get_or_insert_with(|| format!("rank {rank}: {e}"));
+            self.source_failed(e.clone());
         }
         let total = self.events_read();
         if total > self.newest_read.map_or(0, |(_, n)| n) {
@@ -296,21 +418,6 @@ impl Collector {
         Ok(())
     }
 
-    /// Marks workers whose process is gone (same host) as dead.
-    pub fn check_workers(&mut self) {
-        let here = crate::worker::hostname();
-        for w in self.workers.values_mut() {
-            if !w.dead && !w.done && w.host == here && w.pid != 0 {
-                // SAFETY: kill with signal 0 only checks that the process exists.
-                let gone = unsafe { libc::kill(w.pid as libc::pid_t, 0) } != 0
-                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-                if gone {
-                    w.dead = true;
-                }
-            }
-        }
-    }
-
     /// Marks a worker dead (its launcher or the transport saw it go).
     pub fn mark_dead(&mut self, rank: i32) {
         if let Some(w) = self.workers.get_mut(&rank) {
@@ -368,14 +475,8 @@ impl Collector {
             let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
             (now_unix - lcls_to_unix_secs(newest)).max(0.0)
         });
-        // Events handed to workers that died before reporting them.
-        let sent: BTreeMap<i32, u64> = self.reader.sent_to.iter().copied().collect();
-        let dropped = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.dead)
-            .map(|(r, w)| sent.get(r).copied().unwrap_or(0).saturating_sub(w.events_read))
-            .sum::<u64>();
+        // Events handed to workers that were lost before reporting them.
+        let dropped = self.events_lost();
         // Shared memory: events the server gave to no client (dropped or stolen).
         let clients: Vec<&crate::wire::ShmemCounts> = self.workers.values().filter_map(|w| w.shmem.as_ref()).collect();
         let dropped = dropped + shmem_missed(&clients);
@@ -450,7 +551,7 @@ impl Collector {
                 delta: delta.map(|(d, _)| d),
                 done,
                 error,
-                notices: q.notices.clone(),
+                notices: q.notices.iter().chain(&self.lost).cloned().collect(),
                 shapes: q.shapes.clone(),
                 ..FrameHeader::default()
             };

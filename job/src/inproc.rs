@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use contract::{Ack, Command, Finished, Hello, Link};
+use contract::{Ack, Command, Finished, Hello, Link, Outcome};
 use xtc::Source;
 
 use crate::collector::{Collector, Frame};
@@ -105,10 +105,11 @@ impl<'a> Emitter<'a> {
         ok
     }
 
-    /// The last message: events read and the job's error, if any.
+    /// The last message: events read, how the job ended, the job's error if any.
     pub fn finish(self, c: &Collector) {
         if let Some(l) = self.link {
-            l.send(&Finished::new(c.events_read(), c.error.clone()), None);
+            let f = Finished { outcome: c.outcome(), events_lost: c.events_lost(), lost: c.lost().to_vec(), ..Finished::new(c.events_read(), c.error.clone()) };
+            l.send(&f, None);
             l.close();
         }
     }
@@ -116,9 +117,9 @@ impl<'a> Emitter<'a> {
 
 /// Reports a job that fails before it has a collector to finish with (a bad source, a bad
 /// first query): the driver hears why instead of a silent end.
-pub fn report_failure(spec: &JobSpec, error: &str) {
+pub fn report_failure(spec: &JobSpec, error: &str, outcome: Outcome) {
     if let Some(l) = spec.connect.as_deref().and_then(|e| Link::connect(e).ok()) {
-        l.send(&Finished::new(0, Some(error.to_string())), None);
+        l.send(&Finished { outcome, ..Finished::new(0, Some(error.to_string())) }, None);
         l.close();
     }
 }
@@ -136,7 +137,13 @@ pub fn write_output(c: &Collector, path: &std::path::Path) -> Result<(), String>
             path.with_file_name(format!("{stem}.{name}.{ext}"))
         };
         let mut df = c.result(name).cloned().unwrap_or_default();
-        query::write_file(&mut df, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+        // How the job ended, and what a partial result lacks (Parquet's file metadata).
+        let outcome = serde_json::to_value(c.outcome()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let mut meta = vec![("beamtime:outcome".to_string(), outcome), ("beamtime:events".to_string(), c.events_read().to_string())];
+        if c.events_lost() > 0 {
+            meta.push(("beamtime:events_lost".to_string(), c.events_lost().to_string()));
+        }
+        query::write_file_with(&mut df, &target, meta).map_err(|e| format!("{}: {e}", target.display()))?;
     }
     Ok(())
 }
@@ -196,6 +203,7 @@ impl InProcessSource {
                     newest: reader.counters.newest.load(std::sync::atomic::Ordering::Relaxed),
                     done: finished.is_some(),
                     error: finished.flatten(),
+                    host: String::new(),
                 }
             }
             InProcessSource::Shmem { .. } => ReaderStatus { done: true, ..Default::default() },
@@ -228,10 +236,13 @@ fn run_with(spec: &JobSpec, emitter: &mut Emitter, collector: &mut Collector) ->
         let cmd = collector.command(q.clone())?;
         worker.command(&cmd);
     }
-    let mut source = match spec.source()? {
-        Source::Shmem { tag, stop, .. } => InProcessSource::Shmem { client: crate::shmem_source::ShmemSource::new(&tag, stop), stopped: false },
-        source => InProcessSource::Files(Reader::start(&source, 1, spec.reader_options()).map_err(|e| e.to_string())?),
-    };
+    let opened = spec.source().and_then(|source| {
+        Ok(match source {
+            Source::Shmem { tag, stop, .. } => InProcessSource::Shmem { client: crate::shmem_source::ShmemSource::new(&tag, stop), stopped: false },
+            source => InProcessSource::Files(Reader::start(&source, 1, spec.reader_options()).map_err(|e| e.to_string())?),
+        })
+    });
+    let mut source = opened.inspect_err(|e| collector.source_failed(e.clone()))?;
     emitter.hello(&Hello::new(1, vec![1], &spec.source));
     collector.reader_status(source.status());
     let report_every = Duration::from_millis(spec.report_ms);

@@ -14,12 +14,12 @@ use mpi::request::{Request, StaticScope};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
 
-use crate::collector::Collector;
+use crate::collector::{Collector, LOST_AFTER};
 use crate::reader::Reader;
 use crate::inproc::{report_failure, Emitter, JobSpec, SpecExt};
 use crate::shmem_source::ShmemSource;
 use crate::wire::{self, tag, End, ReaderStatus};
-use contract::{Command, Hello};
+use contract::{Command, Hello, Outcome};
 use crate::worker::Worker;
 
 const COLLECTOR: i32 = 0;
@@ -30,6 +30,17 @@ const TAG_DEAD: i32 = 7;
 /// Non-blocking sends whose buffers live until MPI is done with them.
 struct PendingSends {
     pending: Vec<(Request<'static, [u8], StaticScope>, *mut [u8])>,
+}
+
+/// Sends still pending when a rank leaves (an error path) are abandoned, never dropped: a
+/// dropped incomplete request is a panic in rsmpi.
+impl Drop for PendingSends {
+    fn drop(&mut self) {
+        self.progress();
+        for (req, _) in self.pending.drain(..) {
+            std::mem::forget(req);
+        }
+    }
 }
 
 impl PendingSends {
@@ -66,9 +77,7 @@ impl PendingSends {
             self.progress();
             std::thread::sleep(Duration::from_micros(200));
         }
-        for (req, _) in self.pending.drain(..) {
-            std::mem::forget(req);
-        }
+        // What is left goes with Drop.
     }
 }
 
@@ -94,14 +103,14 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     let size = world.size();
     if size < 2 {
         let e = "the MPI job needs at least 2 ranks (a collector and a worker); use --ranks 1 to run in one process".to_string();
-        report_failure(spec, &e);
+        report_failure(spec, &e, Outcome::Error);
         return Err(e);
     }
     let rank = world.rank();
     // Shared memory: every rank but the collector is a client of its own (no reader rank).
     let source = spec.source();
     if let (Err(e), COLLECTOR) = (&source, rank) {
-        report_failure(spec, e);
+        report_failure(spec, e, Outcome::SourceError);
     }
     let shmem = match source? {
         xtc::Source::Shmem { tag, stop, .. } => Some((tag, stop)),
@@ -125,7 +134,11 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     }
     // MPI_Finalize synchronises with every rank; with a rank dead, OpenMPI's can wait forever.
     // The work is done and reported by now, so a finalize that hangs ends the process instead.
-    let code = if result.is_ok() { 0 } else { 1 };
+    let code = match &result {
+        Ok(Some(c)) => c.outcome().exit_code() as i32,
+        Ok(None) => 0,
+        Err(_) => 1,
+    };
     std::thread::spawn(move || {
         std::thread::sleep(FINALIZE_PATIENCE);
         eprintln!("beamtime-job rank {rank}: MPI_Finalize did not return within {FINALIZE_PATIENCE:?} (a rank died?): exiting");
@@ -138,7 +151,52 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
 }
 
 /// How long MPI_Finalize may take before the process ends without it.
-const FINALIZE_PATIENCE: Duration = Duration::from_secs(8);
+const FINALIZE_PATIENCE: Duration = Duration::from_secs(3);
+
+/// How long a rank waits for the collector's first message: every rank has passed MPI_Init
+/// together, so this is only the collector's start-up (its link to the driver).
+const FIRST_COMMANDS_PATIENCE: Duration = Duration::from_secs(15);
+
+/// How often the collector tells every rank it is alive.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+
+/// The collector is gone: nobody will hear this rank's results or tell it to stop, and
+/// MPI_Finalize would wait for the dead rank. Ends the process at once (exit status: rank lost).
+fn collector_lost(rank: i32, silent: Duration) -> ! {
+    eprintln!(
+        "beamtime-job rank {rank} on {}: the collector (rank 0) is lost: no message for {:.1} s: exiting",
+        crate::worker::hostname(),
+        silent.as_secs_f64()
+    );
+    // SAFETY: ends this process; nothing of ours is left to flush but stderr (unbuffered).
+    unsafe { libc::_exit(Outcome::RankLost.exit_code() as i32) }
+}
+
+/// What a rank knows of the collector: when it last heard from it.
+struct CollectorWatch {
+    rank: i32,
+    seen: Instant,
+}
+
+impl CollectorWatch {
+    fn new(rank: i32) -> Self {
+        CollectorWatch { rank, seen: Instant::now() }
+    }
+
+    /// Takes the collector's heartbeats; ends the process when it has been silent too long.
+    fn check(&mut self, world: &SimpleCommunicator) {
+        while recv_from(world, Some(COLLECTOR), tag::HEARTBEAT).is_some() {
+            self.seen = Instant::now();
+        }
+        if self.seen.elapsed() > LOST_AFTER {
+            collector_lost(self.rank, self.seen.elapsed());
+        }
+    }
+
+    fn heard(&mut self) {
+        self.seen = Instant::now();
+    }
+}
 
 fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_reader: bool) -> Result<Collector, String> {
     let mut c = Collector::new(workers.to_vec());
@@ -154,6 +212,7 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
     }
     let mut on_frame = |_: &crate::Frame| {};
     let mut emitter = Emitter::new(spec, &mut on_frame)?;
+    let emitter_was_unlinked = emitter.link.is_none();
     if let Some(e) = startup_error {
         // A bad query given at start: stop everyone, report it.
         initial = vec![Command::Stop];
@@ -166,8 +225,13 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
     }
     emitter.hello(&Hello::new(world.size() as usize, workers.to_vec(), &spec.source));
     let mut reader_done = !has_reader;
+    if has_reader {
+        c.set_reader(READER);
+    }
     let mut known_dead: BTreeSet<i32> = BTreeSet::new();
     let mut last_check = Instant::now();
+    let mut last_beat = Instant::now();
+    let mut reader_lost_handled = false;
     loop {
         let cmds = emitter.commands(&mut c);
         for cmd in cmds {
@@ -176,6 +240,14 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
                     continue;
                 }
                 out.send(world, r, tag::COMMAND, serde_json::to_vec(&vec![cmd.clone()]).unwrap());
+            }
+        }
+        if last_beat.elapsed() >= HEARTBEAT_EVERY {
+            last_beat = Instant::now();
+            for &r in &all_ranks {
+                if !known_dead.contains(&r) && !(r == READER && c.reader_lost) {
+                    out.send(world, r, tag::HEARTBEAT, Vec::new());
+                }
             }
         }
         let mut busy = false;
@@ -194,12 +266,26 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
         }
         if last_check.elapsed() > Duration::from_millis(250) {
             last_check = Instant::now();
-            c.check_workers();
+            c.check_liveness();
             let dead: BTreeSet<i32> = c.dead_workers().into_iter().collect();
             if dead != known_dead {
                 known_dead = dead;
                 if has_reader {
                     out.send(world, READER, TAG_DEAD, serde_json::to_vec(&known_dead).unwrap());
+                }
+            }
+            // A lost worker that answers again leaves: the reader has given its place away.
+            for r in c.take_returned() {
+                out.send(world, r, tag::COMMAND, serde_json::to_vec(&vec![Command::Stop]).unwrap());
+            }
+            if c.reader_lost && !reader_lost_handled {
+                // No more events can come: the workers finish what they hold and report.
+                reader_lost_handled = true;
+                reader_done = true;
+                for &r in workers {
+                    if !known_dead.contains(&r) {
+                        out.send(world, r, tag::COMMAND, serde_json::to_vec(&vec![Command::Stop]).unwrap());
+                    }
                 }
             }
         }
@@ -218,37 +304,56 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
         c.error.get_or_insert_with(|| e.clone());
     }
     emitter.finish(&c);
+    if emitter_was_unlinked {
+        // Nobody hears the frames: the ranks' losses go to stderr.
+        for l in c.lost() {
+            eprintln!("beamtime-job: {l}");
+        }
+    }
     out.drain(Duration::from_secs(1));
     Ok(c)
 }
 
-/// Waits for the collector's first commands (the queries to start with).
-fn initial_commands(world: &SimpleCommunicator) -> Vec<Command> {
+/// Waits for the collector's first commands (the queries to start with), as long as the
+/// collector is heard from.
+fn initial_commands(world: &SimpleCommunicator, watch: &mut CollectorWatch) -> Vec<Command> {
+    let t = Instant::now();
     loop {
         if let Some((_, msg)) = recv_from(world, Some(COLLECTOR), tag::COMMAND) {
+            watch.heard();
             return serde_json::from_slice(&msg).unwrap_or_default();
+        }
+        if recv_from(world, Some(COLLECTOR), tag::HEARTBEAT).is_some() {
+            watch.heard();
+        }
+        if t.elapsed() > FIRST_COMMANDS_PATIENCE && watch.seen.elapsed() > LOST_AFTER {
+            collector_lost(watch.rank, t.elapsed());
         }
         idle();
     }
 }
 
-fn commands(world: &SimpleCommunicator) -> Vec<Command> {
+fn commands(world: &SimpleCommunicator, watch: &mut CollectorWatch) -> Vec<Command> {
     let mut all = Vec::new();
     while let Some((_, msg)) = recv_from(world, Some(COLLECTOR), tag::COMMAND) {
+        watch.heard();
         all.extend(serde_json::from_slice::<Vec<Command>>(&msg).unwrap_or_default());
     }
+    watch.check(world);
     all
 }
 
 fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result<(), String> {
     let mut out = PendingSends::new();
-    let mut stopped = initial_commands(world).contains(&Command::Stop);
+    let mut watch = CollectorWatch::new(world.rank());
+    let mut stopped = initial_commands(world, &mut watch).contains(&Command::Stop);
     let source = spec.source()?;
+    let host = crate::worker::hostname();
     let index = |r: i32| workers.iter().position(|&w| w == r);
     let mut reading = match Reader::start(&source, workers.len(), spec.reader_options()) {
         Ok(d) => Some(d),
         Err(e) => {
-            let status = ReaderStatus { done: true, error: Some(e.to_string()), ..Default::default() };
+            let status = ReaderStatus { done: true, error: Some(e.to_string()), host: host.clone(), ..Default::default() };
             out.send(world, COLLECTOR, tag::READER, wire::encode(&status, &[]));
             None
         }
@@ -258,7 +363,7 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
     let mut dead: BTreeSet<i32> = BTreeSet::new();
     let mut last_status = Instant::now();
     loop {
-        if commands(world).contains(&Command::Stop) {
+        if commands(world, &mut watch).contains(&Command::Stop) {
             stopped = true;
         }
         while let Some((_, msg)) = recv_from(world, Some(COLLECTOR), TAG_DEAD) {
@@ -312,6 +417,7 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
                     newest: d.counters.newest.load(std::sync::atomic::Ordering::Relaxed),
                     done: all_ended && end.is_some(),
                     error: end.as_ref().and_then(|e| e.error.clone()),
+                    host: host.clone(),
                 };
                 out.send(world, COLLECTOR, tag::READER, wire::encode(&status, &[]));
             }
@@ -360,6 +466,17 @@ impl WorkSource {
                 (busy, over.then(|| d.finished().cloned().flatten()))
             }
             WorkSource::Reader { requested } => {
+                if stopped {
+                    // Told to stop (by the user, or alone: the reader gave its place away, or
+                    // is lost): no END may ever come. A batch already here is still done, so
+                    // that its events count.
+                    if let Some((_, msg)) = recv_from(world, Some(READER), tag::WORK) {
+                        if let Err(e) = w.process(&msg) {
+                            return (true, Some(Some(e)));
+                        }
+                    }
+                    return (false, Some(None));
+                }
                 if !*requested {
                     out.send(world, READER, tag::REQUEST, Vec::new());
                     *requested = true;
@@ -389,23 +506,34 @@ impl WorkSource {
 
 /// A worker rank: takes the queries, processes its source's events, reports its cumulative
 /// states to the collector every `report_ms` and when its data is over.
-fn worker(world: &SimpleCommunicator, spec: &JobSpec, source: impl FnOnce() -> Result<WorkSource, String>) -> Result<(), String> {
+fn worker(world: &SimpleCommunicator, spec: &JobSpec, open: impl FnOnce() -> Result<WorkSource, String>) -> Result<(), String> {
     let mut out = PendingSends::new();
     let mut w = Worker::with_calib(spec.calib_dir.as_ref().map(std::path::PathBuf::from), spec.calib_settings()?);
     let mut stopped = false;
-    for cmd in initial_commands(world) {
+    let mut watch = CollectorWatch::new(world.rank());
+    for cmd in initial_commands(world, &mut watch) {
         stopped |= cmd == Command::Stop;
         w.command(&cmd);
     }
     // Say who we are at once: the collector can then tell a dead worker from a slow one.
     out.send(world, COLLECTOR, tag::UPDATE, w.report(false));
-    let mut source = if stopped { None } else { Some(source()?) };
-    let report_every = Duration::from_millis(spec.report_ms);
-    let mut last_report = Instant::now();
     let mut ended = stopped;
     let mut end_error = None;
+    // A source it cannot open (a worker that reads for itself) is its final report's error.
+    let mut source = None;
+    if !stopped {
+        match open() {
+            Ok(s) => source = Some(s),
+            Err(e) => {
+                ended = true;
+                end_error = Some(e);
+            }
+        }
+    }
+    let report_every = Duration::from_millis(spec.report_ms);
+    let mut last_report = Instant::now();
     loop {
-        for cmd in commands(world) {
+        for cmd in commands(world, &mut watch) {
             if cmd == Command::Stop {
                 stopped = true;
                 if let Some(s) = &source {

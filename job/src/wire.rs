@@ -53,6 +53,9 @@ pub mod tag {
     pub const COMMAND: i32 = 5;
     /// reader → collector: reading progress and the end of the data ([`super::ReaderStatus`]).
     pub const READER: i32 = 6;
+    /// collector → every rank, empty, every half second: the collector is alive. (The ranks'
+    /// beats are their updates and statuses, sent at least as often.)
+    pub const HEARTBEAT: i32 = 8;
 }
 
 /// How a worker opens its fed reader: one entry per stream, in the reader's order.
@@ -114,6 +117,9 @@ pub struct ReaderStatus {
     pub newest: u64,
     pub done: bool,
     pub error: Option<String>,
+    /// Where the reader runs (named when it is lost).
+    #[serde(default)]
+    pub host: String,
 }
 
 /// One query's part of a worker update. Bodies are Arrow IPC streams (polars).

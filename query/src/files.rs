@@ -66,6 +66,12 @@ pub fn read_file(path: &Path) -> Result<DataFrame> {
 
 /// Writes `df` to `path`, through `<path>.partial` so a failed write leaves no broken file.
 pub fn write_file(df: &mut DataFrame, path: &Path) -> Result<()> {
+    write_file_with(df, path, Vec::new())
+}
+
+/// [`write_file`], with file-level key/value metadata where the format has it (Parquet): how
+/// the job that made the result ended (`beamtime:outcome`), so a partial result says so.
+pub fn write_file_with(df: &mut DataFrame, path: &Path, metadata: Vec<(String, String)>) -> Result<()> {
     let format = FileFormat::from_path(path)?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -96,7 +102,10 @@ pub fn write_file(df: &mut DataFrame, path: &Path) -> Result<()> {
     let tmp: PathBuf = path.with_file_name(tmp_name);
     let file = File::create(&tmp).map_err(|e| QueryError::file(path, e))?;
     let written = match format {
-        FileFormat::Parquet => ParquetWriter::new(file).finish(df).map(drop),
+        FileFormat::Parquet => {
+            let kv = (!metadata.is_empty()).then(|| polars::io::parquet::write::KeyValueMetadata::from_static(metadata));
+            ParquetWriter::new(file).with_key_value_metadata(kv).finish(df).map(drop)
+        }
         // Oldest compat level (no view types) so that every Arrow reader opens it.
         FileFormat::Ipc => IpcWriter::new(file).with_compat_level(CompatLevel::oldest()).finish(df),
         FileFormat::IpcStream => IpcStreamWriter::new(file).with_compat_level(CompatLevel::oldest()).finish(df),

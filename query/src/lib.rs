@@ -30,7 +30,7 @@ pub use convert::{
     ipc_stream_to_batches,
 };
 pub use error::{QueryError, Result};
-pub use files::{FileFormat, read_file, write_file};
+pub use files::{FileFormat, read_file, write_file, write_file_with};
 pub use live::{EVENT_INDEX, LiveMode, LiveQuery, parse_duration};
 /// Re-exported so the kernel names the same polars version.
 pub use polars;

@@ -49,10 +49,10 @@ fn main() -> ExitCode {
         Err(e) => {
             // Whoever wrote it still hears why, when it can be reached.
             if let Ok(lenient) = serde_json::from_str::<JobSpec>(&text) {
-                report_failure(&lenient, &e.to_string());
+                report_failure(&lenient, &e.to_string(), contract::Outcome::Error);
             }
             eprintln!("beamtime-job: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(contract::EXIT_USAGE);
         }
     };
     let outcome = if args.in_process || !under_mpi_launcher() {
@@ -61,12 +61,15 @@ fn main() -> ExitCode {
     } else {
         run_ranks(&spec)
     };
+    // The collector's rank (or the one process) says how the job ended; other ranks end 0.
     match outcome {
-        Ok(Some(c)) if c.error.is_some() => {
-            eprintln!("beamtime-job: {}", c.error.unwrap());
-            ExitCode::FAILURE
+        Ok(Some(c)) => {
+            if let Some(e) = &c.error {
+                eprintln!("beamtime-job: {e}");
+            }
+            ExitCode::from(c.outcome().exit_code())
         }
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.is_empty() {
                 eprintln!("beamtime-job: {e}");
@@ -85,7 +88,7 @@ fn run_ranks(spec: &JobSpec) -> Result<Option<job::Collector>, String> {
 #[cfg(not(feature = "mpi"))]
 fn run_ranks(spec: &JobSpec) -> Result<Option<job::Collector>, String> {
     let e = "this beamtime-job was built without MPI: use one rank (--ranks 1)".to_string();
-    report_failure(spec, &e);
+    report_failure(spec, &e, contract::Outcome::Error);
     Err(e)
 }
 

@@ -37,7 +37,12 @@ pub fn pump(ep: JobEndpoint, views: Arc<Mutex<Views>>, status: Arc<Mutex<JobStat
             Some(Ok(JobMessage::Hello(_))) => lock(&status).running = true,
             Some(Ok(JobMessage::Finished(f))) => {
                 let mut st = lock(&status);
-                st.ended = Some(f.error.as_ref().map(|e| format!("error: {e}")).unwrap_or_else(|| "end of data".into()));
+                st.ended = Some(match (&f.error, f.outcome) {
+                    (Some(e), _) => format!("error: {e}"),
+                    (None, contract::Outcome::RankLost) => format!("incomplete: {} events were in flight at lost ranks ({})", f.events_lost, f.lost.join("; ")),
+                    (None, contract::Outcome::Stopped) => "stopped".into(),
+                    _ => "end of data".into(),
+                });
                 if let Some(e) = f.error {
                     st.died.get_or_insert_with(|| format!("the job stopped: {e}"));
                 }

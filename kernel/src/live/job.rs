@@ -61,18 +61,17 @@ impl JobProcess {
         Ok(JobProcess { child, ranks, source: spec.source.clone(), opts: opts.clone() })
     }
 
-    /// Waits up to 3 s for the job to end after it was told to stop, then kills it.
+    /// Waits up to 3 s for the job to end after it was told to stop, then ends its whole
+    /// process group (the launcher and every rank it started), SIGTERM then SIGKILL.
     pub fn stop(self) {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(3) {
             if let Ok(Some(_)) = lock(&self.child).try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let mut child = lock(&self.child);
-        let _ = child.kill();
-        let _ = child.wait();
+        contract::launch::stop(&mut lock(&self.child), Duration::from_secs(2));
     }
 }
 

@@ -222,7 +222,7 @@ pub fn status_line(h: &FrameHeader) -> String {
         parts.push(format!("stalled {:?}", h.ranks_stalled));
     }
     if !h.ranks_dead.is_empty() {
-        parts.push(format!("dead {:?}", h.ranks_dead));
+        parts.push(format!("lost {:?}", h.ranks_dead));
     }
     if let Some(a) = h.newest_age_s {
         parts.push(format!("age {a:.1} s"));
