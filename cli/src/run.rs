@@ -67,7 +67,9 @@ fn run(a: RunArgs) -> Result<Outcome, (Outcome, String)> {
 }
 
 fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, String> {
-    let endpoint = JobEndpoint::bind().map_err(|e| e.to_string())?;
+    // A launcher other than the local mpirun may place rank 0 on another node.
+    let remote = a.ranks > 1 && a.launcher.as_deref().is_some_and(|l| l != "mpirun");
+    let endpoint = JobEndpoint::bind_for(remote).map_err(|e| e.to_string())?;
     let mut spec = JobSpec::new(&a.source);
     spec.queries = vec![Command::Set { name: "result".into(), sql, mode: a.mode.clone(), generation: 0 }];
     spec.batch_events = a.batch_events;

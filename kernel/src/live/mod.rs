@@ -39,6 +39,8 @@ pub struct LiveQueries {
     calib_dir: Option<String>,
     /// `--calib` settings, checked, paths absolute.
     calib: Vec<String>,
+    /// The source's `--launcher` and `--ranks`: what its jobs use unless `%%live` says.
+    launch: LiveOptions,
     views: Arc<Mutex<Views>>,
     status: Arc<Mutex<JobStatus>>,
     commands: Option<tokio::sync::mpsc::UnboundedSender<Command>>,
@@ -56,6 +58,7 @@ impl LiveQueries {
             source: None,
             calib_dir: None,
             calib: Vec::new(),
+            launch: LiveOptions::default(),
             views: Arc::default(),
             status: Arc::default(),
             commands: None,
@@ -67,8 +70,8 @@ impl LiveQueries {
         }
     }
 
-    /// `%source <psana string> [--calib-dir D] [--calib S]…`.
-    pub fn set_source(&mut self, source: &str, calib_dir: Option<String>, calib: Vec<String>) -> Result<String, CellError> {
+    /// `%source <psana string> [--calib-dir D] [--calib S]… [--launcher T] [--ranks N]`.
+    pub fn set_source(&mut self, source: &str, calib_dir: Option<String>, calib: Vec<String>, launch: LiveOptions) -> Result<String, CellError> {
         xtc::Source::parse(source).map_err(|e| CellError::new("SourceError", e.to_string()))?;
         let cwd = std::env::current_dir().map_err(|e| CellError::new("SourceError", e.to_string()))?;
         // A calib dir that is not there yet is accepted (a DAQ or simulator may deploy it when
@@ -85,6 +88,7 @@ impl LiveQueries {
         self.source = Some(source.to_string());
         self.calib_dir = calib_dir;
         self.calib = settings.iter().map(|s| s.to_arg()).collect();
+        self.launch = launch;
         let note = match &self.job {
             Some(j) if j.source != source && self.job_alive() => " (the running job still reads the old source: %live restart switches)",
             _ => "",
@@ -107,12 +111,14 @@ impl LiveQueries {
         }
     }
 
-    /// Binds the endpoint jobs connect to, and starts the frame pump on it (once).
-    fn ensure_endpoint(&mut self) -> Result<(), CellError> {
+    /// Binds the endpoint jobs connect to, and starts the frame pump on it (once): on this
+    /// host's address when the first job's launcher may place rank 0 elsewhere
+    /// (`$BEAMTIME_LINK_ADDRESS` chooses for every job).
+    fn ensure_endpoint(&mut self, remote_ranks: bool) -> Result<(), CellError> {
         if self.endpoint.is_some() {
             return Ok(());
         }
-        let ep = JobEndpoint::bind().map_err(|e| CellError::new("LiveError", e.to_string()))?;
+        let ep = JobEndpoint::bind_for(remote_ranks).map_err(|e| CellError::new("LiveError", e.to_string()))?;
         self.endpoint = Some(ep.endpoint().to_string());
         self.commands = Some(ep.commander());
         let (views, status, publisher, widgets) = (self.views.clone(), self.status.clone(), self.publisher.clone(), self.widgets.clone());
@@ -130,6 +136,8 @@ impl LiveQueries {
 
     /// `%%live NAME [--ranks N] [--rate HZ] [--mode M] [--window W]` with the SQL below.
     pub fn start_query(&mut self, name: &str, sql: &str, opts: &LiveOptions, parent: &Message, interrupted: &dyn Fn() -> bool) -> Result<(), CellError> {
+        // The source's launcher and ranks, unless this cell says.
+        let opts = &LiveOptions { ranks: opts.ranks.or(self.launch.ranks), launcher: opts.launcher.clone().or_else(|| self.launch.launcher.clone()), ..opts.clone() };
         query::validate_name(name).map_err(|e| CellError::new("UsageError", e.to_string()))?;
         let source = self.source.clone().ok_or_else(|| {
             CellError::new("LiveError", "no source yet: %source exp=<exp>:run=<n>:dir=<xtc dir>:live (or shmem=…) first")
@@ -137,7 +145,7 @@ impl LiveQueries {
         let mode = opts.mode.clone().unwrap_or_else(|| "total".into());
         // Everything but the columns is checked here, before the job sees it.
         query::LiveQuery::check(sql, &mode).map_err(|e| CellError::new("LiveQueryError", e.to_string()))?;
-        self.ensure_endpoint()?;
+        self.ensure_endpoint(opts.launcher.as_deref().is_some_and(|l| l != "mpirun"))?;
         let display_id = format!("beamtime-live-{name}-{}", uuid::Uuid::new_v4().simple());
         let cmd = Command::Set { name: name.into(), sql: sql.into(), mode: mode.clone(), generation: 0 };
         {

@@ -14,7 +14,9 @@ pub fn source(call: &Call, s: &mut Session) -> Result<Option<Bundle>, CellError>
     let source = expand_env(source)?;
     let calib_dir = call.args.opt("--calib-dir").map(expand_env).transpose()?;
     let settings = call.args.opt_all("--calib").into_iter().map(expand_env).collect::<Result<Vec<_>, _>>()?;
-    let text = s.live.set_source(&source, calib_dir, settings)?;
+    let ranks = call.args.opt("--ranks").map(|v| v.parse::<usize>().map_err(|_| call.usage_error(format!("--ranks {v}: a whole number expected")))).transpose()?;
+    let launch = LiveOptions { ranks: ranks.map(|r| r.max(1)), launcher: call.args.opt("--launcher").map(str::to_string), ..LiveOptions::default() };
+    let text = s.live.set_source(&source, calib_dir, settings, launch)?;
     Ok(Some(json!({"text/plain": text})))
 }
 

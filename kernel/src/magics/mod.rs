@@ -88,7 +88,7 @@ pub const MAGICS: &[Magic] = &[
     Magic {
         name: "source",
         cell: false,
-        usage: "%source SOURCE [--calib-dir DIR] [--calib [DET:]KEY=VALUE]…",
+        usage: "%source SOURCE [--calib-dir DIR] [--calib [DET:]KEY=VALUE]… [--launcher mpirun|slurm|T] [--ranks N]",
         summary: "Set the data source of live queries: a psana string, e.g. exp=<exp>:run=<n>:dir=<xtc dir>:live \
                   (small data as the DAQ writes it) or a finished run without :live.",
         options: &[
@@ -98,6 +98,8 @@ pub const MAGICS: &[Magic] = &[
                 value: Some("[DET:]KEY=VALUE"),
                 help: "one calibration setting, repeatable: pedestals=FILE (any constant type), mask=FILE, cmpars=7,1,100, cache=FILE (psana's calibconst.pkl), exports=DIR (cdb get files)",
             },
+            Opt { name: "--launcher", value: Some("T"), help: "how the source's jobs start their ranks: mpirun (default), slurm (srun -n {n} --mpi=pmix {job}, in the allocation), or a template with {n} and {job}" },
+            Opt { name: "--ranks", value: Some("N"), help: "ranks of the source's jobs (a %%live --ranks wins)" },
         ],
         words: &[],
         example: "%source exp=tstx00117:run=1:dir=/tmp/beamtime-sim:live",
