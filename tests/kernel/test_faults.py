@@ -1,0 +1,125 @@
+"""A worker of a `%%live` job killed while the run is written (issue 17), through a real Jupyter
+client: within 3 s the live display or `%live status` names the lost worker (`worker rank R on
+HOST lost`), the results so far stay, the next cell answers within 1 s, and `%live stop` ends
+every process of the job (none left, no /dev/shm or /dev/mqueue entry left)."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import beamtime_bin, run_cell
+from faults import JobWatch  # tests/ (conftest puts it on the path)
+
+HOST = socket.gethostname()
+HOSTS = {HOST, HOST.split(".")[0], socket.getfqdn()}
+
+
+def texts(msgs):
+    out = []
+    for m in msgs:
+        c = m["content"]
+        if "data" in c:
+            out.append(c["data"].get("text/plain", ""))
+        elif m["msg_type"] == "stream":
+            out.append(c["text"])
+        elif m["msg_type"] == "error":
+            out.append(c["ename"] + ": " + c["evalue"])
+    return "\n".join(out)
+
+
+def cell(kc, code, others, timeout=30):
+    """run_cell, keeping the iopub messages of other requests (the live display's updates and
+    its widget's, sent in the background) in `others`; returns (reply, own messages, seconds)."""
+    t = time.monotonic()
+    msg_id = kc.execute(code)
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=timeout)
+    msgs = []
+    while True:
+        m = kc.get_iopub_msg(timeout=timeout)
+        if m["parent_header"].get("msg_id") != msg_id:
+            others.append(m)
+            continue
+        msgs.append(m)
+        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            return reply["content"], msgs, time.monotonic() - t
+
+
+def events_of(status_text, name):
+    m = re.search(rf"{name}: (\d+) events", status_text)
+    return int(m.group(1)) if m else 0
+
+
+@pytest.mark.parametrize("ranks", [3, 5])
+def test_a_killed_worker_is_named_within_3_s_and_the_kernel_answers(kernel, tmp_path, ranks):
+    km, kc = kernel
+    exp = f"tstkfault{ranks}"
+    writer = subprocess.Popen([beamtime_bin(), "sim", "--dir", str(tmp_path / "xtc"), "--exp", exp, "--run", "1", "--events", "20000",
+                               "--steps", "2", "--streams", "2", "--rate", "2000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kpid = km.provisioner.pid
+    watch = JobWatch(root=kpid, marker=f"beamtime-live-{kpid}/")
+    others = []
+    try:
+        reply, msgs, _ = cell(kc, f"%source exp={exp}:run=1:dir={tmp_path / 'xtc'}:live", others)
+        assert reply["status"] == "ok", texts(msgs)
+        reply, msgs, _ = cell(kc, f"%%live n --ranks {ranks} --rate 10\nSELECT count(*) AS n FROM events", others, timeout=120)
+        assert reply["status"] == "ok", texts(msgs)
+        # All ranks up and the worker reading (events counted).
+        end = time.monotonic() + 30
+        pids = watch.scan()
+        while len(pids) < ranks and time.monotonic() < end:
+            time.sleep(0.01)
+            pids = watch.scan()
+        assert len(pids) >= ranks, f"ranks {sorted(pids)} of {ranks} found"
+        s = ""
+        while time.monotonic() < end and events_of(s, "n") < 500:
+            _, msgs, _ = cell(kc, "%live status", others)
+            s = texts(msgs)
+            time.sleep(0.1)
+        assert events_of(s, "n") >= 500, s
+        _, msgs, _ = cell(kc, "%%sql\nSELECT n FROM n", others)
+        before = int(texts(msgs).strip().splitlines()[-1].strip("│ ").split("│")[-1].strip())
+        assert writer.poll() is None, "the run is no longer growing: make it longer"
+
+        victim = ranks - 1
+        watch.send(pids[victim], signal.SIGKILL)
+        killed = time.monotonic()
+        pattern = re.compile(rf"worker rank {victim} on (\S+) lost")
+        seen = status_text = None
+        del others[:]
+        while seen is None and time.monotonic() < killed + 4.0:
+            _, msgs, _ = cell(kc, "%live status", others)
+            status_text = texts(msgs)
+            for text in [status_text] + [json.dumps(m["content"]) for m in others]:
+                m = pattern.search(text)
+                if m:
+                    seen = (time.monotonic() - killed, m.group(1))
+                    break
+            time.sleep(0.1)
+        assert seen, f"no `worker rank {victim} on {HOST} lost` in %live status or the live display 4 s after the kill:\n{status_text}"
+        assert seen[0] <= 3.2, f"the lost worker was named only {seen[0]:.1f} s after the kill (3 s expected)"
+        assert seen[1] in HOSTS, f"`on {seen[1]}`: not this host ({HOST})"
+
+        # The results so far stay, and the kernel answers at once.
+        reply, msgs, took = cell(kc, "%%sql\nSELECT n FROM n", others)
+        assert reply["status"] == "ok", texts(msgs)
+        after = int(texts(msgs).strip().splitlines()[-1].strip("│ ").split("│")[-1].strip())
+        assert after >= before > 0, (before, after)
+        assert took <= 1.0, f"%%sql took {took:.2f} s after a worker was lost"
+        reply, msgs, took = cell(kc, "%live status", others)
+        assert reply["status"] == "ok" and took <= 1.0, (took, texts(msgs))
+
+        reply, msgs, _ = cell(kc, "%live stop", others)
+        assert reply["status"] == "ok", texts(msgs)
+        watch.assert_clean(within=5.0)
+        assert km.is_alive()
+    finally:
+        watch.force_cleanup()
+        writer.kill()
+        writer.wait(timeout=10)
