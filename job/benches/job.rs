@@ -94,6 +94,86 @@ fn thread_cpu_secs() -> f64 {
 
 /// One Jungfrau module on every event, through the whole in-process job: raw decoding alone,
 /// then `calib` and `image` on top, per CPU-second of the worker thread (side by side in one run).
+/// The first batch of `source` through one worker: its update message (what every worker
+/// sends the collector), for the query `sql`.
+fn one_update(source: &str, sql: &str, calib_dir: Option<PathBuf>) -> Vec<u8> {
+    let source = xtc::Source::parse(source).unwrap();
+    let mut reader = job::Reader::start(&source, 1, job::ReaderOptions { batch_events: 4096, ..Default::default() }).unwrap();
+    let msg = loop {
+        reader.poll(Duration::from_millis(10));
+        if let Some(m) = reader.next_work(0) {
+            break m;
+        }
+    };
+    let mut c = job::Collector::new(vec![2]);
+    let cmd = c.command(set(sql)).unwrap();
+    let mut w = job::Worker::with_calib(calib_dir, Vec::new());
+    w.command(&cmd);
+    w.process(&msg).unwrap();
+    w.report(false)
+}
+
+/// What the collector spends per frame with N workers: N updates decoded and stored (each
+/// worker reports about once per frame) and the merged, finalized, encoded result.
+fn collector_merge(truth: &sim::Truth) {
+    let frames: u64 = std::env::var("BEAMTIME_BENCH_JUNGFRAU_FRAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let jf = bench_dir().join(format!("jungfrau-{frames}"));
+    let jf_source = format!("exp=tstjfbench:run=1:dir={}", jf.display());
+    println!("### Collector: merge cost per frame against the number of workers\n");
+    println!("| query | state per worker | 1 worker | 4 | 16 | 64 workers |");
+    println!("|---|---|---|---|---|---|");
+    let cases: [(&str, &str, &str, Option<PathBuf>); 4] = [
+        ("(a) filter + bin + sum/avg", QUERIES[0].1, &truth.source, None),
+        ("(b) 100-bin histogram", QUERIES[1].1, &truth.source, None),
+        ("1000-bin histogram by step (20 steps)", "SELECT step, hist(ipm2.raw.sum, 0, 4, 1000) AS x, count(*) AS n FROM events GROUP BY step, x", &truth.source, None),
+        ("mean image of a Jungfrau module (0.5 Mpx)", "SELECT avg(jungfrau.raw.calib) AS m FROM events", &jf_source, Some(jf.join("calib"))),
+    ];
+    for (label, sql, source, calib) in cases {
+        let update = one_update(source, sql, calib);
+        let mut row = format!("| {label} | {:.1} kB |", update.len() as f64 / 1e3);
+        for n in [1, 4, 16, 64] {
+            let ranks: Vec<i32> = (2..2 + n).collect();
+            let mut c = job::Collector::new(ranks.clone());
+            c.command(set(sql)).unwrap();
+            let rounds = if update.len() > 1_000_000 { 3 } else { 20 };
+            let mut best = f64::INFINITY;
+            for _ in 0..rounds {
+                let t = Instant::now();
+                for &r in &ranks {
+                    c.update(r, &update).unwrap();
+                }
+                let f = c.frames(true, false);
+                assert_eq!(f.len(), 1);
+                assert!(f[0].header.error.is_none(), "{:?}", f[0].header.error);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            row.push_str(&format!(" {:.2} ms |", best * 1e3));
+        }
+        println!("{row}");
+    }
+    println!("\n(best of 20 rounds, 3 for the image; a frame period is 100 ms at the default 10 Hz)\n");
+    // The reader alone: small data read and events built into batches, no worker.
+    let source = xtc::Source::parse(&truth.source).unwrap();
+    let t = Instant::now();
+    let cpu = process_cpu_secs();
+    let mut reader = job::Reader::start(&source, 1, job::ReaderOptions::default()).unwrap();
+    let mut batches = 0;
+    while reader.finished().is_none() {
+        reader.poll(Duration::from_millis(5));
+        while reader.next_work(0).is_some() {
+            batches += 1;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let built = reader.counters.events_built.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(built, truth.events);
+    println!(
+        "Reader alone (no workers): {built} events in {batches} batches, {:.2} M events/s wall clock, {:.2} M events per process CPU-second (psana2's published SMD0 rate: 1.53 M events/s)\n",
+        built as f64 / secs / 1e6,
+        built as f64 / (process_cpu_secs() - cpu) / 1e6
+    );
+}
+
 fn jungfrau_through_the_job() {
     let frames: u64 = std::env::var("BEAMTIME_BENCH_JUNGFRAU_FRAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let dir = bench_dir().join(format!("jungfrau-{frames}"));
@@ -247,6 +327,7 @@ fn main() {
     }
     println!("\n(per worker core: events per CPU-second of the in-process worker thread, which also collects; the others are wall-clock rates of the whole job, start-up included; under mpirun the reader and the collector are ranks too)\n");
     jungfrau_through_the_job();
+    collector_merge(&truth);
     if quick {
         return;
     }
