@@ -101,7 +101,8 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
         eprintln!("beamtime: {l}");
     }
     if let Some(e) = error {
-        return Ok(Err((end, e)));
+        // A query's error comes in its frames; the job's outcome may not say it.
+        return Ok(Err((end.worst(Outcome::Error), e)));
     }
     if !finished {
         let status = status.map_or("killed".to_string(), |s| s.to_string());

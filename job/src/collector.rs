@@ -218,6 +218,9 @@ impl Collector {
         if self.error.is_some() {
             return if self.source_error { Outcome::SourceError } else { Outcome::Error };
         }
+        if self.queries.values().any(|q| q.error.is_some()) {
+            return Outcome::Error;
+        }
         if self.reader_lost || self.events_lost() > 0 {
             return Outcome::RankLost;
         }
