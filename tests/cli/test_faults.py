@@ -231,7 +231,7 @@ def test_a_killed_worker_leaves_a_partial_result_and_says_what_is_missing(h, ran
         pids = r.ranks(ranks)
         time.sleep(2.0)
     r.watch.send(pids[victim], signal.SIGKILL)
-    code = r.wait(25)
+    code = r.wait(20)
     err = r.stderr
     assert code == 4, f"exit {code} (4 = rank lost expected):\n{tail(err)}"
     host = lost_host(err, rf"worker rank {victim} on (\S+) lost")
@@ -270,13 +270,21 @@ def test_a_worker_stopped_10_s_is_lost_then_answers_again_and_its_events_count(h
         os.kill(pids[victim], signal.SIGCONT)
     host = lost_host(during, rf"worker rank {victim} on (\S+) lost")
     assert host in HOSTS, f"no `worker rank {victim} on {HOST} lost` while it was stopped 10 s:\n{tail(during)}"
-    assert r.p.poll() is None, f"the job ended ({r.p.returncode}) while a worker was stopped:\n{tail(during)}"
-    code = r.wait(25)
+    ended_while_stopped = r.p.poll() is not None
+    code = r.wait(20)
     err = r.stderr
-    assert re.search(rf"rank {victim}\b[^\n]*answered again", err), f"no `worker rank {victim} … answered again`:\n{tail(err)}"
-    assert out.exists(), f"no result written:\n{tail(err)}"
-    r.watch.assert_clean()
+    assert out.exists(), f"exit {code}, no result written:\n{tail(err)}"
     got, full = pq.read_table(out).to_pydict(), h.full(d, sim)
+    if ranks == 3 and ended_while_stopped:
+        # Its only worker lost, the job may end (partial) before the worker is continued.
+        assert code == 4, f"exit {code} (4 = rank lost expected):\n{tail(err)}"
+        incomplete_events(err)
+        assert_partial(got, full)
+        r.watch.assert_clean()
+        return
+    assert not ended_while_stopped, f"the job ended ({code}) while one of its {ranks - 2} workers was stopped:\n{tail(during)}"
+    assert re.search(rf"rank {victim}\b[^\n]*answered again", err), f"exit {code}, no `worker rank {victim} … answered again`:\n{tail(err)}"
+    r.watch.assert_clean()
     if ranks > 3:
         # The others took its share of the rest; what it held when stopped it reported later.
         assert code == 0, f"exit {code}: nothing was lost in the end, 0 expected:\n{tail(err)}"
