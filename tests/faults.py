@@ -4,8 +4,8 @@ launcher), signals sent to them by pid, and the checks that a job left no proces
 shared-memory segment and no message queue behind.
 
 A job's processes are those that descend from its driver (`beamtime run` or the kernel) or
-whose command line holds a marker of their own (the temp dir the job description was written
-into), so that jobs of other tests running on the machine are never counted or signalled."""
+whose command line or environment holds a marker of their own (the temp dir the job
+description was written into, the test's TMPDIR), so that jobs of other tests running on the machine are never counted or signalled."""
 import os
 import re
 import signal
@@ -108,7 +108,9 @@ class JobWatch:
         kind = _kind(argv)
         if kind is None:
             return None
-        if pid in below or (self.marker and any(self.marker in a for a in argv)):
+        # The marker on the command line, or in the environment (TMPDIR): launchers pass the
+        # job description inline, so the ranks' command lines may not name the temp dir.
+        if pid in below or (self.marker and (any(self.marker in a for a in argv) or self.marker in _environ(pid))):
             return kind
         return None
 

@@ -14,7 +14,9 @@ use crate::RunArgs;
 
 /// How long the job may take to exit after its last message (its ranks leave within 3 s
 /// even when MPI_Finalize waits for a lost one).
-const EXIT_PATIENCE: Duration = Duration::from_secs(8);
+const EXIT_PATIENCE: Duration = Duration::from_secs(5);
+/// How long the job's rank 0 may take to connect (launcher and MPI start-up).
+const START_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a stopped job may take to send its last message.
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
 /// How long messages may still arrive after the job's process is gone.
@@ -73,7 +75,11 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
     let mut spec = JobSpec::new(&a.source);
     spec.queries = vec![Command::Set { name: "result".into(), sql, mode: a.mode.clone(), generation: 0 }];
     spec.batch_events = a.batch_events;
-    spec.output = a.output.clone();
+    // Absolute: rank 0 writes it, wherever the launcher started it.
+    spec.output = match &a.output {
+        Some(o) => Some(std::path::absolute(o).map_err(|e| format!("-o {}: {e}", o.display()))?),
+        None => None,
+    };
     if let Some(dir) = &a.calib_dir {
         // Absolute: the ranks may start elsewhere (srun).
         let dir = std::fs::canonicalize(dir).map_err(|e| format!("--calib-dir {}: {e}", dir.display()))?;
@@ -152,8 +158,19 @@ fn follow(endpoint: &JobEndpoint, child: &mut Child, deadline: Option<Instant>) 
     let mut outcome = Outcome_ { result: None, events: 0, error: None, finished: false, notices: 0, printed: Vec::new(), end: Outcome::Complete, lost: Vec::new(), events_lost: 0, stopped_by: None };
     let mut gone: Option<Instant> = None;
     let mut stop_sent: Option<Instant> = None;
+    let started = Instant::now();
+    let mut heard = false;
     loop {
-        match endpoint.recv_timeout(Duration::from_millis(100)) {
+        let message = endpoint.recv_timeout(Duration::from_millis(100));
+        heard |= message.is_some();
+        if !heard && started.elapsed() > START_PATIENCE {
+            contract::launch::stop(child, Duration::from_secs(2));
+            return Err(format!(
+                "the job's rank 0 did not connect to {} within {START_PATIENCE:?} (could its node reach this one? set BEAMTIME_LINK_ADDRESS); the launcher's messages are above",
+                endpoint.endpoint()
+            ));
+        }
+        match message {
             Some(Ok(JobMessage::Frame(h, body))) => take_frame(&mut outcome, &h, &body)?,
             Some(Ok(JobMessage::Finished(f))) => {
                 outcome.events = f.events;

@@ -57,7 +57,7 @@ pub fn job_executable() -> PathBuf {
 /// on this host (the launcher forwards the signal to the ranks on other hosts).
 pub fn command(launcher: Option<&str>, ranks: usize, spec: &JobSpec, spec_file: &Path) -> Result<Command, ContractError> {
     let text = serde_json::to_vec_pretty(spec).expect("job descriptions serialize");
-    std::fs::write(spec_file, text).map_err(|e| ContractError::Launch(format!("{}: {e}", spec_file.display())))?;
+    std::fs::write(spec_file, &text).map_err(|e| ContractError::Launch(format!("{}: {e}", spec_file.display())))?;
     let job = job_executable();
     if ranks <= 1 {
         let mut cmd = Command::new(job);
@@ -65,7 +65,14 @@ pub fn command(launcher: Option<&str>, ranks: usize, spec: &JobSpec, spec_file: 
         return Ok(cmd);
     }
     let template = template(launcher);
-    let job = format!("{} --spec-file {}", job.display(), spec_file.display());
+    // On the command line itself where it fits: ranks on other nodes may not see this host's
+    // temporary directory (node-local /tmp). Hex has no character a shell or a launcher splits.
+    let inline = hex::encode(serde_json::to_vec(spec).expect("job descriptions serialize"));
+    let job = if inline.len() <= MAX_INLINE_SPEC {
+        format!("{} --spec-hex {inline}", job.display())
+    } else {
+        format!("{} --spec-file {}", job.display(), spec_file.display())
+    };
     let mut line = template.replace("{n}", &ranks.to_string());
     if line.contains("{job}") {
         line = line.replace("{job}", &job);
@@ -78,6 +85,9 @@ pub fn command(launcher: Option<&str>, ranks: usize, spec: &JobSpec, spec_file: 
     cmd.args(args).process_group(0);
     Ok(cmd)
 }
+
+/// The longest job description passed inline (one argument may hold 128 KiB on Linux).
+const MAX_INLINE_SPEC: usize = 100_000;
 
 /// Ends a job started from [`command`]: SIGTERM to its whole process group (the launcher
 /// forwards it to every rank), SIGKILL to the group after `patience`; waits for the child.

@@ -117,6 +117,7 @@ pub struct Collector {
     pub stopped: bool,
     /// The job-level error came from reading the source.
     source_error: bool,
+    last_liveness_check: Instant,
 }
 
 /// How long a rank may be silent before it is lost: ranks send every 0.1–0.5 s, so this is
@@ -147,6 +148,7 @@ impl Collector {
             returned: Vec::new(),
             stopped: false,
             source_error: false,
+            last_liveness_check: Instant::now(),
         }
     }
 
@@ -167,9 +169,19 @@ impl Collector {
     pub fn check_liveness(&mut self) -> Vec<i32> {
         let now = Instant::now();
         let limit = self.lost_after;
+        // The collector itself did not listen for a while (stopped, or a long merge): the
+        // silence was its own, every rank gets a fresh window.
+        let deaf = now.duration_since(self.last_liveness_check) > Duration::from_secs(1);
+        self.last_liveness_check = now;
+        if deaf {
+            self.reader_seen = now;
+        }
         let mut newly = Vec::new();
         for &r in &self.worker_ranks {
             let w = self.workers.entry(r).or_insert_with(|| WorkerInfo::unheard(self.started));
+            if deaf {
+                w.last_seen = w.last_seen.max(now);
+            }
             if w.dead || w.done || now.duration_since(w.last_seen) <= limit {
                 continue;
             }
@@ -194,6 +206,11 @@ impl Collector {
             }
         }
         newly
+    }
+
+    /// Every worker is lost (and none came back): no event can be analysed any more.
+    pub fn all_workers_lost(&self) -> bool {
+        !self.worker_ranks.is_empty() && self.worker_ranks.iter().all(|r| self.workers.get(r).is_some_and(|w| w.dead && w.lost_at.is_some()))
     }
 
     /// Lost workers that answered again since the last call.

@@ -98,7 +98,21 @@ fn idle() {
 
 /// Runs this process's role. Returns the collector's results on rank 0.
 pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
+    // MPI_Init waits for every rank: one that dies while starting holds the others forever.
+    let initialized = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watched = initialized.clone();
+    // Large jobs on slow networks may need longer: $BEAMTIME_MPI_INIT_PATIENCE_S.
+    let patience = std::env::var("BEAMTIME_MPI_INIT_PATIENCE_S").ok().and_then(|v| v.parse().ok()).map_or(INIT_PATIENCE, Duration::from_secs_f64);
+    std::thread::spawn(move || {
+        std::thread::sleep(patience);
+        if !watched.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("beamtime-job on {}: MPI_Init did not complete within {patience:?} (a rank died while starting?): exiting", crate::worker::hostname());
+            // SAFETY: ends this process; nothing of ours runs yet.
+            unsafe { libc::_exit(Outcome::RankLost.exit_code() as i32) };
+        }
+    });
     let (universe, _) = mpi::initialize_with_threading(Threading::Funneled).ok_or("MPI is already initialized")?;
+    initialized.store(true, std::sync::atomic::Ordering::SeqCst);
     let world = universe.world();
     let size = world.size();
     if size < 2 {
@@ -134,7 +148,9 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     }
     // MPI_Finalize synchronises with every rank; with a rank dead, OpenMPI's can wait forever.
     // The work is done and reported by now, so a finalize that hangs ends the process instead.
+    // Linked to a driver, ranks end 0 (see beamtime-job's main); alone, rank 0 says how it went.
     let code = match &result {
+        _ if spec.connect.is_some() => 0,
         Ok(Some(c)) => c.outcome().exit_code() as i32,
         Ok(None) => 0,
         Err(_) => 1,
@@ -149,6 +165,9 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     drop(universe);
     result
 }
+
+/// How long MPI_Init may take: every rank starts at once, so this is the launcher's start-up.
+const INIT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long MPI_Finalize may take before the process ends without it.
 const FINALIZE_PATIENCE: Duration = Duration::from_secs(3);
@@ -172,19 +191,28 @@ fn collector_lost(rank: i32, silent: Duration) -> ! {
     unsafe { libc::_exit(Outcome::RankLost.exit_code() as i32) }
 }
 
-/// What a rank knows of the collector: when it last heard from it.
+/// What a rank knows of the collector: when it last heard from it, and when it last listened.
 struct CollectorWatch {
     rank: i32,
     seen: Instant,
+    listened: Instant,
 }
+
+/// A rank that did not listen for this long (stopped, or a long batch) gives the collector a
+/// fresh window: its silence was the listener's.
+const DEAF_GAP: Duration = Duration::from_millis(1000);
 
 impl CollectorWatch {
     fn new(rank: i32) -> Self {
-        CollectorWatch { rank, seen: Instant::now() }
+        CollectorWatch { rank, seen: Instant::now(), listened: Instant::now() }
     }
 
     /// Takes the collector's heartbeats; ends the process when it has been silent too long.
     fn check(&mut self, world: &SimpleCommunicator) {
+        if self.listened.elapsed() > DEAF_GAP {
+            self.seen = Instant::now();
+        }
+        self.listened = Instant::now();
         while recv_from(world, Some(COLLECTOR), tag::HEARTBEAT).is_some() {
             self.seen = Instant::now();
         }
@@ -277,6 +305,15 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
             // A lost worker that answers again leaves: the reader has given its place away.
             for r in c.take_returned() {
                 out.send(world, r, tag::COMMAND, serde_json::to_vec(&vec![Command::Stop]).unwrap());
+            }
+            if c.all_workers_lost() && !reader_lost_handled {
+                // Nobody is left to read for: the reader stops, the job ends with what it has.
+                reader_lost_handled = true;
+                if has_reader && !c.reader_lost {
+                    out.send(world, READER, tag::COMMAND, serde_json::to_vec(&vec![Command::Stop]).unwrap());
+                } else {
+                    reader_done = true;
+                }
             }
             if c.reader_lost && !reader_lost_handled {
                 // No more events can come: the workers finish what they hold and report.
@@ -406,7 +443,8 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
                 ended.insert(w);
             }
         }
-        let all_ended = workers.iter().all(|w| ended.contains(w) || dead.contains(w));
+        // After a stop the workers leave without asking again (they need no END).
+        let all_ended = (stopped && end.is_some()) || workers.iter().all(|w| ended.contains(w) || dead.contains(w));
         if last_status.elapsed() > Duration::from_millis(100) || all_ended {
             last_status = Instant::now();
             if let Some(d) = &reading {

@@ -234,6 +234,12 @@ def test_a_killed_worker_leaves_a_partial_result_and_says_what_is_missing(h, ran
     code = r.wait(20)
     err = r.stderr
     assert code == 4, f"exit {code} (4 = rank lost expected):\n{tail(err)}"
+    if when == "before-first-report" and "MPI_Init did not complete" in err:
+        # Killed while MPI was starting: the others cannot leave MPI_Init, no rank has a role
+        # yet; each gives up after its patience and says so.
+        assert "the job exited" in err and "before finishing" in err, tail(err)
+        r.watch.assert_clean()
+        return
     host = lost_host(err, rf"worker rank {victim} on (\S+) lost")
     assert host in HOSTS, f"no `worker rank {victim} on {HOST} lost`:\n{tail(err)}"
     in_flight = incomplete_events(err)
@@ -267,7 +273,10 @@ def test_a_worker_stopped_10_s_is_lost_then_answers_again_and_its_events_count(h
         time.sleep(10.0)
         during = r.stderr
     finally:
-        os.kill(pids[victim], signal.SIGCONT)
+        try:
+            os.kill(pids[victim], signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # the job ended (its only worker lost) and took the stopped process with it
     host = lost_host(during, rf"worker rank {victim} on (\S+) lost")
     assert host in HOSTS, f"no `worker rank {victim} on {HOST} lost` while it was stopped 10 s:\n{tail(during)}"
     ended_while_stopped = r.p.poll() is not None
@@ -354,9 +363,17 @@ def test_a_file_deleted_while_a_live_run_is_read_is_an_error_naming_it(h, ranks)
         p.unlink()
     code = r.wait(20, "beamtime run to exit after a file of its live run was deleted")
     err = r.stderr
-    assert code == 3, f"exit {code} (3 = source error expected):\n{tail(err)}"
-    assert f"{EXP}-r0001-s001-c000" in err, f"the error does not name the deleted file:\n{tail(err)}"
     r.watch.assert_clean()
+    if code == 0:
+        # The open file handles keep a deleted file's bytes, and the simulator went on writing
+        # to it: when the reader never had to wait for data, the whole run was read and the
+        # result is complete: every event of the run, each step whole.
+        got = pq.read_table(h.dir / "out.parquet").to_pydict()
+        assert sum(got["n"]) == 8000 and got["n"] == [4000, 4000], got
+        return
+    # Once the reader waits at the end of a file that no longer exists, nothing more can come.
+    assert code == 3, f"exit {code} (3 = source error, or 0 with the whole run, expected):\n{tail(err)}"
+    assert f"{EXP}-r0001-s001-c000" in err and "deleted" in err, f"the error does not name the deleted file:\n{tail(err)}"
 
 
 @pytest.mark.parametrize("ranks", [3, 5])

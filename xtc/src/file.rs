@@ -206,6 +206,9 @@ impl DgramReader {
                 }
                 return self.at_end(have, need);
             }
+            if deleted(&self.path) {
+                return Err(Error::format_msg(&self.path, self.offset(), "the file was deleted while it was being followed: no more data can come"));
+            }
             if retries >= follow.max_retries {
                 return Err(Error::Timeout {
                     path: self.path.clone(),
@@ -355,6 +358,9 @@ impl ChunkReader {
                     format!("datagram of {size} bytes at offset {offset} runs past the end of the file ({len} bytes)"),
                 ));
             };
+            if deleted(&self.path) {
+                return Err(Error::format_msg(&self.path, offset, "the file was deleted while it was being followed: the datagram can never arrive"));
+            }
             if retries >= follow.max_retries {
                 return Err(Error::Timeout {
                     path: self.path.clone(),
@@ -365,4 +371,10 @@ impl ChunkReader {
             std::thread::sleep(follow.poll);
         }
     }
+}
+
+/// A followed file that is gone under both its names (`.inprogress` and final): deleted while
+/// read. What was read stays valid (the open handle keeps the bytes), but nothing more comes.
+fn deleted(path: &Path) -> bool {
+    !path.exists() && !final_name(path).is_some_and(|f| f.exists())
 }

@@ -20,8 +20,11 @@ struct Args {
     #[arg(long, conflicts_with = "spec_file")]
     spec: Option<String>,
     /// A file holding the job description.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "spec_hex")]
     spec_file: Option<std::path::PathBuf>,
+    /// The job description as hex-encoded JSON (what launchers pass: no file to share).
+    #[arg(long, conflicts_with = "spec")]
+    spec_hex: Option<String>,
     /// Reader, worker and collector in this one process, without MPI (also the default when
     /// no MPI launcher started this process).
     #[arg(long)]
@@ -30,7 +33,15 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let from_hex = args.spec_hex.as_ref().map(|h| hex::decode(h).map_err(|e| e.to_string()).and_then(|b| String::from_utf8(b).map_err(|e| e.to_string())));
     let text = match (&args.spec, &args.spec_file) {
+        _ if from_hex.is_some() => match from_hex.unwrap() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("beamtime-job: --spec-hex: {e}");
+                return ExitCode::from(contract::EXIT_USAGE);
+            }
+        },
         (Some(s), _) => s.clone(),
         (None, Some(f)) => match std::fs::read_to_string(f) {
             Ok(t) => t,
@@ -40,7 +51,7 @@ fn main() -> ExitCode {
             }
         },
         (None, None) => {
-            eprintln!("beamtime-job: give --spec JSON or --spec-file FILE");
+            eprintln!("beamtime-job: give --spec JSON, --spec-hex HEX or --spec-file FILE");
             return ExitCode::from(2);
         }
     };
@@ -55,12 +66,24 @@ fn main() -> ExitCode {
             return ExitCode::from(contract::EXIT_USAGE);
         }
     };
-    let outcome = if args.in_process || !under_mpi_launcher() {
+    let ranks = !(args.in_process || !under_mpi_launcher());
+    let outcome = if !ranks {
         end_with_parent();
         job::inproc::run_inprocess(&spec, &mut |_| {}).map(Some)
     } else {
         run_ranks(&spec)
     };
+    // Ranks linked to a driver end 0: the driver has the outcome (the job's last message), and
+    // OpenMPI's mpirun with --enable-recovery waits forever when a rank on another host exits
+    // non-zero.
+    if ranks && spec.connect.is_some() {
+        if let Ok(Some(c)) = &outcome {
+            if let Some(e) = &c.error {
+                eprintln!("beamtime-job: {e}");
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     // The collector's rank (or the one process) says how the job ended; other ranks end 0.
     match outcome {
         Ok(Some(c)) => {
