@@ -98,6 +98,23 @@ def test_a_live_query_on_a_finished_run_equals_offline_sql(kernel, tmp_path):
     assert last_number(texts(live, "execute_result"), 1) == "1500"
 
 
+def test_the_sources_launcher_and_ranks_are_its_jobs_defaults(kernel, tmp_path):
+    """`%source … --launcher T --ranks N`: every %%live job of that source starts that way unless
+    its cell says otherwise (a template the test can see: the collector's ranks count)."""
+    km, kc = kernel
+    assert sim(tmp_path, "tstlive7", 4000).wait() == 0
+    template = "mpirun -n {n} --oversubscribe --enable-recovery --allow-run-as-root {job}"
+    reply, msgs = run_cell(kc, f"%source {source(tmp_path, 'tstlive7')} --launcher '{template}' --ranks 4")
+    assert reply["status"] == "ok", texts(msgs)
+    reply, msgs = run_cell(kc, "%%live n\nSELECT count(*) AS n FROM events", timeout=120)
+    assert reply["status"] == "ok", texts(msgs)
+    s = wait_done(kc, "n")
+    # 4 ranks: collector, reader, 2 workers.
+    assert "4000 events" in s and "ranks 2/2" in s, s
+    reply, msgs = run_cell(kc, "%source --ranks two x")
+    assert reply["status"] == "error"
+
+
 def test_live_under_mpi_updates_while_the_run_is_written(kernel, tmp_path):
     km, kc = kernel
     writer = sim(tmp_path, "tstlive3", 8000, rate=2000)
