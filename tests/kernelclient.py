@@ -20,8 +20,10 @@ def run_beamtime(*args, check=True, timeout=300):
     return p
 
 
-def run_cell(kc, code, timeout=60, **kw):
-    """Executes `code`; returns (reply content, iopub messages of this request, busy→idle)."""
+def run_cell(kc, code, timeout=60, others=None, **kw):
+    """Executes `code`; returns (reply content, iopub messages of this request, busy→idle).
+    With a list `others`, the iopub messages of other requests (live displays updating in the
+    background) are kept there instead of dropped."""
     msg_id = kc.execute(code, **kw)
     reply = kc.get_shell_msg(timeout=timeout)
     while reply["parent_header"].get("msg_id") != msg_id:
@@ -30,7 +32,25 @@ def run_cell(kc, code, timeout=60, **kw):
     while True:
         m = kc.get_iopub_msg(timeout=timeout)
         if m["parent_header"].get("msg_id") != msg_id:
+            if others is not None:
+                others.append(m)
             continue
         msgs.append(m)
         if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
             return reply["content"], msgs
+
+
+def texts(msgs, kind=None):
+    """The text of iopub messages (of one `kind`, or all): results, streams, errors."""
+    out = []
+    for m in msgs:
+        if kind and m["msg_type"] != kind:
+            continue
+        c = m["content"]
+        if "data" in c:
+            out.append(c["data"].get("text/plain", ""))
+        elif m["msg_type"] == "stream":
+            out.append(c["text"])
+        elif m["msg_type"] == "error":
+            out.append(c["ename"] + ": " + c["evalue"])
+    return "\n".join(out)

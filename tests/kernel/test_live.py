@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import beamtime_bin, run_cell
+from kernelclient import texts
 
 
 def sim(tmp_path, exp, events, rate=0, steps=4):
@@ -23,21 +24,6 @@ def sim(tmp_path, exp, events, rate=0, steps=4):
 
 def source(tmp_path, exp, live=False):
     return f"exp={exp}:run=1:dir={tmp_path / 'xtc'}" + (":live" if live else "")
-
-
-def texts(msgs, kind=None):
-    out = []
-    for m in msgs:
-        if kind and m["msg_type"] != kind:
-            continue
-        c = m["content"]
-        if "data" in c:
-            out.append(c["data"].get("text/plain", ""))
-        elif m["msg_type"] == "stream":
-            out.append(c["text"])
-        elif m["msg_type"] == "error":
-            out.append(c["ename"] + ": " + c["evalue"])
-    return "\n".join(out)
 
 
 def last_number(table_text, column=-1):

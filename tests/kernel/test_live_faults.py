@@ -11,43 +11,20 @@ import time
 
 import pytest
 
-from conftest import beamtime_bin
+from conftest import beamtime_bin, run_cell
+from kernelclient import texts
 from faults import JobWatch  # tests/ (conftest puts it on the path)
 
 HOST = socket.gethostname()
 HOSTS = {HOST, HOST.split(".")[0], socket.getfqdn()}
 
 
-def texts(msgs):
-    out = []
-    for m in msgs:
-        c = m["content"]
-        if "data" in c:
-            out.append(c["data"].get("text/plain", ""))
-        elif m["msg_type"] == "stream":
-            out.append(c["text"])
-        elif m["msg_type"] == "error":
-            out.append(c["ename"] + ": " + c["evalue"])
-    return "\n".join(out)
-
-
 def cell(kc, code, others, timeout=30):
     """run_cell, keeping the iopub messages of other requests (the live display's updates and
     its widget's, sent in the background) in `others`; returns (reply, own messages, seconds)."""
     t = time.monotonic()
-    msg_id = kc.execute(code)
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=timeout)
-    msgs = []
-    while True:
-        m = kc.get_iopub_msg(timeout=timeout)
-        if m["parent_header"].get("msg_id") != msg_id:
-            others.append(m)
-            continue
-        msgs.append(m)
-        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
-            return reply["content"], msgs, time.monotonic() - t
+    reply, msgs = run_cell(kc, code, timeout, others=others)
+    return reply, msgs, time.monotonic() - t
 
 
 def events_of(status_text, name):
