@@ -96,6 +96,8 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
     let tmp = tempfile::Builder::new().prefix("beamtime-run").tempdir().map_err(|e| e.to_string())?;
     let mut cmd = contract::launch::command(a.launcher.as_deref(), a.ranks, &spec, &tmp.path().join("job.json")).map_err(|e| e.to_string())?;
     cmd.stdout(Stdio::null());
+    // Killed (a batch system's time limit, a test's timeout), this command takes the job along.
+    contract::launch::end_with_starter(&mut cmd);
     let started = Instant::now();
     catch_signals();
     let mut child = cmd.spawn().map_err(|e| format!("cannot start the job ({cmd:?}): {e}"))?;
@@ -108,7 +110,7 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
     }
     if let Some(e) = error {
         // A query's error comes in its frames; the job's outcome may not say it.
-        return Ok(Err((end.worst(Outcome::Error), e)));
+        return Ok(Err((if end == Outcome::Complete { Outcome::Error } else { end }, e)));
     }
     if !finished {
         let status = status.map_or("killed".to_string(), |s| s.to_string());

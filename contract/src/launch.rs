@@ -109,6 +109,19 @@ pub fn stop(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
+/// The job started by `cmd` gets SIGTERM when the thread that starts it ends (the driver
+/// killed or crashed): its launcher then ends its ranks. For drivers that start the job from a
+/// thread that lives as long as they do (`beamtime run`'s main thread).
+pub fn end_with_starter(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
 /// Signals the process group led by `pid` (what [`command`]'s process_group(0) made).
 pub fn signal_group(pid: u32, signal: i32) {
     // SAFETY: kill has no memory preconditions; a negative pid names the group.

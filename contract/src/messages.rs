@@ -254,18 +254,6 @@ impl Outcome {
             Outcome::Stopped => 5,
         }
     }
-
-    /// Which of two outcomes describes a job that met both: the worse one.
-    pub fn worst(self, other: Outcome) -> Outcome {
-        let rank = |o: Outcome| match o {
-            Outcome::Complete => 0,
-            Outcome::Stopped => 1,
-            Outcome::RankLost => 2,
-            Outcome::Error => 3,
-            Outcome::SourceError => 4,
-        };
-        if rank(other) > rank(self) { other } else { self }
-    }
 }
 
 /// Exit status of a usage error (bad arguments, an unreadable job description).

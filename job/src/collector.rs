@@ -208,9 +208,11 @@ impl Collector {
         newly
     }
 
-    /// Every worker is lost (and none came back): no event can be analysed any more.
+    /// Every worker is lost (or came back and was told to leave): no event can be analysed
+    /// any more.
     pub fn all_workers_lost(&self) -> bool {
-        !self.worker_ranks.is_empty() && self.worker_ranks.iter().all(|r| self.workers.get(r).is_some_and(|w| w.dead && w.lost_at.is_some()))
+        // One that answered again was told to leave: gone for reading too.
+        !self.worker_ranks.is_empty() && self.worker_ranks.iter().all(|r| self.workers.get(r).is_some_and(|w| w.dead))
     }
 
     /// Lost workers that answered again since the last call.
@@ -342,10 +344,17 @@ impl Collector {
         self.reader = status;
     }
 
-    /// The reader rank is alive (it sent something other than a status).
-    pub fn heard_reader(&mut self) {
-        self.reader_seen = Instant::now();
+    /// A rank's beat: it is alive (a lost worker is taken back only by its next update).
+    pub fn heard(&mut self, rank: i32) {
+        if self.reader_rank == Some(rank) {
+            self.reader_seen = Instant::now();
+        } else if let Some(w) = self.workers.get_mut(&rank).filter(|w| !w.dead) {
+            w.last_seen = Instant::now();
+        } else if self.worker_ranks.contains(&rank) && !self.workers.contains_key(&rank) {
+            self.workers.insert(rank, WorkerInfo::unheard(Instant::now()));
+        }
     }
+
 
     /// A worker's report.
     pub fn update(&mut self, rank: i32, msg: &[u8]) -> Result<(), String> {

@@ -27,6 +27,14 @@ const READER: i32 = 1;
 /// collector → reader: worker ranks found dead (JSON list).
 const TAG_DEAD: i32 = 7;
 
+/// MPI runs SERIALIZED: the main thread and the beat thread ([`Beats`]) take turns under this
+/// lock, held only for the call itself, never while a batch is processed.
+static MPI_CALLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn mpi_turn() -> std::sync::MutexGuard<'static, ()> {
+    MPI_CALLS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Non-blocking sends whose buffers live until MPI is done with them.
 struct PendingSends {
     pending: Vec<(Request<'static, [u8], StaticScope>, *mut [u8])>,
@@ -53,12 +61,16 @@ impl PendingSends {
         let ptr: *mut [u8] = leaked;
         // SAFETY: `ptr` stays valid (leaked) until the request completes in `progress`.
         let buf: &'static [u8] = unsafe { &*ptr };
-        let req = world.process_at_rank(to).immediate_send_with_tag(StaticScope, buf, tag);
+        let req = {
+            let _turn = mpi_turn();
+            world.process_at_rank(to).immediate_send_with_tag(StaticScope, buf, tag)
+        };
         self.pending.push((req, ptr));
     }
 
     /// Completes finished sends and frees their buffers.
     fn progress(&mut self) {
+        let _turn = mpi_turn();
         let mut still = Vec::with_capacity(self.pending.len());
         for (req, ptr) in self.pending.drain(..) {
             match req.test() {
@@ -82,6 +94,7 @@ impl PendingSends {
 }
 
 fn recv_from(world: &SimpleCommunicator, from: Option<i32>, tag: i32) -> Option<(i32, Vec<u8>)> {
+    let _turn = mpi_turn();
     let probe = match from {
         Some(r) => world.process_at_rank(r).immediate_matched_probe_with_tag(tag),
         None => world.any_process().immediate_matched_probe_with_tag(tag),
@@ -90,6 +103,78 @@ fn recv_from(world: &SimpleCommunicator, from: Option<i32>, tag: i32) -> Option<
         let (data, status) = pair.matched_receive_vec::<u8>();
         (status.source_rank(), data)
     })
+}
+
+/// A thread that sends an empty message to `targets` every [`BEAT_EVERY`]: the rank's
+/// heartbeat, independent of its main loop, so that a rank busy with a long batch (a large
+/// detector, many ranks on few cores) is never taken for lost, while a killed or stopped one
+/// (SIGSTOP stops every thread) is.
+struct Beats {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often a rank beats: several beats fit in [`LOST_AFTER`].
+const BEAT_EVERY: Duration = Duration::from_millis(300);
+
+/// A beat thread that did not run for this long (the process stopped, or starved of CPU)
+/// gives the collector a fresh window: the silence was its own.
+const DEAF_GAP: Duration = Duration::from_millis(1000);
+
+impl Beats {
+    /// Beats to `targets` with `tag`, skipping the ranks in `skip` (found lost: a send to a
+    /// dead rank never completes). With `watch` (this rank's number), also hears the
+    /// collector's beats and ends the process when they stop: however busy the main loop is.
+    fn start(targets: Vec<i32>, tag: i32, skip: std::sync::Arc<std::sync::Mutex<BTreeSet<i32>>>, watch: Option<i32>) -> Beats {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("beamtime-beats".into())
+            .spawn(move || {
+                let world = SimpleCommunicator::world();
+                let mut out = PendingSends::new();
+                let started = Instant::now();
+                // When the collector was last heard, and whether ever; when this thread last ran.
+                let (mut seen, mut ever, mut ran) = (Instant::now(), false, Instant::now());
+                while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    let skipped = skip.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    for &r in targets.iter().filter(|r| !skipped.contains(r)) {
+                        out.send(&world, r, tag, Vec::new());
+                    }
+                    out.progress();
+                    if let Some(rank) = watch {
+                        // Not run for a while (stopped, starved): the silence was ours.
+                        if ran.elapsed() > DEAF_GAP {
+                            seen = Instant::now();
+                        }
+                        ran = Instant::now();
+                        while recv_from(&world, Some(COLLECTOR), tag::HEARTBEAT).is_some() {
+                            (seen, ever) = (Instant::now(), true);
+                        }
+                        // Before its first beat the collector may still be starting.
+                        let lost = if ever { seen.elapsed() > LOST_AFTER } else { started.elapsed() > FIRST_COMMANDS_PATIENCE };
+                        if lost {
+                            collector_lost(rank, seen.elapsed());
+                        }
+                    }
+                    std::thread::sleep(BEAT_EVERY);
+                }
+                // Unfinished beats (to a rank gone) are abandoned by PendingSends' drop.
+            })
+            .ok();
+        Beats { stop, thread }
+    }
+
+}
+
+/// Stopped on every way out of a role (its last beat is at most BEAT_EVERY old).
+impl Drop for Beats {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn idle() {
@@ -103,15 +188,24 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     let watched = initialized.clone();
     // Large jobs on slow networks may need longer: $BEAMTIME_MPI_INIT_PATIENCE_S.
     let patience = std::env::var("BEAMTIME_MPI_INIT_PATIENCE_S").ok().and_then(|v| v.parse().ok()).map_or(INIT_PATIENCE, Duration::from_secs_f64);
+    let driver = spec.clone();
     std::thread::spawn(move || {
         std::thread::sleep(patience);
         if !watched.load(std::sync::atomic::Ordering::SeqCst) {
-            eprintln!("beamtime-job on {}: MPI_Init did not complete within {patience:?} (a rank died while starting?): exiting", crate::worker::hostname());
+            let e = format!("beamtime-job on {}: MPI_Init did not complete within {patience:?} (a rank died while starting?): exiting", crate::worker::hostname());
+            eprintln!("{e}");
+            // The driver hears it (it would otherwise wait for a launcher that may not end).
+            report_failure(&driver, &e, Outcome::RankLost);
             // SAFETY: ends this process; nothing of ours runs yet.
             unsafe { libc::_exit(Outcome::RankLost.exit_code() as i32) };
         }
     });
-    let (universe, _) = mpi::initialize_with_threading(Threading::Funneled).ok_or("MPI is already initialized")?;
+    let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized).ok_or("MPI is already initialized")?;
+    if threading < Threading::Serialized {
+        let e = format!("this MPI gives threading level {threading:?}; beamtime-job needs Serialized (its heartbeat runs on a thread of its own)");
+        report_failure(spec, &e, Outcome::Error);
+        return Err(e);
+    }
     initialized.store(true, std::sync::atomic::Ordering::SeqCst);
     let world = universe.world();
     let size = world.size();
@@ -176,9 +270,6 @@ const FINALIZE_PATIENCE: Duration = Duration::from_secs(3);
 /// together, so this is only the collector's start-up (its link to the driver).
 const FIRST_COMMANDS_PATIENCE: Duration = Duration::from_secs(15);
 
-/// How often the collector tells every rank it is alive.
-const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
-
 /// The collector is gone: nobody will hear this rank's results or tell it to stop, and
 /// MPI_Finalize would wait for the dead rank. Ends the process at once (exit status: rank lost).
 fn collector_lost(rank: i32, silent: Duration) -> ! {
@@ -189,41 +280,6 @@ fn collector_lost(rank: i32, silent: Duration) -> ! {
     );
     // SAFETY: ends this process; nothing of ours is left to flush but stderr (unbuffered).
     unsafe { libc::_exit(Outcome::RankLost.exit_code() as i32) }
-}
-
-/// What a rank knows of the collector: when it last heard from it, and when it last listened.
-struct CollectorWatch {
-    rank: i32,
-    seen: Instant,
-    listened: Instant,
-}
-
-/// A rank that did not listen for this long (stopped, or a long batch) gives the collector a
-/// fresh window: its silence was the listener's.
-const DEAF_GAP: Duration = Duration::from_millis(1000);
-
-impl CollectorWatch {
-    fn new(rank: i32) -> Self {
-        CollectorWatch { rank, seen: Instant::now(), listened: Instant::now() }
-    }
-
-    /// Takes the collector's heartbeats; ends the process when it has been silent too long.
-    fn check(&mut self, world: &SimpleCommunicator) {
-        if self.listened.elapsed() > DEAF_GAP {
-            self.seen = Instant::now();
-        }
-        self.listened = Instant::now();
-        while recv_from(world, Some(COLLECTOR), tag::HEARTBEAT).is_some() {
-            self.seen = Instant::now();
-        }
-        if self.seen.elapsed() > LOST_AFTER {
-            collector_lost(self.rank, self.seen.elapsed());
-        }
-    }
-
-    fn heard(&mut self) {
-        self.seen = Instant::now();
-    }
 }
 
 fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_reader: bool) -> Result<Collector, String> {
@@ -258,8 +314,10 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
     }
     let mut known_dead: BTreeSet<i32> = BTreeSet::new();
     let mut last_check = Instant::now();
-    let mut last_beat = Instant::now();
     let mut reader_lost_handled = false;
+    // The collector's beat to every rank that is not lost.
+    let gone = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let beats = Beats::start(all_ranks.clone(), tag::HEARTBEAT, gone.clone(), None);
     loop {
         let cmds = emitter.commands(&mut c);
         for cmd in cmds {
@@ -270,13 +328,8 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
                 out.send(world, r, tag::COMMAND, serde_json::to_vec(&vec![cmd.clone()]).unwrap());
             }
         }
-        if last_beat.elapsed() >= HEARTBEAT_EVERY {
-            last_beat = Instant::now();
-            for &r in &all_ranks {
-                if !known_dead.contains(&r) && !(r == READER && c.reader_lost) {
-                    out.send(world, r, tag::HEARTBEAT, Vec::new());
-                }
-            }
+        while let Some((from, _)) = recv_from(world, None, tag::BEAT) {
+            c.heard(from);
         }
         let mut busy = false;
         while let Some((from, msg)) = recv_from(world, None, tag::UPDATE) {
@@ -296,6 +349,11 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
             last_check = Instant::now();
             c.check_liveness();
             let dead: BTreeSet<i32> = c.dead_workers().into_iter().collect();
+            let mut lost = dead.clone();
+            if c.reader_lost {
+                lost.insert(READER);
+            }
+            *gone.lock().unwrap_or_else(|p| p.into_inner()) = lost;
             if dead != known_dead {
                 known_dead = dead;
                 if has_reader {
@@ -335,6 +393,7 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
             idle();
         }
     }
+    drop(beats);
     emitter.tick(&mut c, true, true);
     let written = spec.output.as_ref().map_or(Ok(()), |path| crate::inproc::write_output(&c, path));
     if let Err(e) = &written {
@@ -351,39 +410,29 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
     Ok(c)
 }
 
-/// Waits for the collector's first commands (the queries to start with), as long as the
-/// collector is heard from.
-fn initial_commands(world: &SimpleCommunicator, watch: &mut CollectorWatch) -> Vec<Command> {
-    let t = Instant::now();
+/// Waits for the collector's first commands (the queries to start with). A collector that is
+/// gone ends this process from the beat thread ([`Beats::start`]).
+fn initial_commands(world: &SimpleCommunicator) -> Vec<Command> {
     loop {
         if let Some((_, msg)) = recv_from(world, Some(COLLECTOR), tag::COMMAND) {
-            watch.heard();
             return serde_json::from_slice(&msg).unwrap_or_default();
-        }
-        if recv_from(world, Some(COLLECTOR), tag::HEARTBEAT).is_some() {
-            watch.heard();
-        }
-        if t.elapsed() > FIRST_COMMANDS_PATIENCE && watch.seen.elapsed() > LOST_AFTER {
-            collector_lost(watch.rank, t.elapsed());
         }
         idle();
     }
 }
 
-fn commands(world: &SimpleCommunicator, watch: &mut CollectorWatch) -> Vec<Command> {
+fn commands(world: &SimpleCommunicator) -> Vec<Command> {
     let mut all = Vec::new();
     while let Some((_, msg)) = recv_from(world, Some(COLLECTOR), tag::COMMAND) {
-        watch.heard();
         all.extend(serde_json::from_slice::<Vec<Command>>(&msg).unwrap_or_default());
     }
-    watch.check(world);
     all
 }
 
 fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result<(), String> {
     let mut out = PendingSends::new();
-    let mut watch = CollectorWatch::new(world.rank());
-    let mut stopped = initial_commands(world, &mut watch).contains(&Command::Stop);
+    let _beats = Beats::start(vec![COLLECTOR], tag::BEAT, Default::default(), Some(world.rank()));
+    let mut stopped = initial_commands(world).contains(&Command::Stop);
     let source = spec.source()?;
     let host = crate::worker::hostname();
     let index = |r: i32| workers.iter().position(|&w| w == r);
@@ -400,7 +449,7 @@ fn reader(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32]) -> Result
     let mut dead: BTreeSet<i32> = BTreeSet::new();
     let mut last_status = Instant::now();
     loop {
-        if commands(world, &mut watch).contains(&Command::Stop) {
+        if commands(world).contains(&Command::Stop) {
             stopped = true;
         }
         while let Some((_, msg)) = recv_from(world, Some(COLLECTOR), TAG_DEAD) {
@@ -546,10 +595,10 @@ impl WorkSource {
 /// states to the collector every `report_ms` and when its data is over.
 fn worker(world: &SimpleCommunicator, spec: &JobSpec, open: impl FnOnce() -> Result<WorkSource, String>) -> Result<(), String> {
     let mut out = PendingSends::new();
+    let _beats = Beats::start(vec![COLLECTOR], tag::BEAT, Default::default(), Some(world.rank()));
     let mut w = Worker::with_calib(spec.calib_dir.as_ref().map(std::path::PathBuf::from), spec.calib_settings()?);
     let mut stopped = false;
-    let mut watch = CollectorWatch::new(world.rank());
-    for cmd in initial_commands(world, &mut watch) {
+    for cmd in initial_commands(world) {
         stopped |= cmd == Command::Stop;
         w.command(&cmd);
     }
@@ -571,7 +620,7 @@ fn worker(world: &SimpleCommunicator, spec: &JobSpec, open: impl FnOnce() -> Res
     let report_every = Duration::from_millis(spec.report_ms);
     let mut last_report = Instant::now();
     loop {
-        for cmd in commands(world, &mut watch) {
+        for cmd in commands(world) {
             if cmd == Command::Stop {
                 stopped = true;
                 if let Some(s) = &source {

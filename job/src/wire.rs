@@ -53,9 +53,12 @@ pub mod tag {
     pub const COMMAND: i32 = 5;
     /// reader → collector: reading progress and the end of the data ([`super::ReaderStatus`]).
     pub const READER: i32 = 6;
-    /// collector → every rank, empty, every half second: the collector is alive. (The ranks'
-    /// beats are their updates and statuses, sent at least as often.)
+    /// collector → every rank, empty, every 300 ms from a thread of its own: the collector is
+    /// alive.
     pub const HEARTBEAT: i32 = 8;
+    /// worker or reader → collector, empty, every 300 ms from a thread of the rank's own: it
+    /// is alive, however long its current batch takes.
+    pub const BEAT: i32 = 9;
 }
 
 /// How a worker opens its fed reader: one entry per stream, in the reader's order.

@@ -75,18 +75,27 @@ impl SumState {
         Ok(SumState { sums, rows })
     }
 
-    fn merge(&mut self, other: &SumState) -> PolarsResult<()> {
+    /// [`SumState::merge`] of an encoded state, read in place.
+    fn merge_encoded(&mut self, b: &[u8]) -> PolarsResult<()> {
+        let bad = || polars_err!(ComputeError: "an element-wise sum state of {} bytes is not one this version wrote", b.len());
+        let len = u32::from_le_bytes(b.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
+        let rows = u64::from_le_bytes(b.get(4..12).ok_or_else(bad)?.try_into().unwrap());
+        let body = b.get(12..).filter(|body| body.len() == 16 * len).ok_or_else(bad)?;
+        let values = body.chunks_exact(16).map(|c| i128::from_le_bytes(c.try_into().unwrap()));
+        if rows == 0 {
+            return Ok(());
+        }
         if self.rows == 0 {
-            self.sums = other.sums.clone();
-        } else if other.rows > 0 {
-            if other.sums.len() != self.sums.len() {
-                polars_bail!(ComputeError: "element-wise sum of arrays of {} and {} values: the arrays differ in length", self.sums.len(), other.sums.len());
+            self.sums = values.collect();
+        } else {
+            if len != self.sums.len() {
+                polars_bail!(ComputeError: "element-wise sum of arrays of {} and {len} values: the arrays differ in length", self.sums.len());
             }
-            for (a, b) in self.sums.iter_mut().zip(&other.sums) {
-                *a = a.checked_add(*b).ok_or_else(beyond)?;
+            for (a, v) in self.sums.iter_mut().zip(values) {
+                *a = a.checked_add(v).ok_or_else(beyond)?;
             }
         }
-        self.rows += other.rows;
+        self.rows += rows;
         Ok(())
     }
 }
@@ -225,9 +234,11 @@ pub fn sum_state(x: PlExpr) -> PlExpr {
 pub fn merge_sum_states(states: PlExpr) -> PlExpr {
     states.agg_with_fmt_str(
         |c: Column| {
+            // Added straight from the encoded states: no array of sums decoded per state (at
+            // 64 workers' mean images, 0.5 GB of fresh memory per merge).
             let mut acc = SumState { sums: Vec::new(), rows: 0 };
             for b in blobs(&c)? {
-                acc.merge(&SumState::decode(b)?)?;
+                acc.merge_encoded(b)?;
             }
             Ok(blob(c.name().clone(), acc.encode()))
         },
@@ -384,6 +395,27 @@ mod tests {
         assert_eq!((back.sums, back.rows), (vec![forward, -5], 3));
         assert!(to_fixed(f64::NAN).unwrap_err().to_string().contains("finite"));
         assert!(to_fixed(1e30).unwrap_err().to_string().contains("fixed point"));
+    }
+
+    #[test]
+    fn encoded_states_merge_in_place_in_any_order() {
+        let a = SumState { sums: vec![1, -2, 3], rows: 2 }.encode();
+        let b = SumState { sums: vec![10, 20, 30], rows: 1 }.encode();
+        let empty = SumState { sums: vec![0, 0, 0], rows: 0 }.encode();
+        for order in [[&a, &b, &empty], [&empty, &b, &a], [&b, &empty, &a]] {
+            let mut acc = SumState { sums: Vec::new(), rows: 0 };
+            for s in order {
+                acc.merge_encoded(s).unwrap();
+            }
+            assert_eq!((acc.sums.as_slice(), acc.rows), (&[11i128, 18, 33][..], 3));
+        }
+        let mut acc = SumState { sums: Vec::new(), rows: 0 };
+        acc.merge_encoded(&a).unwrap();
+        let short = SumState { sums: vec![1, 2], rows: 1 }.encode();
+        assert!(acc.merge_encoded(&short).unwrap_err().to_string().contains("differ in length"));
+        assert!(acc.merge_encoded(&a[..20]).is_err());
+        let big = SumState { sums: vec![i128::MAX, 0, 0], rows: 1 }.encode();
+        assert!(acc.merge_encoded(&big).unwrap_err().to_string().contains("beyond"));
     }
 
     #[test]
