@@ -102,12 +102,12 @@ pub struct Collector {
     /// (when, events read) at the first and the newest report that counted new events.
     first_read: Option<(Instant, u64)>,
     newest_read: Option<(Instant, u64)>,
-    /// A rank silent for this long is lost (ranks send at least every half second).
+    /// A rank silent for this long is lost (ranks beat every 300 ms).
     pub lost_after: Duration,
-    /// The reader rank, when there is one: when it was last heard, from which host, lost.
+    /// The reader rank, when there is one: when it was last heard, and lost (its host is in
+    /// its last status).
     reader_rank: Option<i32>,
     reader_seen: Instant,
-    reader_host: String,
     pub reader_lost: bool,
     /// What happened to lost ranks, in order: shown with every result.
     lost: Vec<String>,
@@ -142,7 +142,6 @@ impl Collector {
             lost_after: LOST_AFTER,
             reader_rank: None,
             reader_seen: Instant::now(),
-            reader_host: String::new(),
             reader_lost: false,
             lost: Vec::new(),
             returned: Vec::new(),
@@ -196,7 +195,7 @@ impl Collector {
             let silent = now.duration_since(self.reader_seen);
             if silent > limit && !self.reader.done {
                 self.reader_lost = true;
-                let host = if self.reader_host.is_empty() { String::new() } else { format!(" on {}", self.reader_host) };
+                let host = if self.reader.host.is_empty() { String::new() } else { format!(" on {}", self.reader.host) };
                 self.lost.push(format!("reader rank {r}{host} lost: no message for {:.1} s (killed, crashed, or stopped); no more events can come: the job ends", silent.as_secs_f64()));
             }
         }
@@ -338,9 +337,6 @@ impl Collector {
             self.source_failed(e.clone());
         }
         self.reader_seen = Instant::now();
-        if !status.host.is_empty() {
-            self.reader_host.clone_from(&status.host);
-        }
         self.reader = status;
     }
 
@@ -445,13 +441,6 @@ impl Collector {
             }
         }
         Ok(())
-    }
-
-    /// Marks a worker dead (its launcher or the transport saw it go).
-    pub fn mark_dead(&mut self, rank: i32) {
-        if let Some(w) = self.workers.get_mut(&rank) {
-            w.dead = true;
-        }
     }
 
     pub fn dead_workers(&self) -> Vec<i32> {
