@@ -98,6 +98,10 @@ struct RunArgs {
     /// L1 events per batch handed to a worker.
     #[arg(long, default_value_t = contract::spec::DEFAULT_BATCH_EVENTS)]
     batch_events: usize,
+    /// Workers' states merged per rank: with more workers than this, they merge in a tree
+    /// (groups of this many, each combined by its first worker) before the collector; 0 never.
+    #[arg(long, default_value_t = contract::spec::DEFAULT_MERGE_FAN_IN, value_name = "N")]
+    fan_in: usize,
     /// Calibration constants in psana's calib-dir layout
     /// (`DIR/Jungfrau::CalibV1/<detector>/pedestals/<begin>-end.data`), for `<det>.raw.calib`.
     #[arg(long, value_name = "DIR")]

@@ -75,6 +75,7 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
     let mut spec = JobSpec::new(&a.source);
     spec.queries = vec![Command::Set { name: "result".into(), sql, mode: a.mode.clone(), generation: 0 }];
     spec.batch_events = a.batch_events;
+    spec.merge_fan_in = a.fan_in;
     // Absolute: rank 0 writes it, wherever the launcher started it.
     spec.output = match &a.output {
         Some(o) => Some(std::path::absolute(o).map_err(|e| format!("-o {}: {e}", o.display()))?),
@@ -127,7 +128,7 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
         eprintln!("{events} events in {secs:.2} s ({:.0} events/s)", events as f64 / secs);
     }
     match end {
-        Outcome::RankLost => eprintln!("beamtime: incomplete: the job lost ranks (said above); {events_lost} events were in flight at them, and the result lacks them and any events after a lost reader"),
+        Outcome::RankLost => eprintln!("beamtime: incomplete: the job lost ranks (said above); {events_lost} events handed to them are not in the result (in flight, or in the states a lost combiner held), nor are any after a lost reader"),
         Outcome::Stopped => eprintln!("beamtime: stopped {}: the result is partial ({events} events)", stopped_by.unwrap_or("by the user")),
         _ => {}
     }

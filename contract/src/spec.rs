@@ -11,6 +11,9 @@ pub const DEFAULT_BATCH_EVENTS: usize = 16_384;
 pub const DEFAULT_FLUSH_MS: u64 = 20;
 /// How often a live run's growing files are polled (ms).
 pub const DEFAULT_POLL_MS: u64 = 10;
+/// Workers per merge in the job's merge tree, by default: up to this many workers report to
+/// the collector directly; more are grouped (see the job's `tree` module).
+pub const DEFAULT_MERGE_FAN_IN: usize = 8;
 /// Row queries keep at most this many of their newest rows by default.
 pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
 
@@ -44,6 +47,13 @@ pub struct JobSpec {
     /// Where rank 0 writes the final result (`.parquet`, `.arrow`, `.csv`); with several
     /// queries, `<stem>.<query>.<ext>`.
     pub output: Option<std::path::PathBuf>,
+    /// States merged per rank in the job's merge tree (< 2: never a tree).
+    #[serde(default = "default_fan_in")]
+    pub merge_fan_in: usize,
+}
+
+fn default_fan_in() -> usize {
+    DEFAULT_MERGE_FAN_IN
 }
 
 impl JobSpec {
@@ -62,6 +72,7 @@ impl JobSpec {
             calib_dir: None,
             calib: Vec::new(),
             output: None,
+            merge_fan_in: DEFAULT_MERGE_FAN_IN,
         }
     }
 

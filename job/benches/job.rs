@@ -97,6 +97,12 @@ fn thread_cpu_secs() -> f64 {
 /// The first batch of `source` through one worker: its update message (what every worker
 /// sends the collector), for the query `sql`.
 fn one_update(source: &str, sql: &str, calib_dir: Option<PathBuf>) -> Vec<u8> {
+    one_report(source, sql, calib_dir, false).0
+}
+
+/// A worker's update after one batch; `routed`: as in a merge tree, with its states apart in a
+/// states message.
+fn one_report(source: &str, sql: &str, calib_dir: Option<PathBuf>, routed: bool) -> (Vec<u8>, Option<Vec<u8>>) {
     let source = xtc::Source::parse(source).unwrap();
     let mut reader = job::Reader::start(&source, 1, job::ReaderOptions { batch_events: 4096, ..Default::default() }).unwrap();
     let msg = loop {
@@ -109,8 +115,12 @@ fn one_update(source: &str, sql: &str, calib_dir: Option<PathBuf>) -> Vec<u8> {
     let cmd = c.command(set(sql)).unwrap();
     let mut w = job::Worker::with_calib(calib_dir, Vec::new());
     w.command(&cmd);
+    if routed {
+        w.states_to = Some(0);
+    }
     w.process(&msg).unwrap();
-    w.report(false)
+    let update = w.report(false);
+    (update, w.take_states(2, false))
 }
 
 /// What the collector spends per frame with N workers: N updates decoded and stored (each
@@ -128,7 +138,7 @@ fn collector_merge(truth: &sim::Truth) {
         ("1000-bin histogram by step (20 steps)", "SELECT step, hist(ipm2.raw.sum, 0, 4, 1000) AS x, count(*) AS n FROM events GROUP BY step, x", &truth.source, None),
         ("mean image of a Jungfrau module (0.5 Mpx)", "SELECT avg(jungfrau.raw.calib) AS m FROM events", &jf_source, Some(jf.join("calib"))),
     ];
-    for (label, sql, source, calib) in cases {
+    for (label, sql, source, calib) in cases.clone() {
         let update = one_update(source, sql, calib);
         let mut row = format!("| {label} | {:.1} kB |", update.len() as f64 / 1e3);
         for n in [1, 4, 16, 64] {
@@ -152,6 +162,55 @@ fn collector_merge(truth: &sim::Truth) {
         println!("{row}");
     }
     println!("\n(best of 20 rounds, 3 for the image; a frame period is 100 ms at the default 10 Hz)\n");
+    // The same in a merge tree of fan-in 8: a combiner merges its children's states with its
+    // own (on its own rank, in parallel with the others); the collector, the combiners'.
+    println!("With the merge tree (fan-in 8, the default): per frame, the busiest combiner | the collector\n");
+    println!("| query | 16 workers | 64 workers |");
+    println!("|---|---|---|");
+    for (label, sql, source, calib) in &cases {
+        let (update, states) = one_report(source, sql, calib.clone(), true);
+        let states = states.expect("a routed worker's states");
+        let mut row = format!("| {label} |");
+        for n in [16, 64] {
+            let ranks: Vec<i32> = (2..2 + n).collect();
+            let tree = job::tree::MergeTree::new(&ranks, 8, 0);
+            let cmd = {
+                let mut c = job::Collector::new(ranks.clone());
+                c.command(set(sql)).unwrap()
+            };
+            let rounds = if states.len() > 1_000_000 { 3 } else { 20 };
+            let (mut combiner_best, mut collector_best) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..rounds {
+                // The busiest combiner: the first worker, with the most children.
+                let t = Instant::now();
+                let mut k = job::combiner::Combiner::new(2, tree.children(2));
+                k.command(&cmd);
+                k.absorb(2, &states).unwrap();
+                for c in tree.children(2) {
+                    k.absorb(c, &states).unwrap();
+                }
+                let (combined, errors) = k.report();
+                assert!(errors.is_empty(), "{errors:?}");
+                combiner_best = combiner_best.min(t.elapsed().as_secs_f64());
+                let mut c = job::Collector::new(ranks.clone());
+                c.set_merge_tree(&tree);
+                c.command(set(sql)).unwrap();
+                let t = Instant::now();
+                for &r in &ranks {
+                    c.update(r, &update).unwrap();
+                    if tree.parent(r) == 0 {
+                        c.states(r, &combined).unwrap();
+                    }
+                }
+                let f = c.frames(true, false);
+                assert!(f[0].header.error.is_none(), "{:?}", f[0].header.error);
+                collector_best = collector_best.min(t.elapsed().as_secs_f64());
+            }
+            row.push_str(&format!(" {:.2} ms \\| {:.2} ms |", combiner_best * 1e3, collector_best * 1e3));
+        }
+        println!("{row}");
+    }
+    println!();
     // The reader alone: small data read and events built into batches, no worker.
     let source = xtc::Source::parse(&truth.source).unwrap();
     let t = Instant::now();

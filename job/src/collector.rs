@@ -69,12 +69,43 @@ struct WorkerInfo {
     dead: bool,
     error: Option<String>,
     shmem: Option<crate::wire::ShmemCounts>,
+    /// Merge tree: the rank its states go to (None: they come in its updates).
+    states_to: Option<i32>,
+    /// Merge tree: the rank whose states held here cover this worker, the events they
+    /// cover, and whether they are its last.
+    holder: Option<i32>,
+    counted: Option<u64>,
+    final_held: bool,
 }
 
 impl WorkerInfo {
     /// A worker not heard from yet: its silence counts from the job's start.
     fn unheard(started: Instant) -> Self {
-        WorkerInfo { last_seen: started, host: String::new(), lost_at: None, events_read: 0, newest: 0, done: false, dead: false, error: None, shmem: None }
+        WorkerInfo {
+            last_seen: started,
+            host: String::new(),
+            lost_at: None,
+            events_read: 0,
+            newest: 0,
+            done: false,
+            dead: false,
+            error: None,
+            shmem: None,
+            states_to: None,
+            holder: None,
+            counted: None,
+            final_held: false,
+        }
+    }
+
+    /// Its data is over and its last states are here.
+    fn finished(&self) -> bool {
+        self.done && (self.states_to.is_none() || self.final_held)
+    }
+
+    /// Events whose states are held here (what a loss of it loses is the rest).
+    fn counted(&self) -> u64 {
+        self.counted.unwrap_or(self.events_read)
     }
 }
 
@@ -118,6 +149,11 @@ pub struct Collector {
     /// The job-level error came from reading the source.
     source_error: bool,
     last_liveness_check: Instant,
+    /// Merge tree: the workers that combine others' states.
+    combiners: std::collections::BTreeSet<i32>,
+    /// Combiners found lost: their states were dropped (their members send theirs again),
+    /// anything later from them is ignored.
+    dropped: std::collections::BTreeSet<i32>,
 }
 
 /// How long a rank may be silent before it is lost: ranks send every 0.1–0.5 s, so this is
@@ -148,7 +184,15 @@ impl Collector {
             stopped: false,
             source_error: false,
             last_liveness_check: Instant::now(),
+            combiners: Default::default(),
+            dropped: Default::default(),
         }
+    }
+
+    /// The job merges in a tree: the combiners must beat until their groups' last states are
+    /// in, while a worker whose data is over only waits for its combiner.
+    pub fn set_merge_tree(&mut self, tree: &crate::tree::MergeTree) {
+        self.combiners = self.worker_ranks.iter().copied().filter(|&r| !tree.children(r).is_empty()).collect();
     }
 
     /// The job has a reader rank (its silence is watched like the workers').
@@ -175,13 +219,20 @@ impl Collector {
         if deaf {
             self.reader_seen = now;
         }
+        let dead_before: std::collections::BTreeSet<i32> = self.dead_workers().into_iter().collect();
         let mut newly = Vec::new();
         for &r in &self.worker_ranks {
             let w = self.workers.entry(r).or_insert_with(|| WorkerInfo::unheard(self.started));
             if deaf {
                 w.last_seen = w.last_seen.max(now);
             }
-            if w.dead || w.done || now.duration_since(w.last_seen) <= limit {
+            if w.dead || w.finished() || now.duration_since(w.last_seen) <= limit {
+                continue;
+            }
+            // Done, its last states on their way up through a combiner still alive: it may
+            // have left. (A combiner beats until its group's last states are in.)
+            let waits = w.done && !self.combiners.contains(&r) && w.states_to.is_some_and(|to| to == 0 || !dead_before.contains(&to));
+            if waits {
                 continue;
             }
             w.dead = true;
@@ -190,6 +241,9 @@ impl Collector {
             let why = if w.host.is_empty() { format!("worker rank {r} lost: never heard from it in {silent:.1} s") } else { format!("worker rank {r} on {} lost: no message for {silent:.1} s", w.host) };
             self.lost.push(format!("{why} (killed, crashed, or stopped); the others go on"));
             newly.push(r);
+        }
+        for &r in &newly {
+            self.drop_combined(r);
         }
         if let (Some(r), false) = (self.reader_rank, self.reader_lost) {
             let silent = now.duration_since(self.reader_seen);
@@ -205,6 +259,53 @@ impl Collector {
             }
         }
         newly
+    }
+
+    /// A lost combiner: the states it combined are dropped, because its members that still
+    /// run send theirs again (cumulative: nothing counts twice) and the others are lost with it.
+    fn drop_combined(&mut self, r: i32) {
+        let members: Vec<i32> = self.workers.iter().filter(|(m, w)| **m != r && w.holder == Some(r)).map(|(&m, _)| m).collect();
+        if members.is_empty() && !self.combiners.contains(&r) {
+            return; // its own states only: they still count, as a flat worker's do
+        }
+        self.dropped.insert(r);
+        for q in self.queries.values_mut() {
+            q.states.remove(&r);
+        }
+        for w in self.workers.values_mut().filter(|w| w.holder == Some(r)) {
+            (w.holder, w.counted, w.final_held) = (None, Some(0), false);
+        }
+        self.lost.push(format!("worker rank {r} combined the states of ranks {members:?}: dropped with it; those still running send theirs again"));
+    }
+
+    /// Merge tree: a [`States`](crate::wire::States) message from a worker or combiner.
+    pub fn states(&mut self, from: i32, msg: &[u8]) -> Result<(), String> {
+        if self.dropped.contains(&from) {
+            return Ok(()); // a combiner given up for lost: its members have sent theirs again
+        }
+        let (s, mut body): (crate::wire::States, &[u8]) = crate::wire::decode("states", msg).map_err(|e| e.to_string())?;
+        let started = self.started;
+        for m in &s.members {
+            let w = self.workers.entry(m.rank).or_insert_with(|| WorkerInfo::unheard(started));
+            (w.holder, w.counted, w.final_held) = (Some(from), Some(m.events_read), m.last);
+        }
+        for p in &s.parts {
+            let bytes = body.get(..p.bytes).ok_or("states body shorter than its parts")?;
+            body = &body[p.bytes..];
+            let Some(q) = self.queries.get_mut(&p.name) else { continue };
+            if p.generation != q.generation || bytes.is_empty() {
+                continue; // from before a reset or replace
+            }
+            if q.plan.is_none() {
+                match LiveQuery::plan_mode(&q.sql, &p.columns, q.mode) {
+                    Ok(plan) => q.plan = Some(plan),
+                    Err(e) => q.error = Some(e.to_string()),
+                }
+            }
+            q.states.insert(from, codec::decode(bytes).map_err(|e| e.to_string())?);
+            q.dirty = true;
+        }
+        Ok(())
     }
 
     /// Every worker is lost (or came back and was told to leave): no event can be analysed
@@ -227,7 +328,7 @@ impl Collector {
     /// Events handed to workers that were lost and never reported them.
     pub fn events_lost(&self) -> u64 {
         let sent: BTreeMap<i32, u64> = self.reader.sent_to.iter().copied().collect();
-        self.workers.iter().filter(|(_, w)| w.dead).map(|(r, w)| sent.get(r).copied().unwrap_or(0).saturating_sub(w.events_read)).sum()
+        self.workers.iter().filter(|(_, w)| w.dead).map(|(r, w)| sent.get(r).copied().unwrap_or(0).saturating_sub(w.counted())).sum()
     }
 
     /// How the job ended (or would end now).
@@ -358,10 +459,12 @@ impl Collector {
         let started = self.started;
         let w = self.workers.entry(rank).or_insert_with(|| WorkerInfo::unheard(started));
         w.host.clone_from(&u.host);
+        w.states_to = u.states_to;
         if let Some(at) = w.lost_at.take() {
             // Stopped, not dead: its states are cumulative, so what it did counts; the reader
             // has forgotten it, so it is told to leave.
-            self.lost.push(format!("worker rank {rank} on {} answered again after {:.1} s: its events are counted, it takes no more work", u.host, at.elapsed().as_secs_f64() + self.lost_after.as_secs_f64()));
+            let counted = if self.dropped.contains(&rank) { "the states it combined were given up" } else { "its events are counted" };
+            self.lost.push(format!("worker rank {rank} on {} answered again after {:.1} s: {counted}, it takes no more work", u.host, at.elapsed().as_secs_f64() + self.lost_after.as_secs_f64()));
             self.returned.push(rank);
         }
         w.last_seen = Instant::now();
@@ -449,7 +552,7 @@ impl Collector {
 
     /// Every worker has finished (or died).
     pub fn workers_finished(&self) -> bool {
-        self.worker_ranks.iter().all(|r| self.workers.get(r).is_some_and(|w| w.done || w.dead))
+        self.worker_ranks.iter().all(|r| self.workers.get(r).is_some_and(|w| w.finished() || w.dead))
     }
 
     /// Events per second from the first to the newest report of new events: the job's mean

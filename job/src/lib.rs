@@ -3,9 +3,11 @@
 
 pub mod calib_columns;
 pub mod collector;
+pub mod combiner;
 pub mod reader;
 pub mod inproc;
 pub mod shmem_source;
+pub mod tree;
 pub mod wire;
 pub mod worker;
 

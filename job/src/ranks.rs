@@ -15,6 +15,8 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
 
 use crate::collector::{Collector, LOST_AFTER};
+use crate::combiner::Combiner;
+use crate::tree::MergeTree;
 use crate::reader::Reader;
 use crate::inproc::{report_failure, Emitter, JobSpec, SpecExt};
 use crate::shmem_source::ShmemSource;
@@ -24,7 +26,7 @@ use crate::worker::Worker;
 
 const COLLECTOR: i32 = 0;
 const READER: i32 = 1;
-/// collector → reader: worker ranks found dead (JSON list).
+/// collector → reader and workers: worker ranks found dead (JSON list).
 const TAG_DEAD: i32 = 7;
 
 /// MPI runs SERIALIZED: the main thread and the beat thread ([`Beats`]) take turns under this
@@ -228,14 +230,14 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
     let workers: Vec<i32> = if has_reader { (2..size).collect() } else { (1..size).collect() };
     let result = match (rank, &shmem) {
         (COLLECTOR, _) => collector(&world, spec, &workers, has_reader).map(Some),
-        (_, Some((tag, stop))) => worker(&world, spec, || Ok(WorkSource::Shmem(ShmemSource::new(tag, *stop)))).map(|_| None),
+        (_, Some((tag, stop))) => worker(&world, spec, &workers, || Ok(WorkSource::Shmem(ShmemSource::new(tag, *stop)))).map(|_| None),
         (READER, None) if has_reader => reader(&world, spec, &workers).map(|_| None),
         // One worker and no reader rank: the worker reads for itself.
-        _ if size == 2 => worker(&world, spec, || {
+        _ if size == 2 => worker(&world, spec, &workers, || {
             Ok(WorkSource::Own(Reader::start(&spec.source()?, 1, spec.reader_options()).map_err(|e| e.to_string())?))
         })
         .map(|_| None),
-        _ => worker(&world, spec, || Ok(WorkSource::Reader { requested: false })).map(|_| None),
+        _ => worker(&world, spec, &workers, || Ok(WorkSource::Reader { requested: false })).map(|_| None),
     };
     if let Err(e) = &result {
         eprintln!("beamtime-job rank {rank}: {e}");
@@ -285,6 +287,7 @@ fn collector_lost(rank: i32, silent: Duration) -> ! {
 fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_reader: bool) -> Result<Collector, String> {
     let mut c = Collector::new(workers.to_vec());
     c.max_rows = spec.max_rows;
+    c.set_merge_tree(&MergeTree::new(workers, spec.merge_fan_in, COLLECTOR));
     let mut out = PendingSends::new();
     let mut initial = Vec::new();
     let mut startup_error = None;
@@ -338,6 +341,12 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
                 c.error.get_or_insert(format!("rank {from}: {e}"));
             }
         }
+        while let Some((from, msg)) = recv_from(world, None, tag::STATES) {
+            busy = true;
+            if let Err(e) = c.states(from, &msg) {
+                c.error.get_or_insert(format!("rank {from}: {e}"));
+            }
+        }
         while let Some((_, msg)) = recv_from(world, Some(READER).filter(|_| has_reader), tag::READER) {
             busy = true;
             if let Ok((status, _)) = wire::decode::<ReaderStatus>("reader status", &msg) {
@@ -356,13 +365,17 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
             *gone.lock().unwrap_or_else(|p| p.into_inner()) = lost;
             if dead != known_dead {
                 known_dead = dead;
-                if has_reader {
-                    out.send(world, READER, TAG_DEAD, serde_json::to_vec(&known_dead).unwrap());
+                // The reader forgets them; in a merge tree, their children send elsewhere.
+                let list = serde_json::to_vec(&known_dead).unwrap();
+                for &r in all_ranks.iter().filter(|r| !known_dead.contains(r)) {
+                    out.send(world, r, TAG_DEAD, list.clone());
                 }
             }
-            // A lost worker that answers again leaves: the reader has given its place away.
+            // A lost worker that answers again leaves: the reader has given its place away
+            // (and a combiner finds itself on the list: its group has gone elsewhere).
             for r in c.take_returned() {
                 out.send(world, r, tag::COMMAND, serde_json::to_vec(&vec![Command::Stop]).unwrap());
+                out.send(world, r, TAG_DEAD, serde_json::to_vec(&known_dead).unwrap());
             }
             if c.all_workers_lost() && !reader_lost_handled {
                 // Nobody is left to read for: the reader stops, the job ends with what it has.
@@ -592,15 +605,27 @@ impl WorkSource {
 }
 
 /// A worker rank: takes the queries, processes its source's events, reports its cumulative
-/// states to the collector every `report_ms` and when its data is over.
-fn worker(world: &SimpleCommunicator, spec: &JobSpec, open: impl FnOnce() -> Result<WorkSource, String>) -> Result<(), String> {
+/// states to the collector every `report_ms` and when its data is over. In a merge tree
+/// ([`MergeTree`]) its states go to its parent instead, and a combiner also merges its
+/// children's states with its own until all of theirs are in.
+fn worker(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], open: impl FnOnce() -> Result<WorkSource, String>) -> Result<(), String> {
     let mut out = PendingSends::new();
-    let _beats = Beats::start(vec![COLLECTOR], tag::BEAT, Default::default(), Some(world.rank()));
+    let me = world.rank();
+    let _beats = Beats::start(vec![COLLECTOR], tag::BEAT, Default::default(), Some(me));
     let mut w = Worker::with_calib(spec.calib_dir.as_ref().map(std::path::PathBuf::from), spec.calib_settings()?);
+    let tree = MergeTree::new(workers, spec.merge_fan_in, COLLECTOR);
+    let mut parent = tree.parent(me);
+    let mut combiner = Some(tree.children(me)).filter(|c| !c.is_empty()).map(|c| Combiner::new(me, c));
+    if tree.routed() {
+        w.states_to = Some(parent);
+    }
     let mut stopped = false;
     for cmd in initial_commands(world) {
         stopped |= cmd == Command::Stop;
         w.command(&cmd);
+        if let Some(c) = combiner.as_mut() {
+            c.command(&cmd);
+        }
     }
     // Say who we are at once: the collector can then tell a dead worker from a slow one.
     out.send(world, COLLECTOR, tag::UPDATE, w.report(false));
@@ -619,6 +644,7 @@ fn worker(world: &SimpleCommunicator, spec: &JobSpec, open: impl FnOnce() -> Res
     }
     let report_every = Duration::from_millis(spec.report_ms);
     let mut last_report = Instant::now();
+    let mut final_sent = false;
     loop {
         for cmd in commands(world) {
             if cmd == Command::Stop {
@@ -628,25 +654,85 @@ fn worker(world: &SimpleCommunicator, spec: &JobSpec, open: impl FnOnce() -> Res
                 }
             }
             w.command(&cmd);
+            if let Some(c) = combiner.as_mut() {
+                c.command(&cmd);
+            }
+        }
+        while let Some((_, msg)) = recv_from(world, Some(COLLECTOR), TAG_DEAD) {
+            let dead: BTreeSet<i32> = serde_json::from_slice(&msg).unwrap_or_default();
+            if dead.contains(&me) {
+                // Taken for lost and back: the group went elsewhere, nothing more to combine.
+                combiner = None;
+            }
+            if let Some(c) = combiner.as_mut() {
+                c.set_dead(&dead);
+            }
+            if tree.routed() && dead.contains(&parent) {
+                // Our combiner is lost with what it held: everything goes to the collector again.
+                parent = COLLECTOR;
+                w.states_to = Some(parent);
+                w.resend_all();
+                if let Some(c) = combiner.as_mut() {
+                    c.resend_all();
+                }
+            }
         }
         let mut busy = false;
+        if let Some(c) = combiner.as_mut() {
+            while let Some((from, msg)) = recv_from(world, None, tag::STATES) {
+                busy = true;
+                if let Err(e) = c.absorb(from, &msg) {
+                    eprintln!("beamtime-job rank {me}: {e}");
+                }
+            }
+        }
         if let (Some(s), false) = (source.as_mut(), ended) {
             let (had_work, end) = s.step(world, &mut out, &mut w, spec, stopped);
-            busy = had_work;
+            busy |= had_work;
             if let Some(e) = end {
                 ended = true;
                 end_error = end_error.or(e);
             }
         }
-        if ended || last_report.elapsed() >= report_every {
+        if !final_sent && (ended || last_report.elapsed() >= report_every) {
             if w.error.is_none() {
                 w.error = end_error.clone();
             }
             out.send(world, COLLECTOR, tag::UPDATE, w.report(ended));
+            final_sent = ended;
             last_report = Instant::now();
+            if let Some(states) = w.take_states(me, ended) {
+                match combiner.as_mut() {
+                    Some(c) => {
+                        if let Err(e) = c.absorb(me, &states) {
+                            eprintln!("beamtime-job rank {me}: {e}");
+                        }
+                    }
+                    None => out.send(world, parent, tag::STATES, states),
+                }
+            }
         }
+        let complete = match combiner.as_mut() {
+            Some(c) => {
+                let complete = c.complete();
+                if complete || c.due(report_every) {
+                    let (msg, errors) = c.report();
+                    out.send(world, parent, tag::STATES, msg);
+                    for (name, e) in errors {
+                        eprintln!("beamtime-job rank {me}: query {name}: {e}");
+                        w.fail_query(&name, e);
+                        // Reported with the next update (or said here, after the last one).
+                        if final_sent {
+                            out.send(world, COLLECTOR, tag::UPDATE, w.report(true));
+                        }
+                    }
+                }
+                complete
+            }
+            None => final_sent,
+        };
         out.progress();
-        if ended {
+        if complete {
             break;
         }
         if !busy {

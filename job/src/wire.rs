@@ -59,6 +59,9 @@ pub mod tag {
     /// worker or reader → collector, empty, every 300 ms from a thread of the rank's own: it
     /// is alive, however long its current batch takes.
     pub const BEAT: i32 = 9;
+    /// worker or combiner → its parent in the merge tree (a combiner or the collector):
+    /// cumulative query states ([`super::States`]).
+    pub const STATES: i32 = 10;
 }
 
 /// How a worker opens its fed reader: one entry per stream, in the reader's order.
@@ -173,6 +176,42 @@ pub struct Update {
     /// Shared-memory mode: what reached this worker's client, for the drop estimate.
     #[serde(default)]
     pub shmem: Option<ShmemCounts>,
+    /// Merge tree: the rank this worker's states go to in [`States`] messages (the states in
+    /// this update are then empty). None: they are in this update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub states_to: Option<i32>,
+}
+
+/// Cumulative states on their way up the merge tree: one worker's own, or a combiner's merge
+/// of its members'. Counters, rows and errors go straight to the collector in [`Update`]s;
+/// only states, whose merging is the collector's cost per frame, are combined on the way.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct States {
+    /// The workers whose states these are.
+    pub members: Vec<Member>,
+    /// Bodies are Arrow IPC streams, one per part, in order.
+    pub parts: Vec<StatePart>,
+}
+
+/// A worker covered by a [`States`] message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub rank: i32,
+    /// Events the worker had read when its states were taken (what is lost with them).
+    pub events_read: u64,
+    /// No more states will come for it this way: its data is over, or it was lost.
+    #[serde(rename = "final")]
+    pub last: bool,
+}
+
+/// One query's merged state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatePart {
+    pub name: String,
+    pub generation: u64,
+    /// The events table's columns the state was planned against (a combiner plans from them).
+    pub columns: Vec<String>,
+    pub bytes: usize,
 }
 
 /// What one shared-memory client received: the collector estimates the events the server

@@ -12,7 +12,7 @@ use xtc::RunReader;
 use contract::{codec, Command};
 
 use crate::calib_columns::{self, CalibColumns};
-use crate::wire::{self, QueryUpdate, StreamSpec, Update, UpdateKind, Work};
+use crate::wire::{self, Member, QueryUpdate, StatePart, States, StreamSpec, Update, UpdateKind, Work};
 
 struct WorkerQuery {
     sql: String,
@@ -68,6 +68,10 @@ pub struct Worker {
     pub error: Option<String>,
     /// Shared-memory mode: what reached this worker's client.
     pub shmem: Option<crate::wire::ShmemCounts>,
+    /// Merge tree: where the states go (they leave the reports, [`Worker::take_states`]).
+    pub states_to: Option<i32>,
+    /// States taken out of reports, for the merge tree.
+    apart: Vec<(StatePart, Vec<u8>)>,
 }
 
 impl Default for Worker {
@@ -100,6 +104,8 @@ impl Worker {
             newest: 0,
             error: None,
             shmem: None,
+            states_to: None,
+            apart: Vec::new(),
         }
     }
 
@@ -408,6 +414,7 @@ impl Worker {
             error: self.error.clone(),
             queries: Vec::new(),
             shmem: self.shmem.clone(),
+            states_to: self.states_to,
         };
         let mut bodies: Vec<Vec<u8>> = Vec::new();
         for (name, q) in self.queries.iter_mut() {
@@ -482,6 +489,11 @@ impl Worker {
                 }
             };
             match bytes {
+                Ok(b) if self.states_to.is_some() && qu.kind == UpdateKind::State => {
+                    // Merge tree: the state goes its own way, the counters stay.
+                    let part = StatePart { name: name.clone(), generation: q.generation, columns: q.planned_for.clone(), bytes: b.len() };
+                    self.apart.push((part, b));
+                }
                 Ok(b) => {
                     qu.bytes = b.len();
                     bodies.push(b);
@@ -500,21 +512,53 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Merge tree: the states taken out of the reports since the last call, as a [`States`]
+    /// message for this worker (`rank`); `last` marks its final one. None: nothing to send.
+    pub fn take_states(&mut self, rank: i32, last: bool) -> Option<Vec<u8>> {
+        if self.apart.is_empty() && !last {
+            return None;
+        }
+        let (parts, bodies): (Vec<StatePart>, Vec<Vec<u8>>) = std::mem::take(&mut self.apart).into_iter().unzip();
+        let msg = States { members: vec![Member { rank, events_read: self.events_read, last }], parts };
+        let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+        Some(wire::encode(&msg, &refs))
+    }
+
+    /// Every query's state goes with the next report, however recent the last one (its
+    /// recipient changed and has nothing).
+    pub fn resend_all(&mut self) {
+        for q in self.queries.values_mut() {
+            q.dirty = true;
+            q.reported = None;
+        }
+    }
+
+    /// A query failed outside this worker's own steps (merging its group's states): it
+    /// reports the error like one of its own.
+    pub fn fail_query(&mut self, name: &str, error: String) {
+        if let Some(q) = self.queries.get_mut(name).filter(|q| q.error.is_none()) {
+            q.error = Some(error);
+            q.dirty = true;
+        }
+    }
+}
+
 fn sticky_columns() -> Vec<String> {
     vec!["scan.*".into(), "epics.*".into()]
 }
 
-/// Merges pending partials into the state.
 /// How long a state of `bytes` waits between reports: at most ~20 MB/s of states per query
 /// and worker (a 0.5-megapixel mean image, 8 MB of fixed-point sums, goes every 0.4 s),
 /// never longer than 2 s; small states go with every report.
-fn big_state_interval(bytes: usize) -> std::time::Duration {
+pub(crate) fn big_state_interval(bytes: usize) -> std::time::Duration {
     std::time::Duration::from_secs_f64((bytes as f64 / 20.0e6).min(2.0))
 }
 
 /// Unmerged partial states a query keeps at most before merging them into its state.
 const PENDING_BYTES: usize = 4 << 20;
 
+/// Merges pending partials into the state.
 fn fold(plan: &LiveQuery, state: &mut Option<DataFrame>, pending: &mut Vec<DataFrame>) -> Result<(), String> {
     if pending.is_empty() {
         return Ok(());

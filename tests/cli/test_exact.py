@@ -86,8 +86,9 @@ def test_aggregates_of_a_sparse_detector_equal_the_oracle_bit_for_bit(sparse_run
 
 
 def test_sixty_four_workers_give_the_oracle_bit_for_bit(sparse_run, tmp_path):
-    """66 ranks oversubscribed on this machine: the collector merges 64 workers' states (small
-    batches, so that every worker gets several)."""
+    """66 ranks oversubscribed on this machine (small batches, so that every worker gets
+    several): the 64 workers' states merge in a tree of fan-in 8 (the default), eight
+    combiners each merging seven workers' states with their own, the collector eight."""
     source, events = sparse_run
     out = tmp_path / "agg64.parquet"
     p = run("run", "--source", source, "--sql", AGGREGATES, "--ranks", "66", "--batch-events", "64", "-o", str(out))
@@ -99,6 +100,31 @@ def test_sixty_four_workers_give_the_oracle_bit_for_bit(sparse_run, tmp_path):
         for k in ["step", "n", "s", "m", "f", "l", "si"]:
             assert g[k] == w[k], (g["step"], k, g[k], w[k])
         assert abs(g["v"] - w["v"]) <= 1e-12 * w["v"], (g["v"], w["v"])
+
+
+@pytest.mark.parametrize("ranks,fan_in", [(11, 2), (12, 3)])  # 9 workers: 4 levels; 10: 3
+def test_a_merge_tree_of_any_shape_gives_the_oracle_bit_for_bit(sparse_run, tmp_path, ranks, fan_in):
+    """Combiners of combiners: states merged in three or four steps on their way to the
+    collector; the rows of a row query go straight to it and all arrive."""
+    source, events = sparse_run
+    common = ["--source", source, "--ranks", str(ranks), "--batch-events", "64", "--fan-in", str(fan_in)]
+    out = tmp_path / "agg.parquet"
+    run("run", *common, "--sql", AGGREGATES, "-o", str(out))
+    got = pl.read_parquet(out).to_dicts()
+    want = aggregates_oracle(events)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        for k in ["step", "n", "s", "m", "f", "l", "si"]:
+            assert g[k] == w[k], (ranks, fan_in, g["step"], k, g[k], w[k])
+    out = tmp_path / "hist.parquet"
+    run("run", *common, "--sql", HIST, "-o", str(out))
+    got = pl.read_parquet(out)
+    values, counts = hist_oracle(events)
+    assert got["h"].to_list() == values and got["n"].to_list() == counts
+    out = tmp_path / "rows.parquet"
+    run("run", *common, "--sql", "SELECT step, timestamp FROM events", "-o", str(out))
+    got = pl.read_parquet(out)
+    assert sorted(got["timestamp"].to_list()) == sorted(events["timestamp"].to_list())
 
 
 def test_the_variance_is_the_same_bits_at_every_rank_count(sparse_run, tmp_path):

@@ -259,6 +259,35 @@ def test_a_killed_worker_leaves_a_partial_result_and_says_what_is_missing(h, ran
             assert total > 0, f"the worker's reports before it was killed are lost: {got}"
 
 
+@pytest.mark.parametrize("victim", ["combiner", "leaf"])
+def test_a_killed_rank_of_a_merge_tree_loses_only_its_own_events(h, victim):
+    """Four workers at fan-in 2: rank 2 combines rank 3's states with its own, rank 4 rank
+    5's. A lost combiner's merged states are dropped and its child sends its own again to the
+    collector (nothing counted twice, nothing of the child lost); a lost leaf's last states
+    stay with its combiner and count."""
+    sim, d = h.sim(6000, 1500)
+    out = h.dir / "out.parquet"
+    r = h.run("--source", live(d), "--sql", SQL, "--ranks", "6", "--fan-in", "2", "--batch-events", BATCH, "-o", str(out))
+    pids = r.ranks(6)
+    time.sleep(2.0)
+    rank = 4 if victim == "combiner" else 5
+    r.watch.send(pids[rank], signal.SIGKILL)
+    code = r.wait(20)
+    err = r.stderr
+    assert code == 4, f"exit {code} (4 = rank lost expected):\n{tail(err)}"
+    host = lost_host(err, rf"worker rank {rank} on (\S+) lost")
+    assert host in HOSTS, f"no `worker rank {rank} on {HOST} lost`:\n{tail(err)}"
+    dropped = "worker rank 4 combined the states of ranks [5]: dropped with it" in err
+    assert dropped == (victim == "combiner"), tail(err)
+    in_flight = incomplete_events(err)
+    r.watch.assert_clean()
+    got, full = pq.read_table(out).to_pydict(), h.full(d, sim)
+    assert_partial(got, full)
+    total, whole = sum(got["n"]), sum(full["n"])
+    assert total > 0 and in_flight > 0, (got, in_flight)
+    assert total + in_flight == whole, f"{total} events in the result + {in_flight} lost != {whole} in the run"
+
+
 @pytest.mark.parametrize("ranks", [3, 5])
 def test_a_worker_stopped_10_s_is_lost_then_answers_again_and_its_events_count(h, ranks):
     sim, d = h.sim(6400, 400)  # 16 s: the run goes on after the worker is continued

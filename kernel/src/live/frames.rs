@@ -39,7 +39,7 @@ pub fn pump(ep: JobEndpoint, views: Arc<Mutex<Views>>, status: Arc<Mutex<JobStat
                 let mut st = lock(&status);
                 st.ended = Some(match (&f.error, f.outcome) {
                     (Some(e), _) => format!("error: {e}"),
-                    (None, contract::Outcome::RankLost) => format!("incomplete: {} events were in flight at lost ranks ({})", f.events_lost, f.lost.join("; ")),
+                    (None, contract::Outcome::RankLost) => format!("incomplete: {} events were lost with lost ranks ({})", f.events_lost, f.lost.join("; ")),
                     (None, contract::Outcome::Stopped) => "stopped".into(),
                     _ => "end of data".into(),
                 });
