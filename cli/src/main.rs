@@ -98,6 +98,10 @@ struct RunArgs {
     /// L1 events per batch handed to a worker.
     #[arg(long, default_value_t = contract::spec::DEFAULT_BATCH_EVENTS)]
     batch_events: usize,
+    /// Rust event functions for the query (`fn ratio(a: f64, b: f64) -> f64 { a / b }`):
+    /// compiled once (cached), shipped to every rank, called by name in --sql. Repeatable.
+    #[arg(long = "function", value_name = "FILE.rs")]
+    functions: Vec<PathBuf>,
     /// Workers' states merged per rank: with more workers than this, they merge in a tree
     /// (groups of this many, each combined by its first worker) before the collector; 0 never.
     #[arg(long, default_value_t = contract::spec::DEFAULT_MERGE_FAN_IN, value_name = "N")]

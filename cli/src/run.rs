@@ -76,6 +76,11 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
     spec.queries = vec![Command::Set { name: "result".into(), sql, mode: a.mode.clone(), generation: 0 }];
     spec.batch_events = a.batch_events;
     spec.merge_fan_in = a.fan_in;
+    let libraries = compile_functions(&a.functions)?;
+    spec.functions = libraries.iter().filter_map(|c| match c {
+        Command::Library { hash, .. } => Some(hash.clone()),
+        _ => None,
+    }).collect();
     // Absolute: rank 0 writes it, wherever the launcher started it.
     spec.output = match &a.output {
         Some(o) => Some(std::path::absolute(o).map_err(|e| format!("-o {}: {e}", o.display()))?),
@@ -103,7 +108,7 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
     catch_signals();
     let mut child = cmd.spawn().map_err(|e| format!("cannot start the job ({cmd:?}): {e}"))?;
     let deadline = a.timeout.map(|s| started + Duration::from_secs_f64(s));
-    let outcome = follow(&endpoint, &mut child, deadline);
+    let outcome = follow(&endpoint, &mut child, deadline, libraries);
     let status = wait_or_stop(&mut child);
     let Outcome_ { result, events, error, finished, end, lost, events_lost, stopped_by, printed, .. } = outcome?;
     for l in lost.iter().filter(|l| !printed.contains(l)) {
@@ -157,7 +162,22 @@ struct Outcome_ {
 
 /// Hears the job until its last message, or until its process is gone; stops it at the
 /// deadline (`--timeout`) or on Ctrl-C.
-fn follow(endpoint: &JobEndpoint, child: &mut Child, deadline: Option<Instant>) -> Result<Outcome_, String> {
+/// `--function` files compiled (or found in the cache), as the commands that ship them.
+fn compile_functions(files: &[std::path::PathBuf]) -> Result<Vec<Command>, String> {
+    let cache = functions::default_cache();
+    let mut out = Vec::new();
+    for f in files {
+        let source = std::fs::read_to_string(f).map_err(|e| format!("--function {}: {e}", f.display()))?;
+        let c = functions::compile(&source, &cache).map_err(|e| format!("--function {}: {e}", f.display()))?;
+        let bytes = std::fs::read(&c.path).map_err(|e| format!("{}: {e}", c.path.display()))?;
+        let names: Vec<&str> = c.signatures.iter().map(|s| s.name.as_str()).collect();
+        eprintln!("beamtime: {} {} from {} ({:.2} s)", if c.cached { "found" } else { "compiled" }, names.join(", "), f.display(), c.seconds);
+        out.push(Command::Library { hash: c.hash, library: hex::encode(bytes) });
+    }
+    Ok(out)
+}
+
+fn follow(endpoint: &JobEndpoint, child: &mut Child, deadline: Option<Instant>, mut libraries: Vec<Command>) -> Result<Outcome_, String> {
     let mut outcome = Outcome_ { result: None, events: 0, error: None, finished: false, notices: 0, printed: Vec::new(), end: Outcome::Complete, lost: Vec::new(), events_lost: 0, stopped_by: None };
     let mut gone: Option<Instant> = None;
     let mut stop_sent: Option<Instant> = None;
@@ -186,7 +206,13 @@ fn follow(endpoint: &JobEndpoint, child: &mut Child, deadline: Option<Instant>) 
                 }
                 return Ok(outcome);
             }
-            Some(Ok(JobMessage::Ack(_) | JobMessage::Hello(_))) => {}
+            Some(Ok(JobMessage::Hello(_))) => {
+                // The job waits for its event functions before it starts.
+                for l in libraries.drain(..) {
+                    endpoint.send(l);
+                }
+            }
+            Some(Ok(JobMessage::Ack(_))) => {}
             Some(Err(e)) => return Err(e.to_string()),
             None => {}
         }

@@ -38,6 +38,10 @@ pub enum Command {
     /// Send the query's whole result in its next frame (the driver lost track of the rows a
     /// delta extends). For the collector only; workers ignore it.
     Resend { name: String },
+    /// Load a library of event functions (the user's compiled Rust) on every rank, so that
+    /// queries can call its functions by name: its content hash and its bytes (hex), shipped
+    /// over the job's own channels (the ranks need not share a filesystem).
+    Library { hash: String, library: String },
 }
 
 impl Command {
@@ -46,7 +50,7 @@ impl Command {
         match self {
             Command::Set { name, .. } | Command::Remove { name } | Command::Resend { name } => Some(name),
             Command::Reset { name, .. } => name.as_deref(),
-            Command::Stop => None,
+            Command::Stop | Command::Library { .. } => None,
         }
     }
 

@@ -47,6 +47,10 @@ pub struct JobSpec {
     /// Where rank 0 writes the final result (`.parquet`, `.arrow`, `.csv`); with several
     /// queries, `<stem>.<query>.<ext>`.
     pub output: Option<std::path::PathBuf>,
+    /// Event-function libraries (content hashes) the driver sends ([`crate::Command::Library`])
+    /// before the job may start: the queries call them.
+    #[serde(default)]
+    pub functions: Vec<String>,
     /// States merged per rank in the job's merge tree (< 2: never a tree).
     #[serde(default = "default_fan_in")]
     pub merge_fan_in: usize,
@@ -73,6 +77,7 @@ impl JobSpec {
             calib: Vec::new(),
             output: None,
             merge_fan_in: DEFAULT_MERGE_FAN_IN,
+            functions: Vec::new(),
         }
     }
 

@@ -402,6 +402,11 @@ impl Collector {
                 self.stopped = true;
                 Ok(Command::Stop)
             }
+            Command::Library { hash, library } => {
+                // Loaded here first: the queries calling it are checked here.
+                crate::libraries::load(&hash, &library)?;
+                Ok(Command::Library { hash, library })
+            }
             Command::Resend { name } => {
                 let q = self.queries.get_mut(&name).ok_or_else(|| format!("no live query named {name}"))?;
                 q.change = None;

@@ -83,7 +83,7 @@ impl Combiner {
                 }
                 self.dirty.remove(name);
             }
-            Command::Stop | Command::Resend { .. } => {}
+            Command::Stop | Command::Resend { .. } | Command::Library { .. } => {}
         }
     }
 

@@ -37,6 +37,8 @@ impl SpecExt for JobSpec {
 /// Sends frames to the kernel (if linked) and to a callback, at most `frame_rate` per second.
 pub struct Emitter<'a> {
     pub link: Option<Link>,
+    /// Commands that came while the job waited for its libraries: handed out next.
+    early: Vec<Command>,
     period: Duration,
     last: Option<Instant>,
     /// Every query's frame goes out at least this often, so that rate, age and dead or
@@ -52,7 +54,7 @@ impl<'a> Emitter<'a> {
             None => None,
         };
         let period = Duration::from_secs_f64(1.0 / spec.frame_rate.clamp(0.01, 1000.0));
-        Ok(Emitter { link, period, last: None, last_full: Instant::now(), on_frame })
+        Ok(Emitter { link, early: Vec::new(), period, last: None, last_full: Instant::now(), on_frame })
     }
 
     pub fn hello(&self, hello: &Hello) {
@@ -79,11 +81,43 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// The event-function libraries the job needs (`spec.functions`), which the driver sends
+    /// when it hears [`Hello`]: waits for them (at most [`LIBRARIES_PATIENCE`]), loads them in
+    /// this process, and returns their commands for the other ranks.
+    pub fn libraries(&mut self, c: &mut Collector, hashes: &[String]) -> Result<Vec<Command>, String> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(l) = &self.link else { return Err("event functions come from the driver: this job has no link to one".into()) };
+        let started = Instant::now();
+        let mut got: Vec<Command> = Vec::new();
+        let missing = |got: &[Command]| -> Vec<String> { hashes.iter().filter(|h| !got.iter().any(|c| matches!(c, Command::Library { hash, .. } if hash == *h))).cloned().collect() };
+        while !missing(&got).is_empty() {
+            for cmd in l.commands() {
+                match cmd {
+                    Ok(Command::Library { hash, library }) => {
+                        let cmd = c.command(Command::Library { hash, library })?;
+                        l.send(&Ack::accepted(cmd.clone()), None);
+                        got.push(cmd);
+                    }
+                    Ok(other) => self.early.push(other),
+                    Err(e) => l.send(&Ack::rejected(None, e), None),
+                }
+            }
+            if started.elapsed() > LIBRARIES_PATIENCE {
+                return Err(format!("the event-function libraries {:?} did not come from the driver within {LIBRARIES_PATIENCE:?}", missing(&got)));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(got)
+    }
+
     /// Commands from the kernel, checked by the collector; each gets an [`Ack`] naming its query.
-    pub fn commands(&self, c: &mut Collector) -> Vec<Command> {
+    pub fn commands(&mut self, c: &mut Collector) -> Vec<Command> {
         let Some(l) = &self.link else { return Vec::new() };
         let mut ok = Vec::new();
-        for cmd in l.commands() {
+        let early: Vec<Result<Command, contract::ContractError>> = std::mem::take(&mut self.early).into_iter().map(Ok).collect();
+        for cmd in early.into_iter().chain(l.commands()) {
             let cmd = match cmd {
                 Ok(cmd) => cmd,
                 Err(e) => {
@@ -114,6 +148,9 @@ impl<'a> Emitter<'a> {
         }
     }
 }
+
+/// How long a job waits for the event-function libraries its driver sends when it connects.
+pub const LIBRARIES_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Reports a job that fails before it has a collector to finish with (a bad source, a bad
 /// first query): the driver hears why instead of a silent end.
@@ -232,6 +269,13 @@ pub fn run_inprocess(spec: &JobSpec, on_frame: &mut dyn FnMut(&Frame)) -> Result
 
 fn run_with(spec: &JobSpec, emitter: &mut Emitter, collector: &mut Collector) -> Result<(), String> {
     let mut worker = Worker::with_calib(spec.calib_dir.as_ref().map(std::path::PathBuf::from), spec.calib_settings()?);
+    // Libraries first (the driver sends them when it hears from the job), then the queries.
+    let hello = Hello::new(1, vec![1], &spec.source);
+    let early_hello = !spec.functions.is_empty();
+    if early_hello {
+        emitter.hello(&hello);
+    }
+    emitter.libraries(collector, &spec.functions)?;
     for q in &spec.queries {
         let cmd = collector.command(q.clone())?;
         worker.command(&cmd);
@@ -243,7 +287,9 @@ fn run_with(spec: &JobSpec, emitter: &mut Emitter, collector: &mut Collector) ->
         })
     });
     let mut source = opened.inspect_err(|e| collector.source_failed(e.clone()))?;
-    emitter.hello(&Hello::new(1, vec![1], &spec.source));
+    if !early_hello {
+        emitter.hello(&hello);
+    }
     collector.reader_status(source.status());
     let report_every = Duration::from_millis(spec.report_ms);
     let mut last_report = Instant::now();

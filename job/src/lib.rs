@@ -6,6 +6,7 @@ pub mod collector;
 pub mod combiner;
 pub mod reader;
 pub mod inproc;
+pub mod libraries;
 pub mod shmem_source;
 pub mod tree;
 pub mod wire;

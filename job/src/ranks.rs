@@ -289,17 +289,27 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
     c.max_rows = spec.max_rows;
     c.set_merge_tree(&MergeTree::new(workers, spec.merge_fan_in, COLLECTOR));
     let mut out = PendingSends::new();
-    let mut initial = Vec::new();
+    let mut on_frame = |_: &crate::Frame| {};
+    let mut emitter = Emitter::new(spec, &mut on_frame)?;
+    let emitter_was_unlinked = emitter.link.is_none();
+    let hello = Hello::new(world.size() as usize, workers.to_vec(), &spec.source);
+    // Event-function libraries first: the driver sends them when it hears from the job, and
+    // every rank loads them before the queries that call them.
+    let early_hello = !spec.functions.is_empty();
+    if early_hello {
+        emitter.hello(&hello);
+    }
     let mut startup_error = None;
+    let mut initial = emitter.libraries(&mut c, &spec.functions).unwrap_or_else(|e| {
+        startup_error = Some(e);
+        Vec::new()
+    });
     for q in &spec.queries {
         match c.command(q.clone()) {
             Ok(cmd) => initial.push(cmd),
             Err(e) => startup_error = Some(e),
         }
     }
-    let mut on_frame = |_: &crate::Frame| {};
-    let mut emitter = Emitter::new(spec, &mut on_frame)?;
-    let emitter_was_unlinked = emitter.link.is_none();
     if let Some(e) = startup_error {
         // A bad query given at start: stop everyone, report it.
         initial = vec![Command::Stop];
@@ -310,7 +320,9 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
         let cmds = if r == READER && has_reader { initial.iter().filter(|c| **c == Command::Stop).cloned().collect() } else { initial.clone() };
         out.send(world, r, tag::COMMAND, serde_json::to_vec(&cmds).unwrap());
     }
-    emitter.hello(&Hello::new(world.size() as usize, workers.to_vec(), &spec.source));
+    if !early_hello {
+        emitter.hello(&hello);
+    }
     let mut reader_done = !has_reader;
     if has_reader {
         c.set_reader(READER);

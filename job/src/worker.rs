@@ -159,6 +159,12 @@ impl Worker {
                     }
                 }
             }
+            Command::Library { hash, library } => {
+                if let Err(e) = crate::libraries::load(hash, library) {
+                    // No query could call its functions here: the job reports it.
+                    self.error.get_or_insert(e);
+                }
+            }
             Command::Stop | Command::Resend { .. } => {}
         }
     }

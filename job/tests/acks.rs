@@ -13,7 +13,7 @@ fn each_ack_names_its_query() {
     let mut spec = JobSpec::new("files=/nonexistent.xtc2");
     spec.connect = Some(ep.endpoint().to_string());
     let mut on_frame = |_: &Frame| {};
-    let emitter = Emitter::new(&spec, &mut on_frame).unwrap();
+    let mut emitter = Emitter::new(&spec, &mut on_frame).unwrap();
     emitter.hello(&Hello::new(1, vec![1], &spec.source));
     assert!(matches!(ep.recv_timeout(Duration::from_secs(5)), Some(Ok(JobMessage::Hello(_)))));
     let set = |name: &str, sql: &str| Command::Set { name: name.into(), sql: sql.into(), mode: String::new(), generation: 0 };

@@ -99,7 +99,7 @@ impl FunctionRegistry for ArrayFunctions {
 
     fn get_udf(&self, name: &str) -> PolarsResult<Option<UserDefinedFunction>> {
         let lower = name.to_ascii_lowercase();
-        let Some(f) = Function::from_name(&lower) else { return Ok(None) };
+        let Some(f) = Function::from_name(&lower) else { return Ok(crate::event_functions::udf(&lower)) };
         let (shapes, coverage) = (self.shapes.clone(), self.coverage.clone());
         let call = move |s: &mut [Column]| -> PolarsResult<Column> { f.call(s, &shapes, &coverage) };
         let output = move |_: &Schema, fields: &[Field]| -> PolarsResult<Field> { f.output(fields) };
@@ -107,7 +107,7 @@ impl FunctionRegistry for ArrayFunctions {
     }
 
     fn contains(&self, name: &str) -> bool {
-        Function::from_name(&name.to_ascii_lowercase()).is_some()
+        Function::from_name(&name.to_ascii_lowercase()).is_some() || crate::event_functions::is_event_function(name)
     }
 }
 

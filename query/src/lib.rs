@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod convert;
 mod droplets;
 pub mod error;
+mod event_functions;
 pub mod exact;
 pub mod files;
 pub mod layout;

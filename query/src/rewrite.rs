@@ -497,6 +497,9 @@ fn rewrite_calls(sql: &str, tables: bool) -> String {
                 )),
                 ("var_pop", [x]) if tables => Some(format!("(var({x}) * (count({x}) - 1) / count({x}))")),
                 ("stddev_pop", [x]) if tables => Some(format!("sqrt(var({x}) * (count({x}) - 1) / count({x}))")),
+                // An event function in a live query: each event's timestamp goes along, for
+                // the message of a panic.
+                (f, args) if !tables && crate::event_functions::arity(f) == Some(args.len()) => Some(format!("{f}({}, timestamp)", args.join(", "))),
                 _ => None,
             };
             if let Some(t) = text {
