@@ -33,7 +33,7 @@ test:
 	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/xtc-dump-check.sh
 	BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider tests/cli
 	BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider tests/docs
-	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py test_conformance.py test_rust.py test_live.py test_widgets.py test_images.py test_live_faults.py test_notebooks.py
+	cd tests/kernel && BEAMTIME_BIN=$(BIN_DEBUG) $(PYTHON) -m pytest -q -p no:cacheprovider test_client.py test_conformance.py test_rust.py test_live.py test_widgets.py test_images.py test_live_faults.py test_functions.py test_notebooks.py
 	cd widgets && npm ci --no-audit --no-fund --loglevel=error && npm run check
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1
 	BEAMTIME_BIN=$(BIN_DEBUG) bash tests/browser/beamtime.sh

@@ -19,6 +19,9 @@ pub struct Views {
     pub views: BTreeMap<String, View>,
     /// The job's answers to query commands, until the cell that sent them has read its own.
     pub acks: Vec<Ack>,
+    /// The event-function libraries (`%%function`), oldest first: every job gets them when it
+    /// says hello, before its queries start.
+    pub libraries: Vec<contract::Command>,
 }
 
 /// Moves the job's messages into the views and the job's status, and on to the live displays:
@@ -34,7 +37,12 @@ pub fn pump(ep: JobEndpoint, views: Arc<Mutex<Views>>, status: Arc<Mutex<JobStat
             Some(Err(e)) => {
                 lock(&status).died.get_or_insert_with(|| e.to_string());
             }
-            Some(Ok(JobMessage::Hello(_))) => lock(&status).running = true,
+            Some(Ok(JobMessage::Hello(_))) => {
+                lock(&status).running = true;
+                for l in lock(&views).libraries.clone() {
+                    ep.send(l);
+                }
+            }
             Some(Ok(JobMessage::Finished(f))) => {
                 let mut st = lock(&status);
                 st.ended = Some(match (&f.error, f.outcome) {

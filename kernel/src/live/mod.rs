@@ -301,6 +301,10 @@ impl LiveQueries {
                 v.min_generation = 0;
                 v.header = None;
             }
+            spec.functions = vs.libraries.iter().filter_map(|c| match c {
+                Command::Library { hash, .. } => Some(hash.clone()),
+                _ => None,
+            }).collect();
             spec.queries = vs
                 .views
                 .iter()
@@ -310,6 +314,40 @@ impl LiveQueries {
         let ranks = opts.ranks.unwrap_or_else(default_ranks).max(1);
         self.job = Some(JobProcess::start(&spec, ranks, opts, &self.status)?);
         Ok(())
+    }
+
+    /// `%%function`: a library of event functions `names`, for every job from now on and for
+    /// the running one; the live queries calling one of them start afresh (their states
+    /// were computed with the old definition). Returns those queries.
+    pub fn define_functions(&mut self, library: Command, names: &[String]) -> Vec<String> {
+        let calls = |sql: &str| {
+            let lower = sql.to_ascii_lowercase();
+            names.iter().any(|n| {
+                let n = n.to_ascii_lowercase();
+                lower.match_indices(&n).any(|(i, _)| {
+                    let before = lower[..i].chars().next_back();
+                    let after = lower[i + n.len()..].trim_start().chars().next();
+                    !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') && after == Some('(')
+                })
+            })
+        };
+        let mut vs = lock(&self.views);
+        // A library all of whose functions are defined again is not needed any more.
+        let redefined = |c: &Command| match c {
+            Command::Library { hash, .. } => functions::registry::libraries().iter().find(|l| &l.hash == hash).is_some_and(|l| l.signatures.iter().all(|s| names.iter().any(|n| n.eq_ignore_ascii_case(&s.name)))),
+            _ => false,
+        };
+        vs.libraries.retain(|c| !redefined(c));
+        vs.libraries.push(library.clone());
+        let reset: Vec<(String, String, String)> = vs.views.iter().filter(|(_, v)| calls(&v.sql)).map(|(n, v)| (n.clone(), v.sql.clone(), v.mode.clone())).collect();
+        drop(vs);
+        if self.job_alive() {
+            self.send(library);
+            for (name, sql, mode) in &reset {
+                self.send(Command::Set { name: name.clone(), sql: sql.clone(), mode: mode.clone(), generation: 0 });
+            }
+        }
+        reset.into_iter().map(|(n, _, _)| n).collect()
     }
 
     fn has_query(&self, name: &str) -> Result<(), CellError> {

@@ -2,6 +2,7 @@
 //! magic line, `%help`/`%load?`, completion and inspection all read it.
 
 mod expand;
+mod functions;
 mod live_queries;
 mod sql;
 pub mod syntax;
@@ -138,6 +139,20 @@ pub const MAGICS: &[Magic] = &[
         words: crate::live::options::LIVE_SUBCOMMANDS,
         example: "%live status",
         run: live_queries::live_command,
+    },
+    Magic {
+        name: "function",
+        cell: true,
+        usage: "%%function\n<Rust functions over event values>",
+        summary: "Define event functions: plain Rust functions over an event's values (f64, f32, i64 … u8, bool, an Option of one, \
+                  or a slice &[T] for an array column such as an image) returning a value, an Option (null) or a Vec (an array). \
+                  They are compiled once (cached by content), then called by name like built-ins in %%live (on every rank of the job), \
+                  %%sql and `beamtime run --function FILE.rs`. A panic fails only the query, naming the event; redefining a function \
+                  starts the live queries that call it afresh. Helpers with other types go in a `mod` block.",
+        options: &[],
+        words: &[],
+        example: "%%function\nfn ratio(signal: f64, i0: f64) -> Option<f64> {\n    if i0 > 0.1 { Some(signal / i0) } else { None }\n}",
+        run: functions::function,
     },
     Magic {
         name: "help",

@@ -7,7 +7,7 @@
 #![cfg_attr(not(feature = "rust-cells"), allow(dead_code))]
 
 mod analysis;
-mod diagnostics;
+pub(crate) mod diagnostics;
 #[cfg(feature = "rust-cells")]
 mod engine;
 #[cfg(feature = "rust-cells")]
