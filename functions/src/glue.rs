@@ -95,7 +95,8 @@ fn wrapper(k: usize, sig: &Signature) -> String {
         body.push_str(&format!("    let x{i} = {};\n", reader(i, *p)));
     }
     body.push_str(&format!("    let mut out = {};\n", writer(sig.returns)));
-    body.push_str("    for i in 0..n {\n        crate::__rt::set_row(i);\n");
+    // The row is kept in a local the panic guard reads: no per-event store elsewhere.
+    body.push_str("    crate::__rt::guarded(move |at| {\n    for i in 0..n {\n        *at = i;\n");
     for i in 0..sig.params.len() {
         body.push_str(&format!("        let v{i} = x{i}.get(i);\n"));
     }
@@ -113,8 +114,8 @@ fn wrapper(k: usize, sig: &Signature) -> String {
     } else {
         body.push_str(&format!("        out.push(Some({call}));\n"));
     }
-    body.push_str("    }\n    out.finish()\n");
+    body.push_str("    }\n    out.finish()\n    })\n");
     format!(
-        "    /// {sig}\n    pub unsafe fn f_{k}(a: &[&crate::__rt::ArrowArray], s: &[&crate::__rt::ArrowSchema], n: usize) -> crate::__rt::Output {{\n{body}    }}\n"
+        "    /// {sig}\n    pub unsafe fn f_{k}(a: &[&crate::__rt::ArrowArray], s: &[&crate::__rt::ArrowSchema], n: usize) -> Result<crate::__rt::Output, usize> {{\n{body}    }}\n"
     )
 }

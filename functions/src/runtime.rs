@@ -4,7 +4,7 @@
 // into the host's tests as a module.
 #![allow(dead_code)]
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CString};
 
 /// The Arrow C Data Interface's structures, as the specification lays them out.
@@ -161,28 +161,50 @@ pub struct Output {
     schema: ArrowSchema,
 }
 
+/// Validity, tracked only from the first null (a column without nulls costs a counter),
+/// one byte per value (a plain store), packed into bits at the end.
 struct Validity {
-    bits: Vec<u8>,
+    mask: Option<Vec<bool>>,
     nulls: usize,
     len: usize,
+    capacity: usize,
 }
 
 impl Validity {
     fn new(n: usize) -> Self {
-        Validity { bits: Vec::with_capacity(n.div_ceil(8)), nulls: 0, len: 0 }
+        Validity { mask: None, nulls: 0, len: 0, capacity: n }
     }
 
     #[inline]
     fn push(&mut self, ok: bool) {
-        if self.len % 8 == 0 {
-            self.bits.push(0);
+        if !ok && self.mask.is_none() {
+            // Every value so far was valid.
+            let mut mask = Vec::with_capacity(self.capacity.max(self.len + 1));
+            mask.resize(self.len, true);
+            self.mask = Some(mask);
         }
-        if ok {
-            *self.bits.last_mut().unwrap() |= 1 << (self.len % 8);
-        } else {
-            self.nulls += 1;
+        if let Some(m) = self.mask.as_mut() {
+            m.push(ok);
         }
+        self.nulls += usize::from(!ok);
         self.len += 1;
+    }
+
+    fn pack(mask: &[bool]) -> Vec<u8> {
+        mask.chunks(8).map(|c| c.iter().enumerate().fold(0u8, |b, (i, &v)| b | (u8::from(v) << i))).collect()
+    }
+
+    /// The bits as a buffer (None: no nulls).
+    fn take(self) -> Option<Buf> {
+        self.mask.map(|m| buf(Self::pack(&m)))
+    }
+
+    /// Booleans' values: every bit.
+    fn into_values(self) -> Vec<u8> {
+        match self.mask {
+            Some(m) => Self::pack(&m),
+            None => Self::pack(&vec![true; self.len]),
+        }
     }
 }
 
@@ -302,7 +324,7 @@ impl<T: Native> PrimOut<T> {
 
     pub fn finish(self) -> Output {
         let (len, nulls) = (self.validity.len, self.validity.nulls);
-        let validity = (nulls > 0).then(|| buf(self.validity.bits));
+        let validity = self.validity.take();
         Output { array: array(len, nulls, validity, vec![buf(self.values)], Vec::new()), schema: schema(T::FORMAT, Vec::new(), true) }
     }
 }
@@ -326,8 +348,8 @@ impl BoolOut {
 
     pub fn finish(self) -> Output {
         let (len, nulls) = (self.validity.len, self.validity.nulls);
-        let validity = (nulls > 0).then(|| buf(self.validity.bits));
-        Output { array: array(len, nulls, validity, vec![buf(self.values.bits)], Vec::new()), schema: schema("b", Vec::new(), true) }
+        let validity = self.validity.take();
+        Output { array: array(len, nulls, validity, vec![buf(self.values.into_values())], Vec::new()), schema: schema("b", Vec::new(), true) }
     }
 }
 
@@ -358,7 +380,7 @@ impl<T: Native> ListOut<T> {
         let (len, nulls) = (self.validity.len, self.validity.nulls);
         let n = self.values.len();
         let child = array(n, 0, None, vec![buf(self.values)], Vec::new());
-        let validity = (nulls > 0).then(|| buf(self.validity.bits));
+        let validity = self.validity.take();
         let item = {
             let mut s = schema(T::FORMAT, Vec::new(), false);
             // The child's name: "item", as Arrow names list elements.
@@ -374,14 +396,14 @@ impl<T: Native> ListOut<T> {
 }
 
 thread_local! {
-    /// The event (row of the batch) being computed, and the last panic's message.
-    static ROW: Cell<usize> = const { Cell::new(0) };
+    /// The last panic's message.
     static PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-#[inline]
-pub fn set_row(i: usize) {
-    ROW.with(|r| r.set(i));
+/// Runs a glue loop, catching a panic: then the row it was on (the loop keeps it in `at`).
+pub fn guarded(f: impl FnOnce(&mut usize) -> Output) -> Result<Output, usize> {
+    let mut at = 0usize;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut at))).map_err(|_| at)
 }
 
 /// Lines of the generated file before the user's first line.
@@ -403,7 +425,8 @@ fn install_hook(line_offset: u32) {
     });
 }
 
-pub type Glue = unsafe fn(&[&ArrowArray], &[&ArrowSchema], usize) -> Output;
+/// A function's batch loop: its output, or the row a panic happened on.
+pub type Glue = unsafe fn(&[&ArrowArray], &[&ArrowSchema], usize) -> Result<Output, usize>;
 
 /// The library's `call`: runs function `index` over the lent arrays, hands back the output,
 /// or a message (a panic names the event's row in the batch). Never unwinds into the host.
@@ -423,15 +446,15 @@ pub unsafe fn call(table: &[Glue], line_offset: u32, index: u32, n_args: u32, ar
     if a.iter().any(|x| x.length as usize != n) {
         return fail("arguments of different lengths".into());
     }
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| glue(&a, &s, n))) {
+    match glue(&a, &s, n) {
         Ok(o) => {
             std::ptr::write(out, o.array);
             std::ptr::write(out_schema, o.schema);
             0
         }
-        Err(_) => {
+        Err(row) => {
             let msg = PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "a panic".into());
-            fail(format!("panicked on row {} of its batch: {msg}", ROW.with(|r| r.get())))
+            fail(format!("panicked on row {row} of its batch: {msg}"))
         }
     }
 }

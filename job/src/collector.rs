@@ -278,6 +278,25 @@ impl Collector {
         self.lost.push(format!("worker rank {r} combined the states of ranks {members:?}: dropped with it; those still running send theirs again"));
     }
 
+    /// After a stop: the workers that have not finished within `waited` (busy in one batch
+    /// that does not end) are given up; their last states count, the rest of their events
+    /// are lost.
+    pub fn give_up_unfinished(&mut self, waited: Duration) {
+        let started = self.started;
+        for &r in &self.worker_ranks {
+            let w = self.workers.entry(r).or_insert_with(|| WorkerInfo::unheard(started));
+            if w.dead || w.finished() {
+                continue;
+            }
+            w.dead = true;
+            let host = if w.host.is_empty() { String::new() } else { format!(" on {}", w.host) };
+            self.lost.push(format!("worker rank {r}{host} did not stop within {:.0} s of the stop (one batch that does not end: an event function that never returns?): given up, its last results count", waited.as_secs_f64()));
+        }
+        for q in self.queries.values_mut() {
+            q.dirty = true;
+        }
+    }
+
     /// Merge tree: a [`States`](crate::wire::States) message from a worker or combiner.
     pub fn states(&mut self, from: i32, msg: &[u8]) -> Result<(), String> {
         if self.dropped.contains(&from) {

@@ -265,6 +265,9 @@ pub fn run(spec: &JobSpec) -> Result<Option<Collector>, String> {
 /// How long MPI_Init may take: every rank starts at once, so this is the launcher's start-up.
 const INIT_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long the collector waits for the workers after a stop.
+const STOP_WAIT: Duration = Duration::from_secs(3);
+
 /// How long MPI_Finalize may take before the process ends without it.
 const FINALIZE_PATIENCE: Duration = Duration::from_secs(3);
 
@@ -330,6 +333,8 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
     let mut known_dead: BTreeSet<i32> = BTreeSet::new();
     let mut last_check = Instant::now();
     let mut reader_lost_handled = false;
+    // When the job was told to stop: workers that do not finish soon after are given up.
+    let mut stop_seen: Option<Instant> = None;
     // The collector's beat to every rank that is not lost.
     let gone = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let beats = Beats::start(all_ranks.clone(), tag::HEARTBEAT, gone.clone(), None);
@@ -412,6 +417,15 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
         out.progress();
         if reader_done && c.workers_finished() {
             break;
+        }
+        if c.stopped {
+            let since = *stop_seen.get_or_insert_with(Instant::now);
+            // A worker inside one endless batch (an event function that never returns) still
+            // beats: after a stop, the job ends without it, with what the others have.
+            if since.elapsed() > STOP_WAIT {
+                c.give_up_unfinished(STOP_WAIT);
+                break;
+            }
         }
         emitter.tick(&mut c, false, false);
         if !busy {

@@ -7,6 +7,7 @@ import math
 import os
 import pathlib
 import subprocess
+import time
 import sys
 
 import numpy as np
@@ -128,3 +129,26 @@ def test_a_compile_error_and_a_wrong_signature_are_said_before_any_job(camera_ru
     wrong.write_text("fn ok(x: f64) -> f64 { x }\n\nfn name(s: String) -> f64 { 0.0 }\n")
     p = beamtime("run", "--source", source, "--function", str(wrong), "--sql", "SELECT ok(x) FROM events")
     assert p.returncode == 1 and "line 3: fn name: parameter `s: String` is not an event value" in p.stderr, p.stderr
+
+
+def test_a_function_that_never_returns_is_ended_by_timeout_with_the_results_so_far(camera_run, tmp_path):
+    """An event function loops forever on some events: --timeout stops the job, the collector
+    gives the stuck workers up 3 s later, the partial result is written (exit 4, the workers
+    named), and nothing of the job is left."""
+    source, events, _ = camera_run
+    # Endless on the one event with the largest value: the other worker reads the rest.
+    top = events["ipm2.raw.sum"].max()
+    fn = tmp_path / "spin.rs"
+    fn.write_text(f"fn spin(x: f64) -> f64 {{\n    if x >= {top!r} {{\n        loop {{\n            std::hint::spin_loop();\n        }}\n    }}\n    x\n}}\n")
+    out = tmp_path / "partial.parquet"
+    t = time.monotonic()
+    p = beamtime("run", "--source", source, "--ranks", "4", "--batch-events", "64", "--timeout", "3", "--function", str(fn),
+                 "--sql", 'SELECT count(*) AS n, sum(spin("ipm2.raw.sum")) AS s FROM events', "-o", str(out))
+    took = time.monotonic() - t
+    assert p.returncode == 4, p.stderr
+    assert took < 15, f"took {took:.1f} s"
+    assert "did not stop within 3 s of the stop" in p.stderr, p.stderr
+    got = pl.read_parquet(out)
+    assert 0 < got["n"][0] < len(events), got
+    leftover = subprocess.run(["pgrep", "-f", str(fn.parent)], capture_output=True, text=True).stdout.split()
+    assert not leftover, leftover
