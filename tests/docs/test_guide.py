@@ -104,7 +104,7 @@ def session():
                 detail = f"status {reply['status']}\n{text_of(msgs)[-3000:]}"
             s.results.append((kind, expect_error, code, line, ok, detail))
         # What the checks need, from the same kernel.
-        for name in ["offline", "rate", "per_step", "pump_probe"]:
+        for name in ["offline", "rate", "per_step", "pump_probe", "norm", "norm_offline"]:
             reply, msgs = run_cell(kc, f"%save {name} check_{name}.csv", timeout=CELL_TIMEOUT)
             assert reply["status"] == "ok", text_of(msgs)
         reply, msgs = run_cell(kc, "%help", timeout=CELL_TIMEOUT)
@@ -154,6 +154,15 @@ def test_live_per_step_counts_equal_the_simulated_truth(session):
     # beamtime run --ranks 3 -o steps.csv (the command-line section), the same counts.
     steps = read_csv(session.work / "steps.csv")
     assert [int(r["n"]) for r in steps] == [s["events"] for s in t["steps"]]
+
+
+def test_the_event_function_gives_the_same_numbers_live_and_offline(session):
+    """`normalized` (a %%function) in %%live at 3 ranks and in %%sql over the loaded run: the
+    same values (exact sums), and events without a normalized value left out."""
+    live = read_csv(session.work / "check_norm.csv")
+    offline = read_csv(session.work / "check_norm_offline.csv")
+    assert live == offline and len(live) == len(truth(session, 1)["steps"]), (live, offline)
+    assert all(0 < int(r["n"]) for r in live), live
 
 
 def test_the_restarted_job_read_all_of_the_live_run(session):

@@ -114,16 +114,22 @@ def test_post_run_gives_the_live_numbers_offline_and_a_rust_cell_finds_time_zero
     nb.cells.append(nbformat.v4.new_code_cell(
         "%%sql\nSELECT max(abs(a.signal - b.signal) / abs(b.signal)) AS rel, sum(CASE WHEN a.n = b.n THEN 0 ELSE 1 END) AS bad, "
         "count(*) AS steps FROM curve a JOIN curve_offline b ON a.step = b.step"))
+    # The event function's curve, live and over the loaded table: the same numbers.
+    nb.cells.insert(-1, nbformat.v4.new_code_cell(
+        "%%sql\nSELECT sum(CASE WHEN a.signal = b.signal AND a.n = b.n AND a.n > 0 THEN 0 ELSE 1 END) AS bad, count(*) AS steps "
+        "FROM curve_fn a JOIN curve_fn_offline b ON a.step = b.step"))
     NotebookClient(nb, kernel_name="beamtime", timeout=900, resources={"metadata": {"path": str(tmp_path)}}).execute()
     cells = [c for c in nb.cells if c.cell_type == "code"]
     errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, errors
     rel, bad, steps = [v.strip() for v in text_of(cells[-1]).strip().splitlines()[-1].strip("│ ").split("│")]
     assert float(rel) < 1e-12 and bad == "0" and steps == "10", text_of(cells[-1])
+    bad, steps = [v.strip() for v in text_of(cells[-2]).strip().splitlines()[-1].strip("│ ").split("│")]
+    assert bad == "0" and steps == "10", text_of(cells[-2])
     saved = pq.read_table(tmp_path / "curve.parquet")
     truth = json.loads((tmp_path / "offline" / "tstdemo-r0001.truth.json").read_text())
     assert all(0.95 * s["laser_on"] <= n <= s["laser_on"] for n, s in zip(saved.column("n").to_pylist(), truth["steps"]))
-    t0 = float(re.search(r"time zero ≈ (-?[\d.]+) ps", text_of(cells[-2])).group(1))
+    t0 = float(re.search(r"time zero ≈ (-?[\d.]+) ps", text_of(cells[-3])).group(1))
     d = saved.column("delay_ps").to_pylist()
     assert abs(t0 - truth["model"]["t0_ps"]) < abs(d[1] - d[0]), (t0, truth["model"]["t0_ps"])
 

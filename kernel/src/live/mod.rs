@@ -148,6 +148,12 @@ impl LiveQueries {
         self.ensure_endpoint(opts.launcher.as_deref().is_some_and(|l| l != "mpirun"))?;
         let display_id = format!("beamtime-live-{name}-{}", uuid::Uuid::new_v4().simple());
         let cmd = Command::Set { name: name.into(), sql: sql.into(), mode: mode.clone(), generation: 0 };
+        // Every result of the job is final (the end of a finished run): it is ending, and a
+        // query sent to it would see only its last events. A new job reads the source again.
+        let finishing = {
+            let vs = lock(&self.views);
+            !vs.views.is_empty() && vs.views.values().all(|v| v.header.as_ref().is_some_and(|h| h.done))
+        };
         {
             let mut vs = lock(&self.views);
             // Raised to the command's generation when the job acknowledges it.
@@ -156,9 +162,12 @@ impl LiveQueries {
             view::share_overlays(vs.views.values_mut());
             vs.acks.clear();
         }
-        if self.job_alive() {
+        if self.job_alive() && !finishing {
             self.send(cmd);
         } else {
+            if let Some(old) = self.job.take().filter(|_| finishing) {
+                old.stop();
+            }
             self.start_job(&source, opts)?;
         }
         // Wait for this query's first frame (or its error) so that a bad query fails its cell.
