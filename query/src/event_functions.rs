@@ -89,7 +89,8 @@ fn name_the_event(message: &str, timestamps: Option<&Column>) -> String {
     let (Some(ts), Some(rest)) = (timestamps, message.strip_prefix("panicked on row ")) else { return message.to_string() };
     let Some((row, tail)) = rest.split_once(" of its batch") else { return message.to_string() };
     let Ok(row) = row.parse::<usize>() else { return message.to_string() };
-    match ts.u64().ok().and_then(|t| t.get(row)) {
+    // `get` asserts its index: a row the column does not have is left as it was said.
+    match ts.u64().ok().filter(|t| row < t.len()).and_then(|t| t.get(row)) {
         Some(t) => format!("panicked on the event with timestamp {t} ({}){tail}", lcls_time(t)),
         None => message.to_string(),
     }
@@ -98,21 +99,10 @@ fn name_the_event(message: &str, timestamps: Option<&Column>) -> String {
 /// An LCLS timestamp (seconds since 1990 << 32 | nanoseconds) as UTC.
 fn lcls_time(ts: u64) -> String {
     const EPICS_EPOCH: i64 = 631_152_000;
-    let secs = (ts >> 32) as i64 + EPICS_EPOCH;
-    let nanos = ts & 0xffff_ffff;
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{nanos:09} UTC", tod / 3600, tod % 3600 / 60, tod % 60)
+    match chrono::DateTime::from_timestamp((ts >> 32) as i64 + EPICS_EPOCH, (ts & 0xffff_ffff) as u32) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S%.9f UTC").to_string(),
+        None => format!("{ts:#x}"),
+    }
 }
 
 #[cfg(test)]
