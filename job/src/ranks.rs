@@ -296,6 +296,11 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
     let mut emitter = Emitter::new(spec, &mut on_frame)?;
     let emitter_was_unlinked = emitter.link.is_none();
     let hello = Hello::new(world.size() as usize, workers.to_vec(), &spec.source);
+    let all_ranks: Vec<i32> = (1..world.size()).collect();
+    // The collector's beat to every rank that is not lost, from now on: the ranks wait for it
+    // (at most FIRST_COMMANDS_PATIENCE) while the driver ships the event functions.
+    let gone = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let beats = Beats::start(all_ranks.clone(), tag::HEARTBEAT, gone.clone(), None);
     // Event-function libraries first: the driver sends them when it hears from the job, and
     // every rank loads them before the queries that call them.
     let early_hello = !spec.functions.is_empty();
@@ -318,7 +323,6 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
         initial = vec![Command::Stop];
         c.error = Some(e);
     }
-    let all_ranks: Vec<i32> = (1..world.size()).collect();
     for &r in &all_ranks {
         let cmds = if r == READER && has_reader { initial.iter().filter(|c| **c == Command::Stop).cloned().collect() } else { initial.clone() };
         out.send(world, r, tag::COMMAND, serde_json::to_vec(&cmds).unwrap());
@@ -335,9 +339,6 @@ fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_re
     let mut reader_lost_handled = false;
     // When the job was told to stop: workers that do not finish soon after are given up.
     let mut stop_seen: Option<Instant> = None;
-    // The collector's beat to every rank that is not lost.
-    let gone = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let beats = Beats::start(all_ranks.clone(), tag::HEARTBEAT, gone.clone(), None);
     loop {
         let cmds = emitter.commands(&mut c);
         for cmd in cmds {

@@ -71,6 +71,10 @@ fn call(f: &Function, s: &mut [Column]) -> PolarsResult<Column> {
         polars_bail!(InvalidOperation: "{name}() takes {n_params} argument{} ({sig}), got {}", if n_params == 1 { "" } else { "s" }, s.len());
     }
     let n = s[..n_params].iter().map(|c| c.len()).max().unwrap_or(0);
+    if n == 0 {
+        // A batch that WHERE emptied: nothing to call the library for.
+        return Ok(Column::new_empty(name.into(), &returns_dtype(sig.returns)));
+    }
     let mut args = Vec::with_capacity(n_params);
     for (k, (c, p)) in s[..n_params].iter().zip(&sig.params).enumerate() {
         // A literal argument is one value for every event.
