@@ -203,7 +203,9 @@ def test_a_killed_reader_stops_the_job_with_a_partial_result(h, ranks):
     code = r.wait(15)
     took = r.ended - killed
     assert code == 4, f"exit {code} (4 = rank lost expected):\n{tail(r.stderr)}"
-    assert took <= 7.0, f"exited {took:.1f} s after the reader was killed (~6 s expected)"
+    # Lost after 2.5 s, the workers' last reports, MPI_Finalize's patience (3 s: a rank is
+    # dead), mpirun's teardown: ~6 s, up to 9 s seen on a loaded 2-core CI machine.
+    assert took <= 10.0, f"exited {took:.1f} s after the reader was killed (~6 s expected)"
     host = lost_host(r.stderr, r"reader rank 1 on (\S+) lost")
     assert host in HOSTS, f"no `reader rank 1 on {HOST} lost`:\n{tail(r.stderr)}"
     assert out.exists(), f"no partial result written:\n{tail(r.stderr)}"
