@@ -17,8 +17,10 @@ pub fn function(call: &Call, s: &mut Session) -> Result<Option<Bundle>, CellErro
     let compiled = functions::compile(call.body, &functions::default_cache()).map_err(|e| compile_error(call.body, &e))?;
     let library = functions::Library::load(&compiled.path, &compiled.hash).map_err(|e| CellError::new("FunctionError", e))?;
     let bytes = std::fs::read(&compiled.path).map_err(|e| CellError::new("FunctionError", format!("{}: {e}", compiled.path.display())))?;
-    let names = functions::registry::install(Arc::new(library));
+    let names: Vec<String> = compiled.signatures.iter().map(|s| s.name.clone()).collect();
+    // Before installing: the libraries it supersedes are still found in the registry.
     let reset = s.live.define_functions(contract::Command::Library { hash: compiled.hash.clone(), library: hex::encode(bytes) }, &names);
+    functions::registry::install(Arc::new(library));
     let sigs: Vec<String> = compiled.signatures.iter().map(|s| s.to_string()).collect();
     let how = if compiled.cached { "built before".to_string() } else { format!("compiled in {:.2} s", compiled.seconds) };
     let mut text = format!("defined {} ({how})", sigs.join(", "));
