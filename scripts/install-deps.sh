@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What a fresh Debian machine lacks to build and run beamtime (shared by `make demo` and .ci/run):
-# OpenMPI and libclang for the MPI job, Chromium and npm for the browser tests, Slurm and munge
-# for the one-node cluster of tests/slurm, python3-venv.
+# OpenMPI and libclang for the MPI job, HDF5 for small data, Chromium and npm for the browser
+# tests, Slurm and munge for the one-node cluster of tests/slurm, python3-venv.
 # Installs them when run as root; otherwise names them and fails.
 set -euo pipefail
 need=()
@@ -11,8 +11,9 @@ command -v cc >/dev/null || need+=(gcc)
 command -v npm >/dev/null || need+=(nodejs npm)
 # The MPI job: OpenMPI (mpirun + headers) and libclang for rsmpi's bindings; the browser tests:
 # Debian's Chromium (driven by playwright-core, which downloads nothing); tests/cli/test_slurm.py:
-# slurm-wlm and munge (nothing starts them: tests/slurm/up.sh does, under /tmp).
-for p in openmpi-bin libopenmpi-dev libclang-dev pkg-config chromium slurm-wlm munge; do
+# slurm-wlm and munge (nothing starts them: tests/slurm/up.sh does, under /tmp); the HDF5 C
+# library (1.10 or newer: virtual datasets) for `--save … .h5`.
+for p in openmpi-bin libopenmpi-dev libclang-dev pkg-config chromium slurm-wlm munge libhdf5-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

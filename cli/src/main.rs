@@ -95,6 +95,12 @@ struct RunArgs {
     /// Where the result goes: .parquet, .arrow (IPC file) or .csv; printed when omitted.
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
+    /// Save one row per event (timestamp, run, step and the query's columns), written by the
+    /// workers while the job runs: .h5 in psana's smalldata layout (`<name>_part<N>.h5` per
+    /// worker joined into PATH by virtual datasets) or .parquet (a folder of part files that
+    /// reads as one table). For an aggregate query, its final result (HDF5: as summaries).
+    #[arg(long, value_name = "PATH")]
+    save: Option<PathBuf>,
     /// L1 events per batch handed to a worker.
     #[arg(long, default_value_t = contract::spec::DEFAULT_BATCH_EVENTS)]
     batch_events: usize,

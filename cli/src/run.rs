@@ -64,6 +64,9 @@ fn run(a: RunArgs) -> Result<Outcome, (Outcome, String)> {
     if let Some(o) = &a.output {
         query::FileFormat::from_path(o).map_err(|e| usage(e.to_string()))?;
     }
+    if let Some(s) = &a.save {
+        smalldata::Format::of(s).map_err(|e| usage(format!("--save {e}")))?;
+    }
     xtc::Source::parse(&a.source).map_err(|e| (Outcome::SourceError, format!("--source: {e}")))?;
     start(a, sql).map_err(|e| (Outcome::Error, e))?
 }
@@ -73,7 +76,12 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
     let remote = a.ranks > 1 && a.launcher.as_deref().is_some_and(|l| l != "mpirun");
     let endpoint = JobEndpoint::bind_for(remote).map_err(|e| e.to_string())?;
     let mut spec = JobSpec::new(&a.source);
-    spec.queries = vec![Command::Set { name: "result".into(), sql, mode: a.mode.clone(), generation: 0 }];
+    // Absolute: the workers write it, wherever the launcher started them.
+    let save = match &a.save {
+        Some(s) => Some(std::path::absolute(s).map_err(|e| format!("--save {}: {e}", s.display()))?.to_string_lossy().into_owned()),
+        None => None,
+    };
+    spec.queries = vec![Command::Set { name: "result".into(), sql, mode: a.mode.clone(), generation: 0, save }];
     spec.batch_events = a.batch_events;
     spec.merge_fan_in = a.fan_in;
     let libraries = compile_functions(&a.functions)?;

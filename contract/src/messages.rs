@@ -24,6 +24,10 @@ pub enum Command {
         mode: String,
         #[serde(default)]
         generation: u64,
+        /// Save the query's per-event rows (or, for an aggregate, its final result) to this
+        /// path (absolute; `.h5` or `.parquet`), written by the workers as the job runs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        save: Option<String>,
     },
     Remove { name: String },
     /// Start a query's accumulators afresh (all queries when `name` is None).
@@ -339,7 +343,7 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let set = Command::Set { name: "a".into(), sql: "SELECT 1".into(), mode: "run".into(), generation: 3 };
+        let set = Command::Set { name: "a".into(), sql: "SELECT 1".into(), mode: "run".into(), generation: 3, save: None };
         assert_eq!(decode_command(&encode_command(&set)).unwrap(), set);
         let header = FrameHeader { query: "q".into(), seq: 4, delta: Some(RowDelta { prev_seq: 3, drop: 1 }), ..Default::default() };
         match JobMessage::decode(&encode_outgoing(&header, Some(vec![1, 2]))).unwrap() {

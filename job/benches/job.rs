@@ -24,7 +24,7 @@ const QUERIES: &[(&str, &str)] = &[
 ];
 
 fn set(sql: &str) -> Command {
-    Command::Set { name: "q".into(), sql: sql.into(), mode: String::new(), generation: 0 }
+    Command::Set { name: "q".into(), sql: sql.into(), mode: String::new(), generation: 0, save: None }
 }
 
 fn bench_dir() -> PathBuf {

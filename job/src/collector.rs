@@ -5,13 +5,14 @@
 //! and a dead worker's last state still counts.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use polars::prelude::*;
 use contract::{codec, Command, FrameHeader, RowDelta};
 use query::{LiveMode, LiveQuery};
 
-use crate::wire::{lcls_to_unix_secs, ReaderStatus, Update, UpdateKind};
+use crate::wire::{lcls_to_unix_secs, ReaderStatus, SavedPart, Update, UpdateKind};
 use crate::worker::concat_frames;
 
 pub use contract::spec::DEFAULT_MAX_ROWS;
@@ -37,6 +38,10 @@ struct Query {
     /// Row queries: how the rows changed since the last frame, so that the next one carries
     /// only that (None: it carries them all).
     change: Option<RowChange>,
+    /// Where the query's rows (or final result) are saved, and whether it is a row query.
+    save: Option<(PathBuf, bool)>,
+    /// Saved row queries: each worker's part file so far (the rows never come here).
+    saved: BTreeMap<i32, SavedPart>,
 }
 
 /// The rows of a streaming row query since its last frame: that frame's `dropped` oldest rows
@@ -154,6 +159,11 @@ pub struct Collector {
     /// Combiners found lost: their states were dropped (their members send theirs again),
     /// anything later from them is ignored.
     dropped: std::collections::BTreeSet<i32>,
+    /// Saved rows are written in one part per worker, joined at the end (an MPI job); false:
+    /// the one worker of an in-process job writes the file itself.
+    pub save_in_parts: bool,
+    /// The saved files were finished (joined, summaries written).
+    saves_finished: bool,
 }
 
 /// How long a rank may be silent before it is lost: ranks send every 0.1–0.5 s, so this is
@@ -186,6 +196,8 @@ impl Collector {
             last_liveness_check: Instant::now(),
             combiners: Default::default(),
             dropped: Default::default(),
+            save_in_parts: false,
+            saves_finished: false,
         }
     }
 
@@ -368,10 +380,14 @@ impl Collector {
     /// Checks a command and stamps it with a generation; the result goes to every worker.
     pub fn command(&mut self, cmd: Command) -> Result<Command, String> {
         match cmd {
-            Command::Set { name, sql, mode, .. } => {
+            Command::Set { name, sql, mode, save, .. } => {
                 query::validate_name(&name).map_err(|e| e.to_string())?;
                 // Everything but the columns' existence is checked here, before any data.
                 let live_mode = LiveQuery::check(&sql, &mode).map_err(|e| e.to_string())?;
+                let save = match &save {
+                    Some(path) => Some(self.check_save(&name, &sql, Path::new(path))?),
+                    None => None,
+                };
                 let generation = self.generation();
                 self.queries.insert(
                     name.clone(),
@@ -390,9 +406,12 @@ impl Collector {
                         dirty: true,
                         result: None,
                         change: None,
+                        saved: BTreeMap::new(),
+                        save: save.clone(),
                     },
                 );
-                Ok(Command::Set { name, sql, mode: live_mode.to_string(), generation })
+                let save = save.map(|(p, _)| p.to_string_lossy().into_owned());
+                Ok(Command::Set { name, sql, mode: live_mode.to_string(), generation, save })
             }
             Command::Remove { name } => {
                 self.queries.remove(&name).ok_or_else(|| format!("no live query named {name}"))?;
@@ -412,6 +431,7 @@ impl Collector {
                         q.rows = None;
                         q.change = None;
                         q.events_read.clear();
+                        q.saved.clear();
                         q.dirty = true;
                     }
                 }
@@ -435,6 +455,116 @@ impl Collector {
         }
     }
 
+    /// A query's `save` path: `.h5` or `.parquet`, absolute, in a folder that exists. A row
+    /// query's files are cleared of what an earlier job left (psana does the same), and no
+    /// other row query may write there; an aggregate's result goes beside one query's rows in
+    /// HDF5 (psana's summaries), or into a Parquet file of its own.
+    fn check_save(&self, name: &str, sql: &str, path: &Path) -> Result<(PathBuf, bool), String> {
+        let format = smalldata::Format::of(path).map_err(|e| format!("--save {e}"))?;
+        if !path.is_absolute() {
+            return Err(format!("--save {}: the job needs an absolute path (its ranks may start elsewhere)", path.display()));
+        }
+        let rows = LiveQuery::is_row_query(sql).map_err(|e| e.to_string())?;
+        for (other, q) in self.queries.iter().filter(|(n, _)| n.as_str() != name) {
+            let Some((p, other_rows)) = &q.save else { continue };
+            if p != path {
+                continue;
+            }
+            if rows && *other_rows {
+                return Err(format!("--save {}: query {other} already saves its rows there", path.display()));
+            }
+            if format == smalldata::Format::Parquet {
+                return Err(format!("--save {}: query {other} saves there; a Parquet file or folder holds one query's result", path.display()));
+            }
+        }
+        let shared = self.queries.iter().any(|(n, q)| n != name && q.save.as_ref().is_some_and(|(p, _)| p == path));
+        if !shared {
+            smalldata::prepare(path).map_err(|e| format!("--save {e}"))?;
+        }
+        Ok((path.to_path_buf(), rows))
+    }
+
+    /// At the end of the job: HDF5 part files are joined into the file named by `--save`, and
+    /// the aggregates saved there are written as summaries. What happened is said in the
+    /// queries' notices (errors in their errors).
+    fn finish_saves(&mut self) {
+        if std::mem::replace(&mut self.saves_finished, true) {
+            return;
+        }
+        let writers = self.save_in_parts.then_some(self.worker_ranks.len());
+        let paths: std::collections::BTreeSet<PathBuf> = self.queries.values().filter_map(|q| q.save.as_ref().map(|(p, _)| p.clone())).collect();
+        for path in paths {
+            let rows_query = self.queries.iter().find(|(_, q)| q.save.as_ref().is_some_and(|(p, r)| *p == path && *r)).map(|(n, _)| n.clone());
+            if let Some(name) = &rows_query {
+                let q = self.queries.get_mut(name).expect("found above");
+                let rows: usize = q.saved.values().map(|s| s.rows as usize).sum();
+                match smalldata::finish_job(&path, writers) {
+                    Ok(Some(joined)) => {
+                        q.notices.push(format!("saved {rows} rows in {} part files, joined in {} ({} datasets, {} rows)", writers.unwrap_or(1), path.display(), joined.datasets, joined.rows));
+                        for s in joined.skipped {
+                            q.notices.push(format!("part file skipped in the join: {s}"));
+                        }
+                    }
+                    Ok(None) => q.notices.push(format!("saved {rows} rows in {}", path.display())),
+                    Err(e) => {
+                        q.error.get_or_insert(format!("saving to {}: {e}", path.display()));
+                    }
+                }
+            }
+            let aggregates: Vec<String> = self.queries.iter().filter(|(_, q)| q.save.as_ref().is_some_and(|(p, r)| *p == path && !*r)).map(|(n, _)| n.clone()).collect();
+            for name in aggregates {
+                let q = self.queries.get_mut(&name).expect("listed above");
+                let result = match Self::compute(q) {
+                    (Ok(Some(r)), _) => r,
+                    (Ok(None), _) => continue,
+                    (Err(e), _) => {
+                        q.error.get_or_insert(e);
+                        continue;
+                    }
+                };
+                match smalldata::write_summaries(&path, &result) {
+                    Ok(names) => q.notices.push(format!("saved as summaries in {}: {}", path.display(), names.join(", "))),
+                    Err(e) => {
+                        q.error.get_or_insert(format!("saving to {}: {e}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A query's result from what the workers sent (None: nothing yet), and the events it
+    /// includes.
+    fn compute(q: &Query) -> (Result<Option<DataFrame>, String>, u64) {
+        let (Some(plan), None) = (q.plan.as_ref(), q.error.as_ref()) else { return (Ok(None), 0) };
+        if let Some((_, true)) = q.save {
+            // Saved rows: the part files written so far, one row per worker.
+            let saved: Vec<&SavedPart> = q.saved.values().collect();
+            let total: u64 = saved.iter().map(|s| s.rows).sum();
+            let df = polars::df!(
+                "part" => saved.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(),
+                "rows" => saved.iter().map(|s| s.rows).collect::<Vec<_>>(),
+                "mb" => saved.iter().map(|s| s.bytes as f64 / 1e6).collect::<Vec<_>>(),
+                "closed" => saved.iter().map(|s| s.closed).collect::<Vec<_>>(),
+            );
+            return (df.map(Some).map_err(|e| e.to_string()), total);
+        }
+        let merged = if plan.is_rows() {
+            Ok(q.rows.clone())
+        } else {
+            let states: Vec<DataFrame> = q.states.values().cloned().collect();
+            if states.is_empty() { Ok(None) } else { plan.merge(&states).map(Some) }
+        };
+        let mut included = 0;
+        let result = merged.and_then(|m| match m {
+            Some(m) => {
+                included = plan.included(&m);
+                plan.finalize(&m).map(Some)
+            }
+            None => Ok(None),
+        });
+        (result.map_err(|e| e.to_string()), included)
+    }
+
     fn generation(&mut self) -> u64 {
         self.next_generation += 1;
         self.next_generation - 1
@@ -444,7 +574,13 @@ impl Collector {
     pub fn replay(&self) -> Vec<Command> {
         self.queries
             .iter()
-            .map(|(n, q)| Command::Set { name: n.clone(), sql: q.sql.clone(), mode: q.mode.to_string(), generation: q.generation })
+            .map(|(n, q)| Command::Set {
+                name: n.clone(),
+                sql: q.sql.clone(),
+                mode: q.mode.to_string(),
+                generation: q.generation,
+                save: q.save.as_ref().map(|(p, _)| p.to_string_lossy().into_owned()),
+            })
             .collect()
     }
 
@@ -518,6 +654,9 @@ impl Collector {
             }
             q.dirty = true;
             q.events_read.insert(rank, qu.events_read);
+            if let Some(s) = &qu.saved {
+                q.saved.insert(rank, s.clone());
+            }
             if !qu.shapes.is_empty() {
                 q.shapes.clone_from(&qu.shapes);
             }
@@ -630,6 +769,9 @@ impl Collector {
 
     /// Frames for the queries that changed (all of them with `all`), with the results.
     pub fn frames(&mut self, all: bool, done: bool) -> Vec<Frame> {
+        if done {
+            self.finish_saves();
+        }
         let Health { alive, stalled, dead, rate, newest_age: age, dropped } = self.health();
         let mean_rate = self.mean_rate();
         let job_error = self.error.clone();
@@ -644,25 +786,11 @@ impl Collector {
             q.seq += 1;
             let mut error = q.error.clone().or_else(|| job_error.clone());
             let mut result = DataFrame::empty();
-            let mut included = 0;
-            if let (Some(plan), None) = (q.plan.as_ref(), q.error.as_ref()) {
-                let merged = if plan.is_rows() {
-                    Ok(q.rows.clone())
-                } else {
-                    let states: Vec<DataFrame> = q.states.values().cloned().collect();
-                    if states.is_empty() { Ok(None) } else { plan.merge(&states).map(Some) }
-                };
-                match merged.and_then(|m| match m {
-                    Some(m) => {
-                        included = plan.included(&m);
-                        plan.finalize(&m).map(Some)
-                    }
-                    None => Ok(None),
-                }) {
-                    Ok(Some(r)) => result = r,
-                    Ok(None) => {}
-                    Err(e) => error = Some(e.to_string()),
-                }
+            let (computed, included) = Self::compute(q);
+            match computed {
+                Ok(Some(r)) => result = r,
+                Ok(None) => {}
+                Err(e) => error = Some(e),
             }
             // A streaming row query sends what changed since its last frame; the final frame
             // (and any after a reset, a resend request or an error) the whole result.
@@ -766,6 +894,7 @@ mod tests {
             notices: Vec::new(),
             shapes: BTreeMap::new(),
             bytes: body.len(),
+            saved: None,
         };
         encode(
             &Update {
@@ -808,7 +937,7 @@ mod tests {
 
     fn set(c: &mut Collector, mode: &str) -> (LiveQuery, u64) {
         let sql = "SELECT x FROM events";
-        let Ok(Command::Set { generation, .. }) = c.command(Command::Set { name: "w".into(), sql: sql.into(), mode: mode.into(), generation: 0 }) else { panic!() };
+        let Ok(Command::Set { generation, .. }) = c.command(Command::Set { name: "w".into(), sql: sql.into(), mode: mode.into(), generation: 0, save: None }) else { panic!() };
         let cols = ["__event".to_string(), "x".to_string()];
         (LiveQuery::plan_mode(sql, &cols, LiveMode::parse(mode).unwrap()).unwrap(), generation)
     }

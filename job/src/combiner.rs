@@ -64,7 +64,7 @@ impl Combiner {
     /// Follows the collector's commands like a worker: a new generation forgets older states.
     pub fn command(&mut self, cmd: &Command) {
         match cmd {
-            Command::Set { name, sql, mode, generation } => {
+            Command::Set { name, sql, mode, generation, .. } => {
                 let mode = LiveMode::parse(mode).unwrap_or_default();
                 self.queries.insert(name.clone(), CombinedQuery { sql: sql.clone(), mode, generation: *generation, plan: None, columns: Vec::new() });
                 self.renew(name, *generation);
@@ -226,7 +226,7 @@ mod tests {
     use super::*;
 
     fn set(generation: u64) -> Command {
-        Command::Set { name: "s".into(), sql: "SELECT sum(x) AS t, count(*) AS n FROM events".into(), mode: String::new(), generation }
+        Command::Set { name: "s".into(), sql: "SELECT sum(x) AS t, count(*) AS n FROM events".into(), mode: String::new(), generation, save: None }
     }
 
     /// A worker's states message for events with x = `xs`.

@@ -290,6 +290,7 @@ fn collector_lost(rank: i32, silent: Duration) -> ! {
 fn collector(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], has_reader: bool) -> Result<Collector, String> {
     let mut c = Collector::new(workers.to_vec());
     c.max_rows = spec.max_rows;
+    c.save_in_parts = true;
     c.set_merge_tree(&MergeTree::new(workers, spec.merge_fan_in, COLLECTOR));
     let mut out = PendingSends::new();
     let mut on_frame = |_: &crate::Frame| {};
@@ -640,6 +641,8 @@ fn worker(world: &SimpleCommunicator, spec: &JobSpec, workers: &[i32], open: imp
     let me = world.rank();
     let _beats = Beats::start(vec![COLLECTOR], tag::BEAT, Default::default(), Some(me));
     let mut w = Worker::with_calib(spec.calib_dir.as_ref().map(std::path::PathBuf::from), spec.calib_settings()?);
+    // Saved rows: one part file per worker, numbered by its place among the workers.
+    w.save_part = workers.iter().position(|&r| r == me);
     let tree = MergeTree::new(workers, spec.merge_fan_in, COLLECTOR);
     let mut parent = tree.parent(me);
     let mut combiner = Some(tree.children(me)).filter(|c| !c.is_empty()).map(|c| Combiner::new(me, c));

@@ -149,6 +149,19 @@ pub struct QueryUpdate {
     /// The result's array shapes ([`query::layout`]), sent when they change.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub shapes: BTreeMap<String, Vec<usize>>,
+    /// A saved row query: this worker's part file so far (its rows stay there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<SavedPart>,
+}
+
+/// A worker's part file of a saved query.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedPart {
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Closed: complete and readable.
+    pub closed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

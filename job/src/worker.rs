@@ -12,7 +12,7 @@ use xtc::RunReader;
 use contract::{codec, Command};
 
 use crate::calib_columns::{self, CalibColumns};
-use crate::wire::{self, Member, QueryUpdate, StatePart, States, StreamSpec, Update, UpdateKind, Work};
+use crate::wire::{self, Member, QueryUpdate, SavedPart, StatePart, States, StreamSpec, Update, UpdateKind, Work};
 
 struct WorkerQuery {
     sql: String,
@@ -42,6 +42,11 @@ struct WorkerQuery {
     reported: Option<(std::time::Instant, usize)>,
     send_columns: bool,
     dirty: bool,
+    /// `--save`: where the query's rows go (a row query's rows go there, not to the collector).
+    save: Option<std::path::PathBuf>,
+    writer: Option<smalldata::PartWriter>,
+    /// The part file as last reported.
+    saved: Option<SavedPart>,
 }
 
 /// One worker's decoding state and query accumulators.
@@ -72,6 +77,9 @@ pub struct Worker {
     pub states_to: Option<i32>,
     /// States taken out of reports, for the merge tree.
     apart: Vec<(StatePart, Vec<u8>)>,
+    /// Saved rows: this worker's part number (its place among the workers); None: the job's
+    /// only worker in one process, which writes the file itself.
+    pub save_part: Option<usize>,
 }
 
 impl Default for Worker {
@@ -106,13 +114,14 @@ impl Worker {
             shmem: None,
             states_to: None,
             apart: Vec::new(),
+            save_part: None,
         }
     }
 
     /// Applies a command from the collector.
     pub fn command(&mut self, cmd: &Command) {
         match cmd {
-            Command::Set { name, sql, mode, generation } => {
+            Command::Set { name, sql, mode, generation, save } => {
                 let mode = LiveMode::parse(mode).unwrap_or_default();
                 let (names, error) = match LiveQuery::referenced_names(sql) {
                     Ok(names) => (names, None),
@@ -139,6 +148,9 @@ impl Worker {
                         reported: None,
                         send_columns: false,
                         dirty: true,
+                        save: save.as_ref().map(std::path::PathBuf::from),
+                        writer: None,
+                        saved: None,
                     },
                 );
                 self.update_projection();
@@ -156,6 +168,9 @@ impl Worker {
                         q.rows.clear();
                         q.events_read = 0;
                         q.dirty = true;
+                        // Saved rows start afresh: the next ones truncate the part file.
+                        q.writer = None;
+                        q.saved = None;
                     }
                 }
             }
@@ -358,7 +373,10 @@ impl Worker {
                         continue;
                     }
                 }
-                match LiveQuery::plan_mode(&q.sql, &columns, q.mode) {
+                let planned = LiveQuery::plan_mode(&q.sql, &columns, q.mode);
+                // Saved rows carry the event's timestamp, run and step.
+                let planned = if q.save.is_some() { planned.and_then(LiveQuery::saving) } else { planned };
+                match planned {
                     Ok(p) => {
                         q.plan = Some(p);
                         q.planned_for = columns.clone();
@@ -377,7 +395,11 @@ impl Worker {
             let plan = q.plan.as_ref().unwrap();
             match plan.partial(df) {
                 Ok(part) => {
-                    if plan.is_rows() {
+                    if let (Some(path), true) = (q.save.as_ref(), plan.is_rows()) {
+                        if let Err(e) = save_rows(&mut q.writer, path, self.save_part, &part) {
+                            q.error = Some(e);
+                        }
+                    } else if plan.is_rows() {
                         q.rows.push(part);
                     } else {
                         q.pending.push(part);
@@ -423,6 +445,11 @@ impl Worker {
             states_to: self.states_to,
         };
         let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for q in self.queries.values_mut().filter(|q| q.save.is_some()) {
+            if let Err(e) = q.note_saved(done, self.save_part) {
+                q.error.get_or_insert(e);
+            }
+        }
         for (name, q) in self.queries.iter_mut() {
             if !q.dirty {
                 continue;
@@ -443,6 +470,7 @@ impl Worker {
                 bytes: 0,
                 notices: Vec::new(),
                 shapes: BTreeMap::new(),
+                saved: q.saved.clone(),
             };
             if !q.notices_sent {
                 qu.notices = q.names.iter().filter_map(|n| self.calib_notices.get(n)).flatten().cloned().collect();
@@ -475,7 +503,11 @@ impl Worker {
                     q.shapes_sent = shapes;
                 }
             }
-            let bytes = if plan.is_rows() {
+            let bytes = if q.save.is_some() && plan.is_rows() {
+                // Saved rows stay in their part file: only its progress goes.
+                qu.kind = UpdateKind::Rows;
+                Ok(Vec::new())
+            } else if plan.is_rows() {
                 qu.kind = UpdateKind::Rows;
                 let rows = std::mem::take(&mut q.rows);
                 match concat_frames(rows) {
@@ -548,6 +580,56 @@ impl Worker {
             q.dirty = true;
         }
     }
+}
+
+impl WorkerQuery {
+    /// The saved part file's progress for the next report; at `done` the file is closed (an
+    /// HDF5 part is written even without rows: psana leaves one for every writer).
+    fn note_saved(&mut self, done: bool, part: Option<usize>) -> Result<(), String> {
+        let Some(path) = self.save.as_ref() else { return Ok(()) };
+        let is_rows = self.plan.as_ref().map_or(true, |p| p.is_rows());
+        if !is_rows || self.saved.as_ref().is_some_and(|s| s.closed) {
+            return Ok(());
+        }
+        let err = |e: smalldata::SaveError| format!("saving to {}: {e}", path.display());
+        if done && self.error.is_none() {
+            let writer = match self.writer.take() {
+                Some(w) => Some(w),
+                None if matches!(smalldata::Format::of(path), Ok(smalldata::Format::Hdf5)) => Some(smalldata::PartWriter::create(path, part).map_err(err)?),
+                None => None,
+            };
+            let written = match writer {
+                Some(w) => w.finish().map_err(err)?,
+                None => smalldata::Written { path: smalldata::part_path(path, part).map_err(err)?, rows: 0, bytes: 0 },
+            };
+            self.saved = Some(SavedPart { path: written.path.display().to_string(), rows: written.rows as u64, bytes: written.bytes, closed: true });
+            self.dirty = true;
+        } else if let Some(w) = &self.writer {
+            let now = SavedPart {
+                path: w.path().display().to_string(),
+                rows: w.rows() as u64,
+                bytes: std::fs::metadata(w.path()).map_or(0, |m| m.len()),
+                closed: false,
+            };
+            if self.saved.as_ref() != Some(&now) {
+                self.saved = Some(now);
+                self.dirty = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends a batch of a saved row query to this worker's part file (created with its first
+/// rows); the columns the mode adds for itself are left out.
+fn save_rows(writer: &mut Option<smalldata::PartWriter>, path: &std::path::Path, part: Option<usize>, rows: &DataFrame) -> Result<(), String> {
+    let err = |e: smalldata::SaveError| format!("saving to {}: {e}", path.display());
+    let hidden: Vec<PlSmallStr> = rows.get_column_names().into_iter().filter(|c| c.starts_with("__")).cloned().collect();
+    let rows = if hidden.is_empty() { std::borrow::Cow::Borrowed(rows) } else { std::borrow::Cow::Owned(rows.drop_many(hidden)) };
+    if writer.is_none() {
+        *writer = Some(smalldata::PartWriter::create(path, part).map_err(err)?);
+    }
+    writer.as_mut().expect("just made").append(&rows).map_err(err)
 }
 
 fn sticky_columns() -> Vec<String> {

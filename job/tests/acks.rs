@@ -16,7 +16,7 @@ fn each_ack_names_its_query() {
     let mut emitter = Emitter::new(&spec, &mut on_frame).unwrap();
     emitter.hello(&Hello::new(1, vec![1], &spec.source));
     assert!(matches!(ep.recv_timeout(Duration::from_secs(5)), Some(Ok(JobMessage::Hello(_)))));
-    let set = |name: &str, sql: &str| Command::Set { name: name.into(), sql: sql.into(), mode: String::new(), generation: 0 };
+    let set = |name: &str, sql: &str| Command::Set { name: name.into(), sql: sql.into(), mode: String::new(), generation: 0, save: None };
     ep.send(set("bad", "SELECT median(x) AS m FROM events"));
     ep.send(set("good", "SELECT count(*) AS n FROM events"));
     let mut collector = Collector::new(vec![1]);

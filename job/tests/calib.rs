@@ -140,7 +140,7 @@ fn run_with(
     spec.calib_dir = calib_dir.map(|d| d.to_string_lossy().into_owned());
     spec.queries = queries
         .iter()
-        .map(|(name, sql)| Command::Set { name: name.to_string(), sql: sql.to_string(), mode: "total".into(), generation: 0 })
+        .map(|(name, sql)| Command::Set { name: name.to_string(), sql: sql.to_string(), mode: "total".into(), generation: 0, save: None })
         .collect();
     let mut errors = BTreeMap::new();
     let c = run_inprocess(&spec, &mut |f| {

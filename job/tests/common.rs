@@ -40,7 +40,7 @@ pub fn sim_config(dir: impl Into<PathBuf>, exp: &str, events: u64, rate_hz: f64)
 
 /// A live query over everything read (mode total).
 pub fn set(name: &str, sql: &str) -> contract::Command {
-    contract::Command::Set { name: name.into(), sql: sql.into(), mode: String::new(), generation: 0 }
+    contract::Command::Set { name: name.into(), sql: sql.into(), mode: String::new(), generation: 0, save: None }
 }
 
 pub fn scratch_dir(what: &str) -> PathBuf {

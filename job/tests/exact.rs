@@ -9,7 +9,7 @@ use contract::Command;
 
 fn run(sql: &str, mode: &str, batch_events: usize) -> job::Collector {
     let mut spec = JobSpec::new(&common::sim_run().source);
-    spec.queries = vec![Command::Set { name: "q".into(), sql: sql.into(), mode: mode.into(), generation: 0 }];
+    spec.queries = vec![Command::Set { name: "q".into(), sql: sql.into(), mode: mode.into(), generation: 0, save: None }];
     spec.batch_events = batch_events;
     let mut frames = 0;
     let c = run_inprocess(&spec, &mut |f| {
@@ -111,7 +111,7 @@ fn bad_queries_fail_before_any_data_with_a_reason() {
     spec.queries = vec![common::set("q", "SELECT median(ipm2.raw.sum) FROM events")];
     let err = run_inprocess(&spec, &mut |_| {}).err().expect("median cannot be merged");
     assert!(err.contains("median() cannot be merged exactly") && err.contains("hist("), "{err}");
-    spec.queries[0] = Command::Set { name: "q".into(), sql: "SELECT count(*) FROM events".into(), mode: "fortnightly".into(), generation: 0 };
+    spec.queries[0] = Command::Set { name: "q".into(), sql: "SELECT count(*) FROM events".into(), mode: "fortnightly".into(), generation: 0, save: None };
     let err = run_inprocess(&spec, &mut |_| {}).err().expect("bad mode");
     assert!(err.contains("mode `fortnightly`"), "{err}");
 }

@@ -31,6 +31,9 @@ pub use crate::mode::{parse_duration, LiveMode, EVENT_INDEX};
 use crate::arrays::{ArrayFunctions, Coverage, Shapes};
 use crate::rewrite::{function_args, hist_range, is_hist, live_functions, quote_dotted_names, quote_ident};
 
+/// What every saved row carries, as psana's smalldata rows carry the event's timestamp.
+const SAVED_KEYS: [&str; 3] = ["timestamp", "run", "step"];
+
 #[derive(Clone, Debug)]
 enum Output {
     Key(usize),
@@ -59,6 +62,8 @@ pub struct LiveQuery {
     post_sql: Option<String>,
     /// A row query: no aggregates, the rows themselves stream.
     rows: bool,
+    /// A row query's output names (`*` for a wildcard).
+    row_names: Vec<String>,
     /// What the result covers (hidden keys `__m0`, `__m1` carry run/step/window bin).
     mode: LiveMode,
     /// The shapes of the table's array columns, for the array functions ([`crate::arrays`]).
@@ -190,6 +195,7 @@ impl LiveQuery {
             .collect();
         let post_sql = post_clauses(&query.order_by, &query.limit_clause, &outputs, &sources, rows)?;
         if rows {
+            let row_names = outputs.iter().map(|(_, n)| n.clone()).chain(wildcard.then(|| "*".to_string())).collect();
             let list = with_hidden(select.projection.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "));
             let row_sql = format!("SELECT {list} FROM {}{where_sql}", quote_ident(table));
             return Ok(LiveQuery {
@@ -202,6 +208,7 @@ impl LiveQuery {
                 outputs: Vec::new(),
                 post_sql,
                 rows: true,
+                row_names,
                 mode,
                 shapes: Arc::default(),
                 coverage: Arc::default(),
@@ -238,10 +245,40 @@ impl LiveQuery {
             outputs,
             post_sql,
             rows: false,
+            row_names: Vec::new(),
             mode,
             shapes: Arc::default(),
             coverage: Arc::default(),
         })
+    }
+
+    /// True when `sql` is a row query (no aggregate, no group): known before any column is.
+    pub fn is_row_query(sql: &str) -> Result<bool> {
+        Ok(Self::plan_over("events", sql, &[], LiveMode::Total)?.rows)
+    }
+
+    /// The plan for a query whose rows are saved (`--save`): a row query's rows lead with the
+    /// event's `timestamp`, `run` and `step` (unless it selects them, or `*`), and keep no
+    /// ORDER BY or LIMIT (each worker writes its events as they come). Aggregates unchanged.
+    pub fn saving(mut self) -> Result<LiveQuery> {
+        if !self.rows {
+            return Ok(self);
+        }
+        if self.post_sql.is_some() {
+            return Err(not_live("ORDER BY and LIMIT do not apply to saved rows: each worker writes its events as they come (sort by timestamp when reading)"));
+        }
+        let missing: Vec<String> = SAVED_KEYS
+            .iter()
+            .filter(|k| !self.row_names.iter().any(|n| n == *k || n == "*"))
+            .map(|k| quote_ident(k))
+            .collect();
+        if !missing.is_empty() {
+            self.row_sql = self.row_sql.replacen("SELECT ", &format!("SELECT {}, ", missing.join(", ")), 1);
+            let mut names: Vec<String> = SAVED_KEYS.iter().filter(|k| !self.row_names.iter().any(|n| n == *k)).map(|k| k.to_string()).collect();
+            names.append(&mut self.row_names);
+            self.row_names = names;
+        }
+        Ok(self)
     }
 
     /// The column names `sql` mentions (dotted paths as one name): what a reader must decode.

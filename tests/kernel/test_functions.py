@@ -175,3 +175,33 @@ def test_redefining_a_function_starts_afresh_exactly_the_queries_that_call_it(ke
     finally:
         writer.kill()
         writer.wait(timeout=10)
+
+
+def test_live_save_writes_psanas_smalldata_that_h5py_reads(kernel, camera_run, tmp_path):
+    """`%%live … --save run.h5` at 1 and 3 ranks: the HDF5 opens with h5py, one row per event
+    with the function's values (numpy's), timestamp/run/step, and missing values as NaN."""
+    import h5py
+    km, kc = kernel
+    source, events = camera_run
+    ok(kc, FUNCTIONS)
+    ok(kc, f"%source {source}")
+    ratio, com = oracle(events)
+    for ranks in [1, 3]:
+        path = tmp_path / f"r{ranks}" / "run.h5"
+        path.parent.mkdir()
+        ok(kc, f"%%live saved{ranks} --ranks {ranks} --save {path}\nSELECT ratio(diode.raw.signal, ipm2.raw.sum) AS r, com(cam.raw.image) AS \"cam.com\" FROM events")
+        status = wait_done(kc, f"saved{ranks}")
+        # The live result is the part files' progress, not the rows.
+        ok(kc, f"%save saved{ranks} {tmp_path / f'parts{ranks}.parquet'}")
+        parts = pl.read_parquet(tmp_path / f"parts{ranks}.parquet")
+        assert parts["rows"].sum() == len(events) and parts["closed"].all(), parts
+        assert len(parts) == (1 if ranks == 1 else ranks - 2), parts
+        ok(kc, "%live stop")
+        with h5py.File(path, "r") as f:
+            order = np.argsort(f["timestamp"][()])
+            assert f["timestamp"][()][order].tolist() == events["timestamp"].to_list(), status
+            assert f["step"][()][order].tolist() == events["step"].to_list()
+            assert f["r"][()][order].tolist() == ratio
+            got = f["cam/com"][()][order]
+            assert all(abs(g - w) <= 1e-12 * abs(w) for g, w in zip(got, com))
+            assert f["timestamp"].is_virtual == (ranks > 1)

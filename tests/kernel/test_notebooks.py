@@ -129,6 +129,18 @@ def test_post_run_gives_the_live_numbers_offline_and_a_rust_cell_finds_time_zero
     saved = pq.read_table(tmp_path / "curve.parquet")
     truth = json.loads((tmp_path / "offline" / "tstdemo-r0001.truth.json").read_text())
     assert all(0.95 * s["laser_on"] <= n <= s["laser_on"] for n, s in zip(saved.column("n").to_pylist(), truth["steps"]))
+    # The small data the notebook saved, read as psana users read theirs (h5py): every event
+    # once, the function's value where the beam was strong enough, NaN elsewhere.
+    import h5py
+    import numpy as np
+    with h5py.File(tmp_path / "shots.h5", "r") as f:
+        assert f["timestamp"].is_virtual and f["timestamp"].dtype == np.int64
+        ts, i0 = f["timestamp"][()], f["i0"][()]
+        sig, norm, step = f["diode/signal"][()], f["diode/norm"][()], f["step"][()]
+    assert len(ts) == 60000 and len(np.unique(ts)) == 60000 and set(step.tolist()) == set(range(10))
+    strong = i0 > 0.5
+    assert np.array_equal(norm[strong], sig[strong] / i0[strong], equal_nan=True) and np.isnan(norm[~strong]).all()
+    assert sorted(p.name for p in tmp_path.glob("shots_part*.h5")) == ["shots_part0.h5"]
     t0 = float(re.search(r"time zero ≈ (-?[\d.]+) ps", text_of(cells[-3])).group(1))
     d = saved.column("delay_ps").to_pylist()
     assert abs(t0 - truth["model"]["t0_ps"]) < abs(d[1] - d[0]), (t0, truth["model"]["t0_ps"])

@@ -147,7 +147,15 @@ impl LiveQueries {
         query::LiveQuery::check(sql, &mode).map_err(|e| CellError::new("LiveQueryError", e.to_string()))?;
         self.ensure_endpoint(opts.launcher.as_deref().is_some_and(|l| l != "mpirun"))?;
         let display_id = format!("beamtime-live-{name}-{}", uuid::Uuid::new_v4().simple());
-        let cmd = Command::Set { name: name.into(), sql: sql.into(), mode: mode.clone(), generation: 0 };
+        let save = match &opts.save {
+            // Absolute: the job's ranks may start elsewhere.
+            Some(p) => {
+                smalldata::Format::of(std::path::Path::new(p)).map_err(|e| CellError::new("UsageError", format!("--save {e}")))?;
+                Some(std::path::absolute(p).map_err(|e| CellError::new("UsageError", format!("--save {p}: {e}")))?.to_string_lossy().into_owned())
+            }
+            None => None,
+        };
+        let cmd = Command::Set { name: name.into(), sql: sql.into(), mode: mode.clone(), generation: 0, save: save.clone() };
         // Every result of the job is final (the end of a finished run): it is ending, and a
         // query sent to it would see only its last events. A new job reads the source again.
         let finishing = {
@@ -158,7 +166,9 @@ impl LiveQueries {
             let mut vs = lock(&self.views);
             // Raised to the command's generation when the job acknowledges it.
             let min_generation = 0;
-            vs.views.insert(name.to_string(), View::new(sql, &mode, display_id.clone(), parent.clone(), opts.view.clone(), min_generation));
+            let mut view = View::new(sql, &mode, display_id.clone(), parent.clone(), opts.view.clone(), min_generation);
+            view.save = save;
+            vs.views.insert(name.to_string(), view);
             view::share_overlays(vs.views.values_mut());
             vs.acks.clear();
         }
@@ -317,7 +327,7 @@ impl LiveQueries {
             spec.queries = vs
                 .views
                 .iter()
-                .map(|(n, v)| Command::Set { name: n.clone(), sql: v.sql.clone(), mode: v.mode.clone(), generation: 0 })
+                .map(|(n, v)| Command::Set { name: n.clone(), sql: v.sql.clone(), mode: v.mode.clone(), generation: 0, save: v.save.clone() })
                 .collect();
         }
         let ranks = opts.ranks.unwrap_or_else(default_ranks).max(1);
@@ -348,15 +358,20 @@ impl LiveQueries {
         };
         vs.libraries.retain(|c| !redefined(c));
         vs.libraries.push(library.clone());
-        let reset: Vec<(String, String, String)> = vs.views.iter().filter(|(_, v)| calls(&v.sql)).map(|(n, v)| (n.clone(), v.sql.clone(), v.mode.clone())).collect();
+        let reset: Vec<(String, Command)> = vs
+            .views
+            .iter()
+            .filter(|(_, v)| calls(&v.sql))
+            .map(|(n, v)| (n.clone(), Command::Set { name: n.clone(), sql: v.sql.clone(), mode: v.mode.clone(), generation: 0, save: v.save.clone() }))
+            .collect();
         drop(vs);
         if self.job_alive() {
             self.send(library);
-            for (name, sql, mode) in &reset {
-                self.send(Command::Set { name: name.clone(), sql: sql.clone(), mode: mode.clone(), generation: 0 });
+            for (_, set) in &reset {
+                self.send(set.clone());
             }
         }
-        reset.into_iter().map(|(n, _, _)| n).collect()
+        reset.into_iter().map(|(n, _)| n).collect()
     }
 
     fn has_query(&self, name: &str) -> Result<(), CellError> {

@@ -1,13 +1,15 @@
 //! What a `%%live` cell and a `%live` line ask for, once parsed: the job's options, how a
 //! result is shown, and the `%live` subcommands.
 
-/// `%%live NAME [--ranks N] [--rate HZ] [--mode M | --window W] [--launcher T] [--view …]`.
+/// `%%live NAME [--ranks N] [--rate HZ] [--mode M | --window W] [--launcher T] [--save PATH] [--view …]`.
 #[derive(Clone, Debug, Default)]
 pub struct LiveOptions {
     pub ranks: Option<usize>,
     pub rate: Option<f64>,
     pub mode: Option<String>,
     pub launcher: Option<String>,
+    /// `--save PATH`: the query's rows (an aggregate's final result) saved by the job.
+    pub save: Option<String>,
     pub view: ViewOptions,
 }
 

@@ -19,6 +19,8 @@ use crate::widgets::{OnCustom, Widgets};
 pub struct View {
     pub sql: String,
     pub mode: String,
+    /// `--save PATH` (absolute): where the job writes the query's rows.
+    pub save: Option<String>,
     pub display_id: String,
     pub parent: Message,
     pub header: Option<FrameHeader>,
@@ -55,6 +57,7 @@ impl View {
         View {
             sql: sql.into(),
             mode: mode.into(),
+            save: None,
             display_id,
             parent,
             header: None,

@@ -37,6 +37,7 @@ pub fn live_query(call: &Call, s: &mut Session) -> Result<Option<Bundle>, CellEr
         rate: num("--rate")?,
         mode: call.args.opt("--window").or(call.args.opt("--mode")).map(str::to_string),
         launcher: call.args.opt("--launcher").map(str::to_string),
+        save: call.args.opt("--save").map(expand_env).transpose()?,
         view,
     };
     let ctx = call.ctx;

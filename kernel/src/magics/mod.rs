@@ -109,7 +109,7 @@ pub const MAGICS: &[Magic] = &[
     Magic {
         name: "live",
         cell: true,
-        usage: "%%live NAME [--ranks N] [--rate HZ] [--mode total|run|step] [--window 10s] [--launcher T] \
+        usage: "%%live NAME [--ranks N] [--rate HZ] [--mode total|run|step] [--window 10s] [--launcher T] [--save PATH] \
                 [--view auto|table|line|scatter|hist|heatmap|strip|html] [x=COL] [y=COL[,COL]]\n<SQL over events>",
         summary: "Run SQL over every event of the source while it is taken, in parallel (MPI ranks), merged exactly; \
                   the result updates in the cell and is kept as table NAME (use it in %%sql, %save). The first %%live \
@@ -123,6 +123,7 @@ pub const MAGICS: &[Magic] = &[
             Opt { name: "--mode", value: Some("M"), help: "total, run or step: which events the result covers" },
             Opt { name: "--window", value: Some("W"), help: "the last W of event time (10s) or the newest W events (100000)" },
             Opt { name: "--launcher", value: Some("T"), help: "how to start the ranks, e.g. 'srun -n {n} {job}'" },
+            Opt { name: "--save", value: Some("PATH"), help: "save one row per event (timestamp, run, step and the selected columns), written by the workers: .h5 in psana's smalldata layout (part files joined by virtual datasets) or .parquet (a folder of part files); an aggregate's final result is saved as summaries" },
             VIEW,
         ],
         words: &[],
