@@ -44,6 +44,8 @@ pub struct Executor {
 impl Executor {
     pub fn new(publisher: Publisher, interrupt: Arc<AtomicBool>, widgets: Arc<Widgets>, requests: Arc<Requests>) -> Self {
         let rust = RustCells::new(requests.rust.clone());
+        // evcxr starts now, in the background: the first Rust cell is then as quick as a later one.
+        rust.warm_up();
         let live = LiveQueries::new(publisher.clone(), widgets.clone());
         Executor { publisher, interrupt, widgets, requests, catalog: query::Catalog::new(), count: 0, rust, live, failure: None }
     }

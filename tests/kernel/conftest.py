@@ -22,6 +22,9 @@ SHARED = pathlib.Path(os.environ.get("BEAMTIME_SHARED", ROOT.parent / "shared"))
 _DATA = tempfile.mkdtemp(prefix="beamtime-jupyter-")
 os.environ["JUPYTER_DATA_DIR"] = _DATA
 os.environ["JUPYTER_PATH"] = _DATA
+# A kernel starts evcxr in the background; dozens of short-lived test kernels would compile for
+# nothing (tests/kernel/test_rust.py turns it on for its kernel).
+os.environ.setdefault("BEAMTIME_RUST_WARMUP", "0")
 subprocess.run([beamtime_bin(), "install", "--user"], check=True, capture_output=True)
 assert json.loads((pathlib.Path(_DATA) / "kernels/beamtime/kernel.json").read_text())["argv"][1] == "kernel"
 

@@ -37,7 +37,8 @@ def result_text(msgs):
 
 @pytest.fixture(scope="module")
 def rk():
-    km, kc = start_new_kernel(kernel_name="beamtime", startup_timeout=60)
+    # evcxr starts in the background when the kernel does (off elsewhere in this suite).
+    km, kc = start_new_kernel(kernel_name="beamtime", startup_timeout=60, env={**os.environ, "BEAMTIME_RUST_WARMUP": "1"})
     try:
         reply, _ = run_cell(kc, "let warm_up = 1;", timeout=FIRST_CELL_TIMEOUT)
         assert reply["status"] == "ok", reply

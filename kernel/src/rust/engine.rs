@@ -1,6 +1,7 @@
-//! The evcxr session: created on the first Rust cell, run on a big-stack thread while the
-//! interrupt watcher waits, shared with the shell thread for completion and inspection (which
-//! only ever `try_lock`s it), stopped at shutdown.
+//! The evcxr session: started in the background when the kernel starts (so that the first
+//! Rust cell costs what a later one does) or else by the first Rust cell, run on a big-stack
+//! thread while the interrupt watcher waits, shared with the shell thread for completion and
+//! inspection (which only ever `try_lock`s it), stopped at shutdown.
 
 use std::path::PathBuf;
 use std::process::Child;
@@ -28,10 +29,19 @@ const ANALYSIS_STACK: usize = 256 << 20;
 /// How long the shell thread waits for the context before answering empty.
 const SHELL_WAIT: Duration = Duration::from_millis(100);
 
+/// What a kernel's warm-up runs once evcxr is up: the session's first stored variable is what
+/// costs seconds (rust-analyzer loads the standard library to infer its type); moving it out
+/// again leaves no variable behind.
+const WARM_UP: [&str; 2] = ["let beamtime_warm_up = String::new();", "drop(beamtime_warm_up);"];
+/// `BEAMTIME_RUST_WARMUP=0`: no evcxr until the first Rust cell.
+pub const WARM_UP_ENV: &str = "BEAMTIME_RUST_WARMUP";
+
 struct Engine {
     cmd: evcxr::CommandContext,
     process: Arc<Mutex<Child>>,
     tables: Option<TableServer>,
+    /// The beamtime prelude crate's folder, when it could be added.
+    prelude: Option<PathBuf>,
 }
 
 /// The evcxr context, shared by the cell thread and the shell thread.
@@ -40,6 +50,10 @@ pub struct RustShared {
     engine: Arc<Mutex<Option<Engine>>>,
     /// The runtime process handle (valid across evcxr's restarts), for shutdown.
     process: Arc<Mutex<Option<Arc<Mutex<Child>>>>>,
+    /// Notes from starting evcxr in the background, for the next Rust cell to show.
+    notes: Arc<Mutex<Vec<String>>>,
+    /// The missing rust-src note was shown (once per kernel).
+    noted_rust_src: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs `f` on a thread with a big stack (rust-analyzer recurses); `Err` if it panicked.
@@ -135,8 +149,6 @@ impl RustShared {
 pub struct RustCells {
     shared: RustShared,
     sink: Arc<Sink>,
-    prelude: Option<PathBuf>,
-    started: bool,
     /// The user chose evcxr's `:cache` setting: the kernel leaves it alone.
     user_cache: bool,
     /// The kernel turned evcxr's `:cache` on (for the polars prelude).
@@ -145,7 +157,38 @@ pub struct RustCells {
 
 impl RustCells {
     pub fn new(shared: RustShared) -> Self {
-        RustCells { shared, sink: Arc::default(), prelude: None, started: false, user_cache: false, cache_on: false }
+        RustCells { shared, sink: Arc::default(), user_cache: false, cache_on: false }
+    }
+
+    /// Starts evcxr, adds the prelude and compiles a first statement on a thread of its own
+    /// (its builds at a lower priority), without delaying anything: a Rust cell that comes
+    /// meanwhile waits for it, and then costs what a later cell does. Off with
+    /// `BEAMTIME_RUST_WARMUP=0` or without cargo (the first cell says why).
+    pub fn warm_up(&self) {
+        if std::env::var(WARM_UP_ENV).is_ok_and(|v| v == "0") || find_tool("cargo").is_none() {
+            return;
+        }
+        let (shared, sink) = (self.shared.clone(), self.sink.clone());
+        let spawned = std::thread::Builder::new().name("beamtime-rust-warm-up".into()).stack_size(ANALYSIS_STACK).spawn(move || {
+            let mut guard = lock(&shared.engine);
+            if guard.is_some() {
+                return;
+            }
+            let mut notes = Vec::new();
+            let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| create_engine(&shared, &sink, &Watch::default(), &mut notes, true)));
+            if let Ok(Ok(mut engine)) = started {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| WARM_UP.iter().try_for_each(|c| engine.cmd.execute(c).map(drop)))).is_ok() {
+                    *guard = Some(engine);
+                } else {
+                    let _ = lock(&engine.process).kill();
+                }
+            }
+            // A failure is said by the first cell, which tries again.
+            lock(&shared.notes).extend(notes);
+        });
+        if let Err(e) = spawned {
+            eprintln!("beamtime: cannot start the Rust warm-up thread: {e}");
+        }
     }
 
     pub fn execute(&mut self, code: &str, ctx: &CellContext, catalog: &mut query::Catalog) -> Result<Option<Bundle>, CellError> {
@@ -190,12 +233,21 @@ impl RustCells {
 
     fn run(&mut self, code: &str, ctx: &CellContext, catalog: &mut query::Catalog, watch: &Watch) -> Result<Option<Bundle>, RunError> {
         let slot = self.shared.engine.clone();
+        // Waits for the warm-up when it is still at work.
         let mut guard = lock(&slot);
+        let mut notes = std::mem::take(&mut *lock(&self.shared.notes));
         if guard.is_none() {
-            *guard = Some(self.create_engine(watch)?);
+            let created = create_engine(&self.shared, &self.sink, watch, &mut notes, false);
+            for n in notes.drain(..) {
+                self.sink.note(&n);
+            }
+            *guard = Some(created?);
+        }
+        for n in notes {
+            self.sink.note(&n);
         }
         let engine = guard.as_mut().unwrap();
-        let code = match &self.prelude {
+        let code = match &engine.prelude {
             Some(dir) => rewrite_prelude_deps(code, dir),
             None => code.to_string(),
         };
@@ -244,58 +296,69 @@ impl RustCells {
             }
         }
     }
+}
 
-    /// The evcxr context, its output threads and the tables bridge; the first compile.
-    fn create_engine(&mut self, watch: &Watch) -> Result<Engine, RunError> {
-        crate::bridge::sweep_dead_kernels();
-        let tables = match TableServer::start() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.sink.note(&format!("note: the tables bridge could not start ({e}); beamtime::table will not work"));
-                None
-            }
-        };
-        let exe = std::env::current_exe().map_err(|e| RunError::Cell(CellError::new("RustUnavailable", format!("cannot find the kernel executable: {e}"))))?;
-        let mut command = std::process::Command::new(exe);
-        if let Some(t) = &tables {
-            command.env(SOCKET_ENV, t.path());
+/// The evcxr context, its output threads and the tables bridge; the first compile. Notes for
+/// the user go to `notes`. In the `background`, the compiles run at a lower priority (the
+/// runtime process, started first, keeps the normal one).
+fn create_engine(shared: &RustShared, sink: &Arc<Sink>, watch: &Watch, notes: &mut Vec<String>, background: bool) -> Result<Engine, RunError> {
+    crate::bridge::sweep_dead_kernels();
+    let tables = match TableServer::start() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            notes.push(format!("note: the tables bridge could not start ({e}); beamtime::table will not work"));
+            None
         }
-        let (eval, outputs) = evcxr::EvalContext::with_subprocess_command(command).map_err(|e| {
-            if watch.stopped_build.load(Ordering::SeqCst) {
-                RunError::Evcxr(e)
-            } else {
-                RunError::Cell(CellError::new("RustUnavailable", format!("evcxr could not start: {e}")))
-            }
-        })?;
-        self.sink.start(outputs);
-        let mut cmd = evcxr::CommandContext::with_eval_context(eval);
-        if let (Some(t), Ok(out)) = (&tables, cmd.execute(":last_compile_dir")) {
-            if let Some(build) = out.get("text/plain") {
-                let _ = std::fs::write(t.dir().join(crate::bridge::BUILD_DIR_NOTE), build.trim());
-            }
+    };
+    let exe = std::env::current_exe().map_err(|e| RunError::Cell(CellError::new("RustUnavailable", format!("cannot find the kernel executable: {e}"))))?;
+    let mut command = std::process::Command::new(exe);
+    if let Some(t) = &tables {
+        command.env(SOCKET_ENV, t.path());
+    }
+    let (eval, outputs) = evcxr::EvalContext::with_subprocess_command(command).map_err(|e| {
+        if watch.stopped_build.load(Ordering::SeqCst) {
+            RunError::Evcxr(e)
+        } else {
+            RunError::Cell(CellError::new("RustUnavailable", format!("evcxr could not start: {e}")))
         }
-        let process = cmd.process_handle();
-        *lock(&self.shared.process) = Some(process.clone());
-        *lock(&watch.process) = Some(process.clone());
-        if !self.started {
-            self.started = true;
-            if !rust_src_installed() {
-                self.sink.note(
-                    "note: the rust-src component is not installed, so evcxr cannot infer the types of some variables \
-                     (give them explicit types, or run `rustup component add rust-src` and restart the kernel)",
-                );
-            }
+    })?;
+    sink.start(outputs);
+    if background {
+        lower_this_threads_priority();
+    }
+    let mut cmd = evcxr::CommandContext::with_eval_context(eval);
+    if let (Some(t), Ok(out)) = (&tables, cmd.execute(":last_compile_dir")) {
+        if let Some(build) = out.get("text/plain") {
+            let _ = std::fs::write(t.dir().join(crate::bridge::BUILD_DIR_NOTE), build.trim());
         }
-        match prelude_dir() {
-            Ok(dir) => {
-                match cmd.execute(&prelude_dep(&dir, "")) {
-                    Ok(_) => self.prelude = Some(dir),
-                    Err(e) => self.sink.note(&format!("note: the beamtime prelude crate could not be added ({e}); beamtime::* is unavailable")),
-                }
-            }
-            Err(e) => self.sink.note(&format!("note: cannot write the beamtime prelude crate ({e}); beamtime::* is unavailable")),
-        }
-        Ok(Engine { cmd, process, tables })
+    }
+    let process = cmd.process_handle();
+    *lock(&shared.process) = Some(process.clone());
+    *lock(&watch.process) = Some(process.clone());
+    if !shared.noted_rust_src.swap(true, Ordering::SeqCst) && !rust_src_installed() {
+        notes.push(
+            "note: the rust-src component is not installed, so evcxr cannot infer the types of some variables \
+             (give them explicit types, or run `rustup component add rust-src` and restart the kernel)"
+                .into(),
+        );
+    }
+    let mut prelude = None;
+    match prelude_dir() {
+        Ok(dir) => match cmd.execute(&prelude_dep(&dir, "")) {
+            Ok(_) => prelude = Some(dir),
+            Err(e) => notes.push(format!("note: the beamtime prelude crate could not be added ({e}); beamtime::* is unavailable")),
+        },
+        Err(e) => notes.push(format!("note: cannot write the beamtime prelude crate ({e}); beamtime::* is unavailable")),
+    }
+    Ok(Engine { cmd, process, tables, prelude })
+}
+
+/// The warm-up's builds (cargo, rustc: children of this thread) yield to everything else.
+fn lower_this_threads_priority() {
+    // SAFETY: setpriority on this thread's own id; a failure only leaves the priority as it is.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }
 

@@ -26,6 +26,8 @@ impl RustCells {
         RustCells {}
     }
 
+    pub fn warm_up(&self) {}
+
     pub fn execute(&mut self, _code: &str, _ctx: &CellContext, _catalog: &mut query::Catalog) -> Result<Option<Bundle>, CellError> {
         Err(CellError::new("RustUnavailable", "this kernel was built without Rust cells (cargo feature `rust-cells`); magics work: %help lists them"))
     }
