@@ -341,6 +341,72 @@ fn jungfrau_through_the_job() {
     println!("\n(best of 3 rounds; per frame without the constants' one-time load, {load:.2} s of CPU for 39 MB of NDArrIO text, which the wall clock includes)\n");
 }
 
+/// `--save`: one row per event written by the worker, HDF5 (psana's layout) and Parquet, alone
+/// and beside a live aggregate; rates per CPU-second of the worker thread (which also collects,
+/// in one process), side by side in one run.
+fn save_throughput(truth: &sim::Truth, events: u64) {
+    const ROWS: &str = "SELECT ipm2.raw.sum, diode.raw.signal, gmd.raw.millijoulesperpulse, hsd.fex.area, lasr.raw.laser_on FROM events";
+    let dir = bench_dir().join("save");
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = |name: &str, path: Option<&str>| Command::Set {
+        name: name.into(),
+        sql: ROWS.into(),
+        mode: String::new(),
+        generation: 0,
+        save: path.map(|p| dir.join(p).to_string_lossy().into_owned()),
+    };
+    let cases: Vec<(&str, Vec<Command>, Option<&str>)> = vec![
+        ("(a) alone (no rows saved)", vec![set(QUERIES[0].1)], None),
+        ("(a) + rows saved to .h5", vec![set(QUERIES[0].1), saved("rows", Some("rows.h5"))], Some("rows.h5")),
+        ("(a) + rows saved to .parquet", vec![set(QUERIES[0].1), saved("rows", Some("rows.parquet"))], Some("rows.parquet")),
+        ("rows to the collector (no --save)", vec![saved("rows", None)], None),
+        ("rows saved to .h5", vec![saved("rows", Some("rows.h5"))], Some("rows.h5")),
+        ("rows saved to .parquet", vec![saved("rows", Some("rows.parquet"))], Some("rows.parquet")),
+    ];
+    const ROUNDS: usize = 3;
+    println!("### Small data (`--save`): {events} events, 8 columns per row, one worker in one process, median of {ROUNDS} interleaved rounds\n");
+    println!("| queries | per worker core | rows/s saved | MB/s written | file |");
+    println!("|---|---|---|---|---|");
+    // Worker-thread CPU seconds per case and round, the cases interleaved (this machine drifts).
+    let mut secs = vec![Vec::new(); cases.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, queries, _)) in cases.iter().enumerate() {
+            let mut spec = JobSpec::new(&truth.source);
+            spec.queries = queries.clone();
+            let cpu = thread_cpu_secs();
+            let c = run_inprocess(&spec, &mut |_| {}).unwrap();
+            secs[i].push(thread_cpu_secs() - cpu);
+            assert_eq!(c.events_read(), truth.events);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base_rate = events as f64 / median(&mut secs[0].clone());
+    for ((label, _, file), mut s) in cases.into_iter().zip(secs) {
+        let worker_cpu = median(&mut s);
+        let rate = events as f64 / worker_cpu;
+        let bytes = file.map(|f| du(&dir.join(f))).unwrap_or(0);
+        let (rows, mb) = match file {
+            Some(_) => (format!("{:.2} M", rate / 1e6), format!("{:.0}", bytes as f64 / worker_cpu / 1e6)),
+            None => ("–".into(), "–".into()),
+        };
+        let size = file.map_or("–".to_string(), |f| format!("{f}: {:.0} MB", bytes as f64 / 1e6));
+        let ratio = if label.starts_with("(a)") { format!(" ({:.2}× (a) alone)", rate / base_rate) } else { String::new() };
+        println!("| {label} | {:.2} M ev/s{ratio} | {rows} | {mb} | {size} |", rate / 1e6);
+    }
+    println!();
+}
+
+/// Bytes of a file, or of the files in a folder.
+fn du(path: &std::path::Path) -> u64 {
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum(),
+        Err(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // cargo bench --list
@@ -355,6 +421,11 @@ fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     // In-process only (for profiling and quick ratios): BEAMTIME_BENCH_QUICK=1.
     let quick = std::env::var_os("BEAMTIME_BENCH_QUICK").is_some();
+    // Only the small-data section: BEAMTIME_BENCH_SAVE=only.
+    if std::env::var("BEAMTIME_BENCH_SAVE").is_ok_and(|v| v == "only") {
+        save_throughput(&truth, events);
+        return;
+    }
     println!("### Throughput: {events} events, {cores} cores\n");
     println!("| query | per worker core | in-process (1 worker) | mpirun 1 worker | mpirun 2 workers | mpirun 4 workers |");
     println!("|---|---|---|---|---|---|");
@@ -387,6 +458,7 @@ fn main() {
     println!("\n(per worker core: events per CPU-second of the in-process worker thread, which also collects; the others are wall-clock rates of the whole job, start-up included; under mpirun the reader and the collector are ranks too)\n");
     jungfrau_through_the_job();
     collector_merge(&truth);
+    save_throughput(&truth, events);
     if quick {
         return;
     }

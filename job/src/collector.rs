@@ -164,6 +164,8 @@ pub struct Collector {
     pub save_in_parts: bool,
     /// The saved files were finished (joined, summaries written).
     saves_finished: bool,
+    /// Saved row queries removed while the job ran: their parts are joined at its end.
+    removed_saves: Vec<PathBuf>,
 }
 
 /// How long a rank may be silent before it is lost: ranks send every 0.1–0.5 s, so this is
@@ -198,6 +200,7 @@ impl Collector {
             dropped: Default::default(),
             save_in_parts: false,
             saves_finished: false,
+            removed_saves: Vec::new(),
         }
     }
 
@@ -414,7 +417,11 @@ impl Collector {
                 Ok(Command::Set { name, sql, mode: live_mode.to_string(), generation, save })
             }
             Command::Remove { name } => {
-                self.queries.remove(&name).ok_or_else(|| format!("no live query named {name}"))?;
+                let q = self.queries.remove(&name).ok_or_else(|| format!("no live query named {name}"))?;
+                if let Some((path, true)) = q.save {
+                    // Its workers close their parts now; they are joined when the job ends.
+                    self.removed_saves.push(path);
+                }
                 Ok(Command::Remove { name })
             }
             Command::Reset { name, .. } => {
@@ -479,7 +486,7 @@ impl Collector {
         }
         let shared = self.queries.iter().any(|(n, q)| n != name && q.save.as_ref().is_some_and(|(p, _)| p == path));
         if !shared {
-            smalldata::prepare(path).map_err(|e| format!("--save {e}"))?;
+            smalldata::prepare(path, rows).map_err(|e| format!("--save {e}"))?;
         }
         Ok((path.to_path_buf(), rows))
     }
@@ -492,6 +499,17 @@ impl Collector {
             return;
         }
         let writers = self.save_in_parts.then_some(self.worker_ranks.len());
+        for path in std::mem::take(&mut self.removed_saves) {
+            if self.queries.values().any(|q| q.save.as_ref().is_some_and(|(p, _)| *p == path)) {
+                continue; // saved again under another query: joined with it
+            }
+            // No query is left to say it: the job's log does.
+            match smalldata::finish_job(&path, writers) {
+                Ok(Some(j)) => eprintln!("beamtime-job: {} joined ({} rows) after its query was removed", path.display(), j.rows),
+                Ok(None) => {}
+                Err(e) => eprintln!("beamtime-job: {}: {e}", path.display()),
+            }
+        }
         let paths: std::collections::BTreeSet<PathBuf> = self.queries.values().filter_map(|q| q.save.as_ref().map(|(p, _)| p.clone())).collect();
         for path in paths {
             let rows_query = self.queries.iter().find(|(_, q)| q.save.as_ref().is_some_and(|(p, r)| *p == path && *r)).map(|(n, _)| n.clone());

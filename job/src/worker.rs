@@ -448,6 +448,7 @@ impl Worker {
         for q in self.queries.values_mut().filter(|q| q.save.is_some()) {
             if let Err(e) = q.note_saved(done, self.save_part) {
                 q.error.get_or_insert(e);
+                q.dirty = true;
             }
         }
         for (name, q) in self.queries.iter_mut() {

@@ -61,20 +61,21 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Before a job writes `path`: removes what an earlier one left there (the joined file and
-/// every part, whatever their number, as psana does at set-up) and makes the Parquet folder.
-/// Returns what it removed.
-pub fn prepare(path: &Path) -> Result<Vec<PathBuf>, SaveError> {
+/// every part, whatever their number, as psana does at set-up) and, for per-event `rows` in
+/// Parquet, makes the folder of parts (an aggregate's Parquet result is one file). Returns
+/// what it removed.
+pub fn prepare(path: &Path, rows: bool) -> Result<Vec<PathBuf>, SaveError> {
     let err = |p: &Path, e: std::io::Error| SaveError::File { path: p.to_path_buf(), why: e.to_string() };
     let mut removed = Vec::new();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(SaveError::File { path: dir, why: "no such folder".into() });
+    }
     match Format::of(path)? {
         Format::Hdf5 => {
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            if !dir.is_dir() {
-                return Err(SaveError::File { path: dir, why: "no such folder".into() });
-            }
             let prefix = format!("{}_part", file_name(path).replace(".h5", ""));
             for entry in std::fs::read_dir(&dir).map_err(|e| err(&dir, e))?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -101,8 +102,14 @@ pub fn prepare(path: &Path) -> Result<Vec<PathBuf>, SaveError> {
                         removed.push(entry.path());
                     }
                 }
+                if !rows {
+                    // An aggregate's result is a file: the folder goes if nothing else is in it.
+                    std::fs::remove_dir(path).map_err(|e| err(path, e))?;
+                }
             }
-            std::fs::create_dir_all(path).map_err(|e| err(path, e))?;
+            if rows {
+                std::fs::create_dir_all(path).map_err(|e| err(path, e))?;
+            }
         }
     }
     Ok(removed)

@@ -13,7 +13,7 @@ fn two_parts_join_into_virtual_datasets_with_psanas_missing_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.h5");
     std::fs::write(dir.path().join("run_part5.h5"), b"left by an earlier job").unwrap();
-    let removed = prepare(&path).unwrap();
+    let removed = prepare(&path, true).unwrap();
     assert_eq!(removed, vec![dir.path().join("run_part5.h5")]);
 
     let mut p0 = PartWriter::create(&path, Some(0)).unwrap();
@@ -74,7 +74,7 @@ fn an_unreadable_part_is_skipped_and_said() {
 fn parquet_parts_read_as_one_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.parquet");
-    prepare(&path).unwrap();
+    prepare(&path, true).unwrap();
     for part in 0..2u64 {
         let mut w = PartWriter::create(&path, Some(part as usize)).unwrap();
         for b in 0..3u64 {

@@ -146,6 +146,13 @@ def test_an_aggregate_is_saved_as_psana_summaries(camera_run, tmp_path):
         assert not f["ipm2/sum"].is_virtual and f["ipm2/sum"].shape == (1,) and f["n"].shape == (1,)
         assert f["n"][()].tolist() == [3000]
         assert f["ipm2/sum"][0] == pytest.approx(math.fsum(e["ipm2.raw.sum"] for e in events.values()), rel=1e-12)
+    # In Parquet, the result table itself (one file, where an earlier job's folder of parts was).
+    (tmp_path / "sums.parquet").mkdir()
+    (tmp_path / "sums.parquet" / "part-00003.parquet").write_bytes(b"old")
+    run("run", "--source", source, "--ranks", "3", "--sql", 'SELECT step, count(*) AS n FROM events GROUP BY step ORDER BY step', "--save", str(tmp_path / "sums.parquet"))
+    t = pl.read_parquet(tmp_path / "sums.parquet")
+    assert t["step"].to_list() == [0, 1, 2] and t["n"].sum() == 3000
+    assert t["n"].to_list() == [sum(1 for e in events.values() if e["step"] == s) for s in range(3)]
 
 
 def test_bad_save_paths_are_clear_errors(camera_run, tmp_path):
