@@ -73,7 +73,7 @@ fn run(a: RunArgs) -> Result<Outcome, (Outcome, String)> {
 
 fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, String> {
     // A launcher other than the local mpirun may place rank 0 on another node.
-    let remote = a.ranks > 1 && a.launcher.as_deref().is_some_and(|l| l != "mpirun");
+    let remote = contract::launch::remote(a.launcher.as_deref(), a.ranks);
     let endpoint = JobEndpoint::bind_for(remote).map_err(|e| e.to_string())?;
     let mut spec = JobSpec::new(&a.source);
     // Absolute: the workers write it, wherever the launcher started them.
@@ -105,13 +105,17 @@ fn start(a: RunArgs, sql: String) -> Result<Result<Outcome, (Outcome, String)>, 
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
     spec.calib = contract::CalibSetting::parse_all(&a.calib, &cwd)?.iter().map(|s| s.to_arg()).collect();
     spec.connect = Some(endpoint.endpoint().to_string());
+    // Killed outright, this command cannot stop the job: its collector watches for that.
+    spec.driver = Some(contract::spec::Driver::this_process());
     // Only the final frame matters here.
     spec.frame_rate = 1.0;
     let tmp = tempfile::Builder::new().prefix("beamtime-run").tempdir().map_err(|e| e.to_string())?;
     let mut cmd = contract::launch::command(a.launcher.as_deref(), a.ranks, &spec, &tmp.path().join("job.json")).map_err(|e| e.to_string())?;
     cmd.stdout(Stdio::null());
     // Killed (a batch system's time limit, a test's timeout), this command takes the job along.
-    contract::launch::end_with_starter(&mut cmd);
+    if contract::launch::remote(a.launcher.as_deref(), a.ranks) {
+        contract::launch::end_with_starter(&mut cmd);
+    }
     let started = Instant::now();
     catch_signals();
     let mut child = cmd.spawn().map_err(|e| format!("cannot start the job ({cmd:?}): {e}"))?;

@@ -109,9 +109,17 @@ pub fn stop(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
+/// True when the job's rank 0 may run on another host (a launcher other than the local
+/// `mpirun`): its collector cannot watch the driver there, so [`end_with_starter`] is the way.
+/// A local job is stopped by its collector instead, which lets every rank end cleanly (a
+/// signalled mpirun kills its ranks and leaves their shared-memory segments behind).
+pub fn remote(launcher: Option<&str>, ranks: usize) -> bool {
+    ranks > 1 && launcher.is_some_and(|l| l != "mpirun")
+}
+
 /// The job started by `cmd` gets SIGTERM when the thread that starts it ends (the driver
 /// killed or crashed): its launcher then ends its ranks. For drivers that start the job from a
-/// thread that lives as long as they do (`beamtime run`'s main thread).
+/// thread that lives as long as they do (`beamtime run`'s main thread, the kernel's cell thread).
 pub fn end_with_starter(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
     unsafe {

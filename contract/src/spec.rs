@@ -54,6 +54,48 @@ pub struct JobSpec {
     /// States merged per rank in the job's merge tree (< 2: never a tree).
     #[serde(default = "default_fan_in")]
     pub merge_fan_in: usize,
+    /// The process that started the job: a collector on its host stops the job when it is
+    /// gone (killed outright, it cannot say so), so that the ranks end cleanly.
+    #[serde(default)]
+    pub driver: Option<Driver>,
+}
+
+/// A driver process: its pid on its host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Driver {
+    pub pid: u32,
+    pub host: String,
+}
+
+impl Driver {
+    /// This process.
+    pub fn this_process() -> Driver {
+        Driver { pid: std::process::id(), host: hostname() }
+    }
+
+    /// False once the driver has ended (or is a zombie nobody reaped); None when it runs on
+    /// another host, where this cannot be seen.
+    pub fn alive(&self) -> Option<bool> {
+        if self.host != hostname() {
+            return None;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
+        // The state follows the parenthesised command name, which may hold spaces.
+        let state = stat.as_deref().ok().and_then(|s| s.rsplit_once(") ")).and_then(|(_, rest)| rest.chars().next());
+        Some(matches!(state, Some(c) if c != 'Z' && c != 'X'))
+    }
+}
+
+/// This host's name (empty when it cannot be read).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn default_fan_in() -> usize {
@@ -78,6 +120,7 @@ impl JobSpec {
             output: None,
             merge_fan_in: DEFAULT_MERGE_FAN_IN,
             functions: Vec::new(),
+            driver: None,
         }
     }
 

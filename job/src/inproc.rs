@@ -44,6 +44,9 @@ pub struct Emitter<'a> {
     /// Every query's frame goes out at least this often, so that rate, age and dead or
     /// stalled ranks show even when no result changes.
     last_full: Instant,
+    /// The driver, watched when it runs on this host ([`contract::spec::Driver`]).
+    driver: Option<contract::spec::Driver>,
+    driver_checked: Instant,
     on_frame: &'a mut dyn FnMut(&Frame),
 }
 
@@ -54,7 +57,7 @@ impl<'a> Emitter<'a> {
             None => None,
         };
         let period = Duration::from_secs_f64(1.0 / spec.frame_rate.clamp(0.01, 1000.0));
-        Ok(Emitter { link, early: Vec::new(), period, last: None, last_full: Instant::now(), on_frame })
+        Ok(Emitter { link, early: Vec::new(), period, last: None, last_full: Instant::now(), driver: spec.driver.clone(), driver_checked: Instant::now(), on_frame })
     }
 
     pub fn hello(&self, hello: &Hello) {
@@ -113,9 +116,19 @@ impl<'a> Emitter<'a> {
     }
 
     /// Commands from the kernel, checked by the collector; each gets an [`Ack`] naming its query.
+    /// A driver found gone is a `Stop`: the job ends cleanly, every rank through its own end.
     pub fn commands(&mut self, c: &mut Collector) -> Vec<Command> {
         let Some(l) = &self.link else { return Vec::new() };
         let mut ok = Vec::new();
+        if self.driver_checked.elapsed() >= DRIVER_CHECK_EVERY && !c.stopped {
+            self.driver_checked = Instant::now();
+            if let Some(d) = self.driver.as_ref().filter(|d| d.alive() == Some(false)) {
+                eprintln!("beamtime-job: its driver (pid {} on {}) is gone: the job stops", d.pid, d.host);
+                if let Ok(stop) = c.command(Command::Stop) {
+                    ok.push(stop);
+                }
+            }
+        }
         let early: Vec<Result<Command, contract::ContractError>> = std::mem::take(&mut self.early).into_iter().map(Ok).collect();
         for cmd in early.into_iter().chain(l.commands()) {
             let cmd = match cmd {
@@ -148,6 +161,9 @@ impl<'a> Emitter<'a> {
         }
     }
 }
+
+/// How often the collector looks whether its driver still runs.
+const DRIVER_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// How long a job waits for the event-function libraries its driver sends when it connects.
 pub const LIBRARIES_PATIENCE: Duration = Duration::from_secs(30);

@@ -357,6 +357,19 @@ def test_a_killed_collector_ends_every_rank_and_the_command(h, ranks):
     r.watch.assert_clean()
 
 
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_a_killed_command_takes_its_job_along_cleanly(h, ranks):
+    """SIGKILL of `beamtime run` itself: its collector sees the driver gone and stops the job,
+    so every rank ends through its own end (no process, no shared-memory segment left)."""
+    sim, d = h.sim(6000, 1500)
+    r = h.run("--source", live(d), "--sql", SQL, "--ranks", str(ranks), "--batch-events", BATCH)
+    r.ranks(ranks)
+    time.sleep(1.0)
+    os.kill(r.p.pid, signal.SIGKILL)
+    r.wait(5.0, "the killed command to be gone")
+    r.watch.assert_clean(within=6.0)
+
+
 BAD_SOURCES = {
     "missing-file": lambda d: (f"files={d}/no-such-run.xtc2", f"{d}/no-such-run.xtc2"),
     "missing-dir": lambda d: (f"exp={EXP}:run=1:dir={d}/no-such-dir", f"{d}/no-such-dir"),

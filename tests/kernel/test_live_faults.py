@@ -113,3 +113,35 @@ def test_a_killed_rank_is_named_within_its_bound_and_the_kernel_answers(kernel, 
         watch.force_cleanup()
         writer.kill()
         writer.wait(timeout=10)
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_a_killed_kernel_takes_its_job_along(kernel, tmp_path, ranks):
+    """SIGKILL of the kernel (no shutdown, no cleanup of its own) still ends every process of its
+    job: the launcher (or the one-process job) gets the kernel's death signal."""
+    km, kc = kernel
+    exp = f"tstkdead{ranks}"
+    writer = subprocess.Popen([beamtime_bin(), "sim", "--dir", str(tmp_path / "xtc"), "--exp", exp, "--run", "1", "--events", "40000",
+                               "--steps", "2", "--streams", "2", "--rate", "2000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kpid = km.provisioner.pid
+    watch = JobWatch(root=kpid, marker=f"beamtime-live-{kpid}/")
+    others = []
+    try:
+        reply, msgs, _ = cell(kc, f"%source exp={exp}:run=1:dir={tmp_path / 'xtc'}:live", others)
+        assert reply["status"] == "ok", texts(msgs)
+        reply, msgs, _ = cell(kc, f"%%live n --ranks {ranks} --rate 10\nSELECT count(*) AS n FROM events", others, timeout=120)
+        assert reply["status"] == "ok", texts(msgs)
+        end = time.monotonic() + 30
+        pids = watch.scan()
+        while len(pids) < ranks and time.monotonic() < end:
+            time.sleep(0.01)
+            pids = watch.scan()
+        assert len(pids) >= ranks, f"ranks {sorted(pids)} of {ranks} found"
+        assert writer.poll() is None, "the run is no longer growing: make it longer"
+        import os
+        os.kill(kpid, signal.SIGKILL)
+        watch.assert_clean(within=5.0)
+    finally:
+        watch.force_cleanup()
+        writer.kill()
+        writer.wait(timeout=10)

@@ -51,6 +51,13 @@ impl JobProcess {
         std::fs::create_dir_all(&dir).map_err(|e| CellError::new("OSError", e.to_string()))?;
         let mut cmd = contract::launch::command(opts.launcher.as_deref(), ranks, spec, &dir.join("job.json")).map_err(|e| CellError::new("LiveJobError", e.to_string()))?;
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        // A kernel killed outright (SIGKILL, the OOM killer) takes its job along: on this host
+        // the collector sees it gone and stops the job cleanly (`spec.driver`); a launcher that
+        // may place rank 0 elsewhere gets the kernel's death signal (jobs are only started from
+        // the cell thread, which lives as long as the kernel).
+        if contract::launch::remote(opts.launcher.as_deref(), ranks) {
+            contract::launch::end_with_starter(&mut cmd);
+        }
         let mut child = cmd.spawn().map_err(|e| CellError::new("LiveJobError", format!("cannot start {cmd:?}: {e}")))?;
         let err = child.stderr.take();
         let child = Arc::new(Mutex::new(child));

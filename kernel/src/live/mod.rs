@@ -308,6 +308,8 @@ impl LiveQueries {
     fn start_job(&mut self, source: &str, opts: &LiveOptions) -> Result<(), CellError> {
         let mut spec = JobSpec::new(source);
         spec.connect = self.endpoint.clone();
+        // Killed outright, the kernel cannot stop its job: the collector watches it instead.
+        spec.driver = Some(contract::spec::Driver::this_process());
         spec.calib_dir = self.calib_dir.clone();
         spec.calib = self.calib.clone();
         spec.frame_rate = opts.rate.unwrap_or(5.0);
