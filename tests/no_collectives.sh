@@ -9,5 +9,5 @@ if grep -rnE "$pattern" job/src; then
   exit 1
 fi
 # The check must see the job's MPI code at all (a moved file would make it pass vacuously).
-grep -q "immediate_matched_probe" job/src/ranks.rs || { echo "no_collectives: job/src/ranks.rs not found or changed shape" >&2; exit 1; }
+grep -q "immediate_matched_probe" job/src/ranks/channel.rs || { echo "no_collectives: job/src/ranks/channel.rs not found or changed shape" >&2; exit 1; }
 echo "no_collectives: job/src has no MPI collective"

@@ -103,6 +103,13 @@ fn one_update(source: &str, sql: &str, calib_dir: Option<PathBuf>) -> Vec<u8> {
 /// A worker's update after one batch; `routed`: as in a merge tree, with its states apart in a
 /// states message.
 fn one_report(source: &str, sql: &str, calib_dir: Option<PathBuf>, routed: bool) -> (Vec<u8>, Option<Vec<u8>>) {
+    let (update, states, _) = one_report_and_frames(source, sql, calib_dir, routed);
+    (update, states)
+}
+
+/// [`one_report`], and its states as the worker hands them to a combiner on its own rank.
+#[allow(clippy::type_complexity)]
+fn one_report_and_frames(source: &str, sql: &str, calib_dir: Option<PathBuf>, routed: bool) -> (Vec<u8>, Option<Vec<u8>>, Option<(job::wire::Member, Vec<(job::wire::StatePart, polars::prelude::DataFrame)>)>) {
     let source = xtc::Source::parse(source).unwrap();
     let mut reader = job::Reader::start(&source, 1, job::ReaderOptions { batch_events: 4096, ..Default::default() }).unwrap();
     let msg = loop {
@@ -120,7 +127,11 @@ fn one_report(source: &str, sql: &str, calib_dir: Option<PathBuf>, routed: bool)
     }
     w.process(&msg).unwrap();
     let update = w.report(false);
-    (update, w.take_states(2, false))
+    let frames = w.take_state_frames(2, false);
+    // The same states again, encoded as they leave a rank.
+    w.resend_all();
+    let _ = w.report(false);
+    (update, w.take_states(2, false), frames)
 }
 
 /// What the collector spends per frame with N workers: N updates decoded and stored (each
@@ -168,8 +179,9 @@ fn collector_merge(truth: &sim::Truth) {
     println!("| query | 16 workers | 64 workers |");
     println!("|---|---|---|");
     for (label, sql, source, calib) in &cases {
-        let (update, states) = one_report(source, sql, calib.clone(), true);
+        let (update, states, own) = one_report_and_frames(source, sql, calib.clone(), true);
         let states = states.expect("a routed worker's states");
+        let (own_member, own_parts) = own.expect("a routed worker's states");
         let mut row = format!("| {label} |");
         for n in [16, 64] {
             let ranks: Vec<i32> = (2..2 + n).collect();
@@ -185,7 +197,8 @@ fn collector_merge(truth: &sim::Truth) {
                 let t = Instant::now();
                 let mut k = job::combiner::Combiner::new(2, tree.children(2));
                 k.command(&cmd);
-                k.absorb(2, &states).unwrap();
+                // Its own worker's states as they are (never encoded on this rank).
+                k.hold(2, vec![own_member.clone()], own_parts.clone());
                 for c in tree.children(2) {
                     k.absorb(c, &states).unwrap();
                 }

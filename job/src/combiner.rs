@@ -106,10 +106,7 @@ impl Combiner {
     /// A [`States`] message from a child (or this rank's own worker, `from` = its rank).
     pub fn absorb(&mut self, from: i32, msg: &[u8]) -> Result<(), String> {
         let (states, mut body): (States, &[u8]) = wire::decode("states", msg).map_err(|e| e.to_string())?;
-        let h = self.held.entry(from).or_default();
-        let newly_final = states.members.iter().any(|m| m.last && !h.members.iter().any(|o| o.rank == m.rank && o.last));
-        self.urgent |= newly_final;
-        h.members = states.members;
+        let mut parts = Vec::with_capacity(states.parts.len());
         for p in states.parts {
             let bytes = body.get(..p.bytes).ok_or_else(|| format!("states from rank {from}: body shorter than its parts"))?;
             body = &body[p.bytes..];
@@ -117,13 +114,26 @@ impl Combiner {
                 continue;
             }
             let df = codec::decode(bytes).map_err(|e| format!("states from rank {from}, query {}: {e}", p.name))?;
+            parts.push((p, df));
+        }
+        self.hold(from, states.members, parts);
+        Ok(())
+    }
+
+    /// The latest states of `from` (this rank's own worker's come straight from it,
+    /// [`crate::worker::Worker::take_state_frames`]).
+    pub fn hold(&mut self, from: i32, members: Vec<Member>, parts: Vec<(StatePart, DataFrame)>) {
+        let h = self.held.entry(from).or_default();
+        let newly_final = members.iter().any(|m| m.last && !h.members.iter().any(|o| o.rank == m.rank && o.last));
+        self.urgent |= newly_final;
+        h.members = members;
+        for (p, df) in parts {
             if self.queries.get(&p.name).is_none_or(|q| q.generation == p.generation) {
                 self.dirty.insert(p.name.clone());
             }
             h.parts.insert(p.name, (p.generation, p.columns, df));
         }
         self.members_changed = true;
-        Ok(())
     }
 
     /// The collector's list of lost workers.

@@ -75,8 +75,10 @@ pub struct Worker {
     pub shmem: Option<crate::wire::ShmemCounts>,
     /// Merge tree: where the states go (they leave the reports, [`Worker::take_states`]).
     pub states_to: Option<i32>,
-    /// States taken out of reports, for the merge tree.
-    apart: Vec<(StatePart, Vec<u8>)>,
+    /// States taken out of reports, for the merge tree: DataFrames (cheap clones), encoded
+    /// only when they leave this rank ([`Worker::take_states`]); a combiner takes its own as
+    /// they are ([`Worker::take_state_frames`]).
+    apart: Vec<(StatePart, DataFrame)>,
     /// Saved rows: this worker's part number (its place among the workers); None: the job's
     /// only worker in one process, which writes the file itself.
     pub save_part: Option<usize>,
@@ -518,6 +520,14 @@ impl Worker {
             } else {
                 match fold(plan, &mut q.state, &mut q.pending) {
                     Ok(()) => match q.state.as_mut() {
+                        Some(s) if self.states_to.is_some() => {
+                            // Merge tree: the state goes its own way, the counters stay.
+                            q.reported = Some((std::time::Instant::now(), s.estimated_size()));
+                            let part = StatePart { name: name.clone(), generation: q.generation, columns: q.planned_for.clone(), bytes: 0 };
+                            self.apart.push((part, s.clone()));
+                            update.queries.push(qu);
+                            continue;
+                        }
                         Some(s) => {
                             q.reported = Some((std::time::Instant::now(), s.estimated_size()));
                             codec::encode(s).map_err(|e| e.to_string())
@@ -528,11 +538,6 @@ impl Worker {
                 }
             };
             match bytes {
-                Ok(b) if self.states_to.is_some() && qu.kind == UpdateKind::State => {
-                    // Merge tree: the state goes its own way, the counters stay.
-                    let part = StatePart { name: name.clone(), generation: q.generation, columns: q.planned_for.clone(), bytes: b.len() };
-                    self.apart.push((part, b));
-                }
                 Ok(b) => {
                     qu.bytes = b.len();
                     bodies.push(b);
@@ -555,13 +560,31 @@ impl Worker {
     /// Merge tree: the states taken out of the reports since the last call, as a [`States`]
     /// message for this worker (`rank`); `last` marks its final one. None: nothing to send.
     pub fn take_states(&mut self, rank: i32, last: bool) -> Option<Vec<u8>> {
+        let (member, frames) = self.take_state_frames(rank, last)?;
+        let mut parts = Vec::with_capacity(frames.len());
+        let mut bodies = Vec::with_capacity(frames.len());
+        for (mut part, mut df) in frames {
+            match codec::encode(&mut df) {
+                Ok(b) => {
+                    part.bytes = b.len();
+                    parts.push(part);
+                    bodies.push(b);
+                }
+                Err(e) => self.fail_query(&part.name, e.to_string()),
+            }
+        }
+        let msg = States { members: vec![member], parts };
+        let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+        Some(wire::encode(&msg, &refs))
+    }
+
+    /// [`Worker::take_states`] as they are, for a combiner's own worker on the same rank (no
+    /// encoding and decoding of what never leaves it: a mean image's state is megabytes).
+    pub fn take_state_frames(&mut self, rank: i32, last: bool) -> Option<(Member, Vec<(StatePart, DataFrame)>)> {
         if self.apart.is_empty() && !last {
             return None;
         }
-        let (parts, bodies): (Vec<StatePart>, Vec<Vec<u8>>) = std::mem::take(&mut self.apart).into_iter().unzip();
-        let msg = States { members: vec![Member { rank, events_read: self.events_read, last }], parts };
-        let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
-        Some(wire::encode(&msg, &refs))
+        Some((Member { rank, events_read: self.events_read, last }, std::mem::take(&mut self.apart)))
     }
 
     /// Every query's state goes with the next report, however recent the last one (its

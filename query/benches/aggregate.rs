@@ -11,14 +11,11 @@ use query::LiveQuery;
 const ROWS: usize = 16_384;
 const ROUNDS: usize = 200;
 
+mod common;
+
 fn batch(seed: u64) -> DataFrame {
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f32 / (1u64 << 53) as f32
-    };
+    let mut uniform = common::uniform(seed);
+    let mut next = move || uniform() as f32;
     let a: Vec<f32> = (0..ROWS).map(|_| next() * 4.0).collect();
     let b: Vec<f32> = (0..ROWS).map(|_| next() * 1e3).collect();
     let k: Vec<f64> = (0..ROWS).map(|_| (next() * 40.0).floor() as f64).collect();

@@ -11,14 +11,10 @@ use query::{LiveMode, LiveQuery};
 
 const ROWS: usize = 16_384;
 
+mod common;
+
 fn batch(seed: u64) -> DataFrame {
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut next = common::uniform(seed);
     let v: Vec<f64> = (0..ROWS).map(|_| next() * 4.0).collect();
     let w: Vec<f64> = (0..ROWS).map(|_| 0.5 + next()).collect();
     let ts: Vec<u64> = (0..ROWS as u64).map(|i| (seed << 32) + i).collect();
