@@ -156,3 +156,25 @@ pub const QUERIES: &[(&str, &str, &[&str])] = &[
         &["timestamp"],
     ),
 ];
+
+/// Runs the job of `spec` under mpirun with `ranks` ranks (its description written into `dir`)
+/// and waits at most `limit` for it to end (killed and failed after that).
+pub fn run_mpi(spec: &contract::JobSpec, ranks: usize, dir: &std::path::Path, limit: std::time::Duration) -> std::process::ExitStatus {
+    // SAFETY: every test sets the same value before launching; nothing reads it concurrently
+    // with a different expectation.
+    unsafe { std::env::set_var("BEAMTIME_JOB", env!("CARGO_BIN_EXE_beamtime-job")) };
+    let mut cmd = contract::launch::command(None, ranks, spec, &dir.join("job.json")).unwrap();
+    cmd.stdout(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("mpirun (apt install openmpi-bin libopenmpi-dev)");
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the MPI job did not finish within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use contract::Command;
 use job::inproc::{run_inprocess, JobSpec};
@@ -75,24 +75,7 @@ fn one_process_writes_rows_and_the_summary_into_one_file() {
 fn workers_write_parts_the_collector_joins_them_and_adds_the_summary() {
     let dir = common::scratch_dir("mpi");
     let path = dir.join("run.h5");
-    let spec = spec(&path);
-    // SAFETY: set before the launch; no thread of this test reads it concurrently.
-    unsafe { std::env::set_var("BEAMTIME_JOB", env!("CARGO_BIN_EXE_beamtime-job")) };
-    let mut cmd = contract::launch::command(None, 5, &spec, &dir.join("job.json")).unwrap();
-    cmd.stdout(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("mpirun");
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("the MPI job did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success());
+    assert!(common::run_mpi(&spec(&path), 5, &dir, Duration::from_secs(120)).success());
     let parts: Vec<String> = (0..3).map(|i| format!("run_part{i}.h5")).collect();
     for p in &parts {
         assert!(dir.join(p).exists(), "{p}");

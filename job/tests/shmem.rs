@@ -93,22 +93,7 @@ fn three_clients_under_mpirun_equal_the_offline_result() {
     let mut spec = JobSpec::new(&format!("shmem={tag}.0:stop=endrun"));
     spec.queries = vec![common::set("q", SQL)];
     spec.output = Some(dir.join("out.parquet"));
-    // SAFETY: set before launching; the tests of this file run one at a time.
-    unsafe { std::env::set_var("BEAMTIME_JOB", env!("CARGO_BIN_EXE_beamtime-job")) };
-    let mut cmd = contract::launch::command(None, 4, &spec, &dir.join("job.json")).unwrap();
-    cmd.stdout(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("mpirun");
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("the shared-memory job did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::run_mpi(&spec, 4, &dir, Duration::from_secs(120));
     let (truth, stats) = feeder.join().unwrap();
     assert!(status.success());
     // Events went to every client, and none was lost.

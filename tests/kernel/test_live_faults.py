@@ -3,6 +3,7 @@ client: within 3 s the live display or `%live status` names the lost worker (`wo
 HOST lost`), the results so far stay, the next cell answers within 1 s, and `%live stop` ends
 every process of the job (none left, no /dev/shm or /dev/mqueue entry left)."""
 import json
+import os
 import re
 import signal
 import socket
@@ -32,6 +33,32 @@ def events_of(status_text, name):
     return int(m.group(1)) if m else 0
 
 
+def start_live_job(km, kc, tmp_path, exp, ranks, events, others):
+    """A run written at 2 kHz and a `%%live n` job of `ranks` ranks following it: (the writer,
+    the job's JobWatch, {rank: pid}) once every rank runs."""
+    writer = subprocess.Popen([beamtime_bin(), "sim", "--dir", str(tmp_path / "xtc"), "--exp", exp, "--run", "1", "--events", str(events),
+                               "--steps", "2", "--streams", "2", "--rate", "2000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kpid = km.provisioner.pid
+    watch = JobWatch(root=kpid, marker=f"beamtime-live-{kpid}/")
+    try:
+        reply, msgs, _ = cell(kc, f"%source exp={exp}:run=1:dir={tmp_path / 'xtc'}:live", others)
+        assert reply["status"] == "ok", texts(msgs)
+        reply, msgs, _ = cell(kc, f"%%live n --ranks {ranks} --rate 10\nSELECT count(*) AS n FROM events", others, timeout=120)
+        assert reply["status"] == "ok", texts(msgs)
+        end = time.monotonic() + 30
+        pids = watch.scan()
+        while len(pids) < ranks and time.monotonic() < end:
+            time.sleep(0.01)
+            pids = watch.scan()
+        assert len(pids) >= ranks, f"ranks {sorted(pids)} of {ranks} found"
+    except BaseException:
+        watch.force_cleanup()
+        writer.kill()
+        writer.wait(timeout=10)
+        raise
+    return writer, watch, pids
+
+
 # role → (its rank, what names its loss, within how many seconds of the kill). A lost collector
 # is said by the ranks that outlive it (their last messages, in the job's status) once they
 # leave: 2.5 s of silence, then the launcher's exit.
@@ -45,24 +72,11 @@ ROLES = {
 @pytest.mark.parametrize("ranks,role", [(3, "worker"), (5, "worker"), (3, "reader"), (5, "collector")])
 def test_a_killed_rank_is_named_within_its_bound_and_the_kernel_answers(kernel, tmp_path, ranks, role):
     km, kc = kernel
-    exp = f"tstkfault{ranks}{role[0]}"
-    writer = subprocess.Popen([beamtime_bin(), "sim", "--dir", str(tmp_path / "xtc"), "--exp", exp, "--run", "1", "--events", "20000",
-                               "--steps", "2", "--streams", "2", "--rate", "2000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kpid = km.provisioner.pid
-    watch = JobWatch(root=kpid, marker=f"beamtime-live-{kpid}/")
     others = []
+    writer, watch, pids = start_live_job(km, kc, tmp_path, f"tstkfault{ranks}{role[0]}", ranks, 20000, others)
     try:
-        reply, msgs, _ = cell(kc, f"%source exp={exp}:run=1:dir={tmp_path / 'xtc'}:live", others)
-        assert reply["status"] == "ok", texts(msgs)
-        reply, msgs, _ = cell(kc, f"%%live n --ranks {ranks} --rate 10\nSELECT count(*) AS n FROM events", others, timeout=120)
-        assert reply["status"] == "ok", texts(msgs)
-        # All ranks up and the worker reading (events counted).
+        # The worker reading (events counted).
         end = time.monotonic() + 30
-        pids = watch.scan()
-        while len(pids) < ranks and time.monotonic() < end:
-            time.sleep(0.01)
-            pids = watch.scan()
-        assert len(pids) >= ranks, f"ranks {sorted(pids)} of {ranks} found"
         s = ""
         while time.monotonic() < end and events_of(s, "n") < 500:
             _, msgs, _ = cell(kc, "%live status", others)
@@ -120,26 +134,10 @@ def test_a_killed_kernel_takes_its_job_along(kernel, tmp_path, ranks):
     """SIGKILL of the kernel (no shutdown, no cleanup of its own) still ends every process of its
     job: the launcher (or the one-process job) gets the kernel's death signal."""
     km, kc = kernel
-    exp = f"tstkdead{ranks}"
-    writer = subprocess.Popen([beamtime_bin(), "sim", "--dir", str(tmp_path / "xtc"), "--exp", exp, "--run", "1", "--events", "40000",
-                               "--steps", "2", "--streams", "2", "--rate", "2000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kpid = km.provisioner.pid
-    watch = JobWatch(root=kpid, marker=f"beamtime-live-{kpid}/")
-    others = []
+    writer, watch, _ = start_live_job(km, kc, tmp_path, f"tstkdead{ranks}", ranks, 40000, [])
     try:
-        reply, msgs, _ = cell(kc, f"%source exp={exp}:run=1:dir={tmp_path / 'xtc'}:live", others)
-        assert reply["status"] == "ok", texts(msgs)
-        reply, msgs, _ = cell(kc, f"%%live n --ranks {ranks} --rate 10\nSELECT count(*) AS n FROM events", others, timeout=120)
-        assert reply["status"] == "ok", texts(msgs)
-        end = time.monotonic() + 30
-        pids = watch.scan()
-        while len(pids) < ranks and time.monotonic() < end:
-            time.sleep(0.01)
-            pids = watch.scan()
-        assert len(pids) >= ranks, f"ranks {sorted(pids)} of {ranks} found"
         assert writer.poll() is None, "the run is no longer growing: make it longer"
-        import os
-        os.kill(kpid, signal.SIGKILL)
+        os.kill(km.provisioner.pid, signal.SIGKILL)
         watch.assert_clean(within=5.0)
     finally:
         watch.force_cleanup()
