@@ -166,6 +166,11 @@ pub fn run_mpi(spec: &contract::JobSpec, ranks: usize, dir: &std::path::Path, li
     let mut cmd = contract::launch::command(None, ranks, spec, &dir.join("job.json")).unwrap();
     cmd.stdout(std::process::Stdio::null());
     let mut child = cmd.spawn().expect("mpirun (apt install openmpi-bin libopenmpi-dev)");
+    wait_child(&mut child, limit)
+}
+
+/// The job's exit status, waiting at most `limit` (killed and failed after that).
+pub fn wait_child(child: &mut std::process::Child, limit: std::time::Duration) -> std::process::ExitStatus {
     let t = std::time::Instant::now();
     loop {
         if let Some(s) = child.try_wait().unwrap() {

@@ -27,19 +27,7 @@ fn launch(spec: &JobSpec, ranks: usize, dir: &Path) -> Child {
     cmd.spawn().expect("mpirun (apt install openmpi-bin libopenmpi-dev)")
 }
 
-fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the MPI job did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::wait_child as wait;
 
 #[test]
 fn two_three_and_five_ranks_give_the_in_process_result() {
