@@ -611,7 +611,11 @@ impl WorkerQuery {
     /// HDF5 part is written even without rows: psana leaves one for every writer).
     fn note_saved(&mut self, done: bool, part: Option<usize>) -> Result<(), String> {
         let Some(path) = self.save.as_ref() else { return Ok(()) };
-        let is_rows = self.plan.as_ref().map_or(true, |p| p.is_rows());
+        // Before any event this worker has no plan: the SQL alone says whether it saves rows.
+        let is_rows = match &self.plan {
+            Some(p) => p.is_rows(),
+            None => LiveQuery::is_row_query(&self.sql).unwrap_or(false),
+        };
         if !is_rows || self.saved.as_ref().is_some_and(|s| s.closed) {
             return Ok(());
         }

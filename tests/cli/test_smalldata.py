@@ -140,7 +140,9 @@ def test_parquet_dataset_has_every_event_once_and_equals_the_hdf5(camera_run, tm
 def test_an_aggregate_is_saved_as_psana_summaries(camera_run, tmp_path):
     source, events, _ = camera_run
     path = tmp_path / "sums.h5"
-    run("run", "--source", source, "--ranks", "3", "--sql", 'SELECT sum("ipm2.raw.sum") AS "ipm2.sum", count(*) AS n FROM events', "--save", str(path))
+    # Three workers, one batch: two of them never plan the query, and still write no part.
+    run("run", "--source", source, "--ranks", "5", "--batch-events", "100000", "--sql", 'SELECT sum("ipm2.raw.sum") AS "ipm2.sum", count(*) AS n FROM events', "--save", str(path))
+    assert not list(tmp_path.glob("sums_part*")), "an aggregate saves no rows"
     with h5py.File(path, "r") as f:
         # psana's parallel smd.sum of a scalar is an array of shape (1,), saved as an ordinary dataset.
         assert not f["ipm2/sum"].is_virtual and f["ipm2/sum"].shape == (1,) and f["n"].shape == (1,)
