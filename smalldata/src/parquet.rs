@@ -67,7 +67,10 @@ impl ParquetPart {
         if self.writer.is_none() {
             let file = std::fs::File::create(&self.path).map_err(|e| self.err(e))?;
             let schema = self.schema.clone().expect("set with the first rows");
-            self.writer = Some(ParquetWriter::new(file).batched(&schema).map_err(|e| self.err(e))?);
+            // LZ4: written beside live queries, the codec's CPU is the live rate's (zstd, polars'
+            // default, costs the aggregate beside it twice what LZ4 does; BENCHMARKS.md).
+            let writer = ParquetWriter::new(file).with_compression(ParquetCompression::Lz4Raw);
+            self.writer = Some(writer.batched(&schema).map_err(|e| self.err(e))?);
         }
         let writer = self.writer.as_mut().expect("just made");
         writer.write_batch(&df).map_err(|e| SaveError::File { path: self.path.clone(), why: e.to_string() })
