@@ -67,8 +67,8 @@ impl ParquetPart {
         if self.writer.is_none() {
             let file = std::fs::File::create(&self.path).map_err(|e| self.err(e))?;
             let schema = self.schema.clone().expect("set with the first rows");
-            // LZ4: written beside live queries, the codec's CPU is the live rate's (zstd, polars'
-            // default, costs the aggregate beside it twice what LZ4 does; BENCHMARKS.md).
+            // LZ4: written beside live queries, the codec's CPU is the live rate's (polars'
+            // default zstd wrote 1.4-1.5 M rows/s per core, LZ4 1.6-1.8 M; BENCHMARKS.md).
             let writer = ParquetWriter::new(file).with_compression(ParquetCompression::Lz4Raw);
             self.writer = Some(writer.batched(&schema).map_err(|e| self.err(e))?);
         }
