@@ -45,6 +45,8 @@ struct WorkerQuery {
     /// `--save`: where the query's rows go (a row query's rows go there, not to the collector).
     save: Option<std::path::PathBuf>,
     writer: Option<smalldata::PartWriter>,
+    /// A saved row query (read from the SQL once: a worker without events has no plan).
+    saves_rows: bool,
     /// The part file as last reported.
     saved: Option<SavedPart>,
 }
@@ -151,6 +153,7 @@ impl Worker {
                         send_columns: false,
                         dirty: true,
                         save: save.as_ref().map(std::path::PathBuf::from),
+                        saves_rows: save.is_some() && LiveQuery::is_row_query(sql).unwrap_or(false),
                         writer: None,
                         saved: None,
                     },
@@ -611,12 +614,7 @@ impl WorkerQuery {
     /// HDF5 part is written even without rows: psana leaves one for every writer).
     fn note_saved(&mut self, done: bool, part: Option<usize>) -> Result<(), String> {
         let Some(path) = self.save.as_ref() else { return Ok(()) };
-        // Before any event this worker has no plan: the SQL alone says whether it saves rows.
-        let is_rows = match &self.plan {
-            Some(p) => p.is_rows(),
-            None => LiveQuery::is_row_query(&self.sql).unwrap_or(false),
-        };
-        if !is_rows || self.saved.as_ref().is_some_and(|s| s.closed) {
+        if !self.saves_rows || self.saved.as_ref().is_some_and(|s| s.closed) {
             return Ok(());
         }
         let err = |e: smalldata::SaveError| format!("saving to {}: {e}", path.display());
